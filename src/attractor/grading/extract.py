@@ -1,0 +1,93 @@
+"""The one answer extractor of the project.
+
+Order of precedence, for a completion:
+1. the last ``\\boxed{...}`` (balanced braces);
+2. the last ``#### n`` (GSM8K);
+3. the text after the last ``###`` (Coconut's answer marker; ProsQA and ProntoQA sentences);
+4. the last "The answer is ...".
+Nothing else: a completion without any of these has no answer (``None``) -- in particular no
+"last number in the text" fallback, which would give truncated rollouts a made-up answer.
+
+For ProsQA the answer is normalised to the sentence "{name} is a {concept}." and for ProntoQA
+to "True"/"False"; ``gold=True`` reads a gold field, which may be the bare answer.
+"""
+from __future__ import annotations
+
+import re
+
+_BOXED = "\\boxed"
+_GSM_RE = re.compile(r"####\s*([^\n]+)")
+_ANSWER_IS_RE = re.compile(r"[Tt]he (?:final )?answer is[:\s]*([^\n]+)")
+_PROSQA_RE = re.compile(r"([A-Z][a-z]+) is an? ([a-z]+)")
+_TF_RE = re.compile(r"\b(true|false)\b", re.IGNORECASE)
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced; None if absent
+    or unclosed."""
+    start = max(text.rfind(_BOXED + "{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j].strip()
+    return None
+
+
+def raw_answer(text: str) -> tuple[str | None, str | None]:
+    """The answer span of a completion and the method that found it (``boxed``, ``gsm8k``,
+    ``marker``, ``answer_is``), or ``(None, None)``."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed, "boxed"
+    gsm = _GSM_RE.findall(text)
+    if gsm:
+        return gsm[-1].strip(), "gsm8k"
+    if "###" in text:
+        tail = text.rsplit("###", 1)[1].strip()
+        if tail:
+            return tail.split("\n")[0].strip(), "marker"
+    said = _ANSWER_IS_RE.findall(text)
+    if said:
+        return said[-1].strip(), "answer_is"
+    return None, None
+
+
+def _strip_final_period(s: str) -> str:
+    s = s.strip().rstrip(".").strip()
+    return s
+
+
+def normalise(answer: str, kind: str) -> str | None:
+    """Canonical form of an answer span for ``kind`` (None if the span has no valid answer)."""
+    if kind == "prosqa":
+        m = _PROSQA_RE.search(answer)
+        return f"{m.group(1)} is a {m.group(2)}." if m else None
+    if kind == "prontoqa":
+        m = _TF_RE.search(answer)
+        return m.group(1).capitalize() if m else None
+    if kind == "arith":
+        s = _strip_final_period(answer).replace(",", "")
+        return s if re.fullmatch(r"-?\d+", s) else None
+    s = _strip_final_period(answer)
+    if s.startswith("$") and s.endswith("$") and len(s) > 1:
+        s = s[1:-1].strip()
+    return s or None
+
+
+def extract_answer(text: str, kind: str, gold: bool = False) -> str | None:
+    """The normalised answer of a completion (or of a gold field when ``gold=True``).
+
+    A gold field may be the bare answer ("70", "Tom is a lempus.", "True") or a worked solution
+    ending in ``#### n``; a completion must carry one of the markers listed in the module doc.
+    """
+    span, _ = raw_answer(text)
+    if span is None and gold:
+        span = text
+    return normalise(span, kind) if span is not None else None

@@ -1,0 +1,77 @@
+"""What the embedded tiny model is: its architecture and the chain of thought it is taught.
+
+The tiny model is a plain ``Qwen2ForCausalLM`` (the family of Qwen2.5 and DeepScaleR), so every
+code path a user takes with a real model is the one the tests take with this one.
+
+Its chain of thought is a *backward proof*: starting from the first option of the question it
+copies, sentence by sentence, the rule whose object is the current concept, up to a person.
+If that person is the one asked about, the option is the answer; otherwise it proves the
+second option the same way. Each step is one look-up in the question, which a small model
+learns in CPU-hours, while the forward shortest path (ProsQA's own ``steps``) needs a lookahead
+over the whole graph at the first step (GPT-2 124M reaches 77.5% with it).
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from transformers import Qwen2Config
+
+from attractor.tasks.problem import Problem
+from attractor.tasks.prosqa import distances, edge_sentence
+
+ARCH = dict(hidden_size=160, intermediate_size=640, num_hidden_layers=4, num_attention_heads=5,
+            num_key_value_heads=5, max_position_embeddings=1024, rope_theta=10000.0,
+            tie_word_embeddings=True, rms_norm_eps=1e-6)
+_Q_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
+ANSWER_MARK = "###"
+
+
+def tiny_config(vocab_size: int, eos_id: int) -> Qwen2Config:
+    """The Qwen2 configuration of the tiny model (bos = eos = pad, all inside the vocabulary)."""
+    return Qwen2Config(vocab_size=vocab_size, bos_token_id=eos_id, eos_token_id=eos_id,
+                       pad_token_id=eos_id, **ARCH)
+
+
+def prompt_text(question: str) -> str:
+    """The tiny model's prompt: the question and a newline (it has no chat template)."""
+    return question + "\n"
+
+
+def backward_proof(p: Problem, rng: random.Random) -> list[str]:
+    """The backward-proof chain of thought for a ProsQA problem with its graph in ``meta``.
+
+    Where a concept has several parents, one is drawn with ``rng``; on the chain that proves the
+    true target only parents the root reaches are drawn, so every training chain is a proof.
+    """
+    m = p.meta
+    sym, edges, root, target = m["idx_to_symbol"], m["edges"], m["root"], m["target"]
+    n = len(sym)
+    match = _Q_RE.search(p.question)
+    if match is None:
+        raise ValueError(f"{p.id}: question does not end in 'Is X a A or B?'")
+    first = sym.index(match.group(2))
+    second = sym.index(match.group(3))
+    parents: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        parents[b].append(a)
+    has_parent = {b for _, b in edges}
+    reach = distances(n, edges, root)
+
+    def chain(node: int, proving: bool) -> list[str]:
+        out = []
+        while parents[node]:
+            cands = [u for u in parents[node] if reach[u] >= 0] if proving else parents[node]
+            u = rng.choice(sorted(cands))
+            out.append(edge_sentence(sym[u], sym[node], u not in has_parent))
+            node = u
+        return out
+
+    if first == target:
+        return chain(first, True)
+    return chain(first, False) + chain(second, True)
+
+
+def completion_text(p: Problem, rng: random.Random) -> str:
+    """The completion the tiny model is trained on: backward proof, ``###``, answer sentence."""
+    return " " + " ".join(backward_proof(p, rng)) + f" {ANSWER_MARK} {p.gold}"

@@ -1,0 +1,187 @@
+"""``attractor train-tiny``: the seeded, resumable recipe that trains the embedded tiny model.
+
+Batches are generated on the fly: batch ``s`` holds generated ProsQA problems
+``s*B .. s*B+B-1`` of seed ``seed``, so a run killed at any step and resumed from its last
+checkpoint sees exactly the data an uninterrupted run sees. Checkpoints (model and AdamW state)
+are safetensors; the finished model is a ``save_pretrained`` directory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
+
+from attractor.models.tiny_recipe import completion_text, prompt_text, tiny_config
+from attractor.models.tiny_tokenizer import build_tokenizer
+from attractor.tasks.prosqa import generate_prosqa
+
+
+@dataclass
+class TinyTrainConfig:
+    """Hyper-parameters of ``attractor train-tiny`` (every field is a CLI option)."""
+
+    out: str = field(default="train-out/tiny", metadata={"help": "Output directory."})
+    steps: int = field(default=12000, metadata={"help": "Optimiser steps."})
+    batch_size: int = field(default=32, metadata={"help": "Problems per step."})
+    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW)."})
+    warmup: int = field(default=300, metadata={"help": "Linear warm-up steps."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation and data."})
+    eval_every: int = field(default=500, metadata={"help": "Steps between dev evaluations."})
+    eval_size: int = field(default=128, metadata={"help": "Generated dev problems per eval."})
+    ckpt_every: int = field(default=250, metadata={"help": "Steps between checkpoints."})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError("--steps and --batch-size must be positive")
+
+
+DEV_SEED_OFFSET = 1_000_003  # dev problems come from another seed than training problems
+
+
+def encode_batch(problems, tok: PreTrainedTokenizerFast, seed: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids and labels (-100 on prompt and padding) for a training batch."""
+    rows = []
+    for p in problems:
+        prompt = tok(prompt_text(p.question))["input_ids"]
+        comp = tok(completion_text(p, random.Random(f"cot:{seed}:{p.id}")))["input_ids"]
+        rows.append((prompt, comp + [tok.eos_token_id]))
+    width = max(len(a) + len(b) for a, b in rows)
+    ids = torch.full((len(rows), width), tok.eos_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (a, b) in enumerate(rows):
+        ids[i, : len(a) + len(b)] = torch.tensor(a + b)
+        labels[i, len(a): len(a) + len(b)] = torch.tensor(b)
+    return {"input_ids": ids, "labels": labels}
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tok: PreTrainedTokenizerFast, problems, max_new_tokens: int = 96,
+                    batch_size: int = 32) -> tuple[float, list[str]]:
+    """Greedy CoT accuracy (answer sentence after ``###`` equals gold) and the completions."""
+    from attractor.grading.extract import extract_answer  # one extractor for the whole project
+
+    model.eval()
+    tok.padding_side = "left"
+    texts: list[str] = []
+    for i in range(0, len(problems), batch_size):
+        chunk = problems[i: i + batch_size]
+        enc = tok([prompt_text(p.question) for p in chunk], return_tensors="pt", padding=True)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.eos_token_id)
+        texts += tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    model.train()
+    correct = [extract_answer(t, "prosqa") == extract_answer(p.gold, "prosqa", gold=True)
+               for t, p in zip(texts, problems)]
+    return sum(correct) / len(correct), texts
+
+
+def _lr_at(step: int, cfg: TinyTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _save_checkpoint(path: Path, model, opt, step: int, cfg: TinyTrainConfig) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # named_parameters lists a tied weight once (safetensors refuses shared storage)
+    save_file({k: v.detach().contiguous() for k, v in model.named_parameters()},
+              tmp / "model.safetensors")
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt_tensors: dict[str, torch.Tensor] = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, val in opt.state.get(p, {}).items():
+                opt_tensors[f"{names[id(p)]}::{key}"] = val.detach().reshape(val.shape).contiguous()
+    save_file(opt_tensors, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg),
+                                                "rng": torch.get_rng_state().tolist()}))
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(path: Path, model, opt) -> int:
+    missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+    if unexpected or any(k != "lm_head.weight" for k in missing):
+        raise RuntimeError(f"{path}: checkpoint does not match the model ({missing}, {unexpected})")
+    model.tie_weights()
+    tensors = load_file(path / "optimizer.safetensors")
+    params = dict(model.named_parameters())
+    for key, val in tensors.items():
+        name, slot = key.split("::")
+        opt.state[params[name]][slot] = val
+    state = json.loads((path / "state.json").read_text())
+    torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
+    return int(state["step"])
+
+
+def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume) the tiny model; returns the final dev accuracy and timings."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = Qwen2ForCausalLM(tiny_config(len(tok), tok.eos_token_id))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                            weight_decay=cfg.weight_decay)
+    ckpt = out / "checkpoint"
+    step = _load_checkpoint(ckpt, model, opt) if (ckpt / "state.json").exists() else 0
+    if step:
+        log(f"resumed from {ckpt} at step {step}")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"tiny model: {n_params/1e6:.2f}M parameters, vocab {len(tok)}; steps {step}..{cfg.steps}")
+    dev = generate_prosqa(cfg.eval_size, seed=cfg.seed + DEV_SEED_OFFSET)
+    logf = open(out / "train_log.jsonl", "a")
+    t0, tokens = time.time(), 0
+    loss_avg = None
+    while step < cfg.steps:
+        problems = generate_prosqa(cfg.batch_size, seed=cfg.seed, start=step * cfg.batch_size)
+        batch = encode_batch(problems, tok, cfg.seed)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        tokens += batch["input_ids"].numel()
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        record: dict[str, Any] = {}
+        if step % 50 == 0:
+            rate = tokens / (time.time() - t0)
+            record = {"step": step, "loss": round(loss_avg, 4), "lr": _lr_at(step, cfg),
+                      "tokens_per_s": round(rate)}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            acc, _ = greedy_accuracy(model, tok, dev)
+            record.update({"step": step, "dev_accuracy": acc})
+        if record:
+            log(json.dumps(record))
+            logf.write(json.dumps(record) + "\n")
+            logf.flush()
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            _save_checkpoint(ckpt, model, opt, step, cfg)
+    final = out / "model"
+    model.save_pretrained(final)
+    tok.save_pretrained(final)
+    acc, _ = greedy_accuracy(model, tok, dev)
+    return {"dev_accuracy": acc, "steps": step, "params": n_params, "out": str(final)}
