@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from attractor.errors import UserError
+from attractor.errors import ConfigError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Measure and improve the stability of LLM reasoning.")
@@ -36,6 +36,106 @@ def train_tiny_cmd(
                           eval_every=eval_every, threads=threads)
     result = train_tiny(cfg)
     typer.echo(f"done: {result}")
+
+
+@app.command("sample")
+def sample_cmd(
+    model: str = typer.Option("tiny", "--model", help="'tiny', a local model directory or a hub id."),
+    task: str = typer.Option(..., "--task", help="Preset, file, synthetic:NAME[:k=v,...] or hf:NAME:SPLIT."),
+    out: str = typer.Option(..., "--out", help="Run directory (created, or resumed if it exists)."),
+    samples: int = typer.Option(16, "--samples", "-n", help="Rollouts per question (N)."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature; 0 is greedy."),
+    top_p: float = typer.Option(1.0, help="Nucleus mass in (0, 1]."),
+    top_k: int = typer.Option(0, help="Top-k filter; 0 disables it."),
+    max_new_tokens: int = typer.Option(256, help="Token budget per completion."),
+    seed: int = typer.Option(0, help="Base seed: sample i uses seed + i."),
+    limit: Optional[int] = typer.Option(None, help="Only the first Q questions."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of the preset files (default: $ATTRACTOR_DATA_DIR or ../shared/data)."),
+    id_field: Optional[str] = typer.Option(None, help="Field of the question id."),
+    question_field: Optional[str] = typer.Option(None, help="Field of the question text."),
+    answer_field: Optional[str] = typer.Option(None, help="Field of the gold answer."),
+    steps_field: Optional[str] = typer.Option(None, help="Field of the CoT steps."),
+    grader: str = typer.Option("auto", help="auto | math | exact."),
+    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Apply the tokenizer's chat template when it has one."),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
+    engine: str = typer.Option("hf", help="Sampling engine."),
+    max_batch_rows: int = typer.Option(256, help="Rows (questions x samples) per forward batch."),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code from the model repo."),
+) -> None:
+    """Sample N chain-of-thought rollouts per question, grade them, store them in RUN."""
+    from attractor.config import RunConfig, SamplingConfig
+    from attractor.pipeline.sample import run_sample
+    from attractor.ui import console, table
+
+    cfg = RunConfig(task=task, model=model, limit=limit, grader=grader, chat_template=chat_template,
+                    dtype=dtype, engine=engine, id_field=id_field, question_field=question_field,
+                    answer_field=answer_field, steps_field=steps_field,
+                    sampling=SamplingConfig(samples=samples, temperature=temperature, top_p=top_p,
+                                            top_k=top_k, max_new_tokens=max_new_tokens, seed=seed))
+    if max_batch_rows <= 0:
+        raise ConfigError(f"--max-batch-rows must be positive, got {max_batch_rows}")
+    res = run_sample(cfg, out, data_dir=data_dir, device=device, max_batch_rows=max_batch_rows,
+                     trust_remote_code=trust_remote_code, log=console.print)
+    if res["status"] == "done":
+        console.print(table("sample", ["questions", "new rollouts", "tokens", "seconds", "tokens/s"],
+                            [[res["questions"], res["new_rollouts"], res["tokens"],
+                              res["elapsed_s"], res["tokens_per_s"]]]))
+        console.print(f"next: attractor analyze {out}")
+
+
+@app.command("analyze")
+def analyze_cmd(run: str = typer.Argument(..., help="Run directory.")) -> None:
+    """Grade what is ungraded; write metrics/questions.parquet and metrics/summary.json."""
+    from attractor.pipeline.analyze import run_analyze
+    from attractor.pipeline.summary_print import print_summary
+
+    print_summary(run_analyze(run))
+
+
+@app.command("import")
+def import_cmd(
+    file: str = typer.Argument(..., help="JSONL, JSON or Parquet file of rollouts."),
+    out: str = typer.Option(..., "--out", help="Run directory to create."),
+    response_field: Optional[str] = typer.Option(None, help="Field of one response (a row per sample)."),
+    responses_field: Optional[str] = typer.Option(None, help="Field of a list of responses (a row per question)."),
+    id_field: str = typer.Option("id", help="Field of the question id ('' numbers questions by first appearance)."),
+    question_field: str = typer.Option("question", help="Field of the question text."),
+    answer_field: str = typer.Option("answer", help="Field of the gold answer."),
+    correct_field: Optional[str] = typer.Option(None, help="Field of the harness's own correctness label(s), kept as label_correct."),
+    finish_reason_field: Optional[str] = typer.Option(None, help="Field of the finish reason(s) ('stop' / 'length')."),
+    kind: str = typer.Option("auto", help="auto | math | prosqa | prontoqa | arith (decides grading)."),
+    grader: str = typer.Option("auto", help="auto | math | exact."),
+) -> None:
+    """Import rollouts made elsewhere into a run directory (then: attractor analyze RUN)."""
+    from attractor.pipeline.import_rollouts import run_import
+    from attractor.ui import console
+
+    res = run_import(file, out, response_field=response_field, responses_field=responses_field,
+                     id_field=id_field or None, question_field=question_field,
+                     answer_field=answer_field, correct_field=correct_field,
+                     finish_reason_field=finish_reason_field, kind=kind, grader=grader)
+    if res["status"] == "complete":
+        console.print(f"{out}: already imported ({res['questions']} questions, {res['rollouts']} "
+                      "rollouts); nothing to do")
+    else:
+        console.print(f"imported {res['rollouts']} rollouts of {res['questions']} questions into "
+                      f"{out}; next: attractor analyze {out}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: str = typer.Option("runs/demo", "--out", help="Run directory."),
+    questions: int = typer.Option(50, help="ProsQA questions."),
+    samples: int = typer.Option(16, help="Samples per question."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of the benchmark files."),
+) -> None:
+    """The main job on the embedded tiny model: sample ProsQA, analyse, print the stability gap."""
+    from attractor.pipeline.demo import run_demo
+
+    run_demo(out, questions=questions, samples=samples, temperature=temperature,
+             data_dir=data_dir)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from attractor.tasks import arith, prontoqa, prosqa
+from attractor.tasks import prontoqa, prosqa
 
 EOS = "<|endoftext|>"
-VOCAB_SIZE = 768
+VOCAB_SIZE = 1024
 
 
 def domain_words() -> list[str]:
@@ -28,20 +28,18 @@ def domain_words() -> list[str]:
     return sorted(words)
 
 
-def training_corpus(seed: int = 0, n_per_task: int = 400) -> list[str]:
-    """Texts the BPE merges are learned from: generated problems of every synthetic task, plus
-    each domain word many times so that all of them become single tokens."""
-    texts = []
-    for p in (prosqa.generate_prosqa(n_per_task, seed=seed)
-              + prontoqa.generate_prontoqa(n_per_task, seed=seed)
-              + arith.generate_arith(n_per_task, seed=seed)):
-        texts.append(p.question + "\n" + " ".join(p.steps) + " ### " + p.gold)
-    line = " ".join(domain_words())
-    texts += [line] * 200
-    return texts
+def training_corpus() -> list[str]:
+    """Texts the BPE merges are learned from: every domain word, many times, in the contexts the
+    generators write them (after a space, capitalised at a sentence start), plus the digits and
+    punctuation. It depends on the word lists alone, not on generator details, so the
+    tokenizer stays the same when a generator changes."""
+    words = domain_words()
+    line = " ".join(words) + " " + " ".join(w.capitalize() for w in words)
+    starts = [w for w in words for _ in range(20)]  # the first word of a text has no space
+    return [line + " 0 1 2 3 4 5 6 7 8 9 + - * = . ? : ### ###"] * 200 + starts
 
 
-def build_tokenizer(seed: int = 0) -> PreTrainedTokenizerFast:
+def build_tokenizer() -> PreTrainedTokenizerFast:
     """Train the byte-level BPE deterministically and wrap it as a ``PreTrainedTokenizerFast``."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -52,6 +50,6 @@ def build_tokenizer(seed: int = 0) -> PreTrainedTokenizerFast:
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=[EOS], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(training_corpus(seed), trainer=trainer)
+    tok.train_from_iterator(training_corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS,
                                    bos_token=EOS, unk_token=None, clean_up_tokenization_spaces=False)

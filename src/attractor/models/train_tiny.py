@@ -137,7 +137,12 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(cfg.seed)
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():  # a resumed run keeps the tokenizer it began with
+        tok = PreTrainedTokenizerFast.from_pretrained(tok_dir)
+    else:
+        tok = build_tokenizer()
+        tok.save_pretrained(tok_dir)
     torch.manual_seed(cfg.seed)
     model = Qwen2ForCausalLM(tiny_config(len(tok), tok.eos_token_id))
     model.train()

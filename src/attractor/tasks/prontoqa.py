@@ -83,14 +83,16 @@ def _one(rng: random.Random, pid: str, hops: int) -> Problem:
     rules.append(property_sentence(path[-1], q_adj, q_neg, rng))
     steps = [f"{name} is {article(a)} {a}. {r}" for a, r in zip(path, rules)]
     steps.append(f"{name} is {'not ' if q_neg else ''}{q_adj}.")
-    # Distractors: a second concept of the person with a short chain to the opposite property,
-    # side branches off the path, and one unrelated property per path concept.
-    d0, d1 = rest[0], rest[1]
+    # Distractors: the opposite property on a chain the person is not on (d1 -> d2), a second
+    # concept of the person (d0) with its own property, side branches off the path, and one
+    # unrelated property per concept -- each from its own adjective family, so nothing
+    # contradicts and the query follows from the path alone.
+    d0, d1, d2 = rest[0], rest[1], rest[2]
     facts = [f"{name} is {article(path[0])} {path[0]}.", f"{name} is {article(d0)} {d0}."]
-    distract = [isa_sentence(d0, d1, rng), property_sentence(d1, q_adj, not q_neg, rng)]
-    # Each concept's extra property comes from its own family, so no two rules contradict.
+    distract = [isa_sentence(d1, d2, rng), property_sentence(d2, q_adj, not q_neg, rng)]
     fam_iter = iter(other_families * 2)
-    for c in rest[2:]:
+    distract.append(property_sentence(d0, rng.choice(next(fam_iter)), rng.random() < 0.5, rng))
+    for c in rest[3:]:
         distract.append(isa_sentence(rng.choice(path[:-1]), c, rng))
         distract.append(property_sentence(c, rng.choice(next(fam_iter)), rng.random() < 0.5, rng))
     for c in path[:-1]:

@@ -1,0 +1,76 @@
+"""Configuration dataclasses shared by the CLI, YAML files and the Python API.
+
+Every field has a help string; cross-field checks live in ``__post_init__`` and raise
+:class:`attractor.errors.ConfigError` naming the option.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from attractor.errors import ConfigError
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class SamplingConfig:
+    """The whole sampling contract of a run (vLLM's SamplingParams plays the same role)."""
+
+    samples: int = _help("Rollouts per question (N).", 16)
+    temperature: float = _help("Sampling temperature; 0 means greedy.", 1.0)
+    top_p: float = _help("Nucleus sampling mass, in (0, 1].", 1.0)
+    top_k: int = _help("Keep the k most likely tokens; 0 keeps all.", 0)
+    max_new_tokens: int = _help("Token budget of a completion.", 256)
+    seed: int = _help("Base seed: sample i of every question uses seed + i.", 0)
+
+    def __post_init__(self) -> None:
+        if self.samples <= 0:
+            raise ConfigError(f"--samples must be a positive integer, got {self.samples}")
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"--top-k must be >= 0 (0 disables it), got {self.top_k}")
+        if self.max_new_tokens <= 0:
+            raise ConfigError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when temperature is 0 (argmax decoding)."""
+        return self.temperature == 0
+
+
+@dataclass
+class RunConfig:
+    """What a ``sample`` run is: task, model, prompt format and sampling. Stored in the
+    manifest; a second ``sample`` into the same run directory must match it."""
+
+    task: str = _help("Task spec: preset, file, synthetic:NAME or hf:NAME:SPLIT.", "prosqa")
+    model: str = _help("Model spec: 'tiny', a local directory or a hub id.", "tiny")
+    limit: int | None = _help("Use only the first Q questions.", None)
+    grader: str = _help("auto | math | exact.", "auto")
+    chat_template: bool = _help("Apply the tokenizer's chat template when it has one.", True)
+    dtype: str = _help("auto | float32 | bfloat16 | float16.", "auto")
+    engine: str = _help("Sampling engine: hf.", "hf")
+    id_field: str | None = _help("Field holding the question id.", None)
+    question_field: str | None = _help("Field holding the question.", None)
+    answer_field: str | None = _help("Field holding the gold answer.", None)
+    steps_field: str | None = _help("Field holding CoT steps.", None)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig,
+                                     metadata={"help": "Sampling parameters."})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        return asdict(self)
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help string of field ``name`` of dataclass ``cls``."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(name)

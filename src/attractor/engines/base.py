@@ -1,0 +1,43 @@
+"""What every sampling engine returns: one :class:`Rollout` per (question, sample)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from attractor.config import SamplingConfig
+
+
+@dataclass
+class Rollout:
+    """One sampled completion.
+
+    ``token_logprobs`` and ``token_entropies`` (nats) are of the *sampling* distribution (after
+    temperature, top-k and top-p); for greedy decoding, of the model's own distribution (T=1).
+    The stop token is not part of ``completion_token_ids``.
+    """
+
+    question_id: str
+    sample_id: int
+    seed: int
+    prompt_token_ids: list[int]
+    completion_token_ids: list[int]
+    text: str
+    finish_reason: str
+    token_logprobs: list[float] = field(default_factory=list)
+    token_entropies: list[float] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        """Completion length in tokens."""
+        return len(self.completion_token_ids)
+
+
+class Engine(Protocol):
+    """A sampler: ``generate(prompts, cfg)`` returns, per prompt, ``cfg.samples`` rollouts with
+    sample ids 0..N-1 and seeds ``cfg.seed + i``."""
+
+    name: str
+
+    def generate(self, question_ids: list[str], prompts: list[list[int]],
+                 cfg: SamplingConfig) -> list[list[Rollout]]:
+        ...

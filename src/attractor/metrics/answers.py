@@ -1,0 +1,136 @@
+"""Answer-stability metrics of one question's samples, and their summary over questions.
+
+Conventions: a sample with no extractable answer (``answer_class`` null) forms its own class
+(label ``None``) in entropy, top-1 share and unique-answer counts, and never wins a vote (it
+abstains; with no voters the vote has no answer and is wrong). Entropy is in nats, with bits
+beside it.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def answer_entropy(classes: Sequence[str | None]) -> float:
+    """Shannon entropy (nats) of the empirical answer distribution (null is one class)."""
+    counts = np.array(list(Counter(classes).values()), dtype=float)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def top1_share(classes: Sequence[str | None]) -> float:
+    """Share of samples in the most common class (null counts as a class)."""
+    return Counter(classes).most_common(1)[0][1] / len(classes)
+
+
+def majority(classes: Sequence[str | None], correct_of: dict[str, bool]) -> tuple[str | None, bool]:
+    """The most common non-null class (ties: the one seen first) and whether it is correct."""
+    votes = Counter(c for c in classes if c is not None)
+    if not votes:
+        return None, False
+    best = max(votes.values())
+    winner = next(c for c in classes if c is not None and votes[c] == best)
+    return winner, bool(correct_of.get(winner, False))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def maj_at_k(classes: Sequence[str | None], correct_of: dict[str, bool], k: int,
+             draws: int = 2000, seed: int = 0) -> float:
+    """Expected majority-vote accuracy over random k-subsets of the samples (without
+    replacement), ties split evenly among the tied classes; exact when all subsets are few,
+    otherwise a seeded Monte Carlo estimate over ``draws`` subsets."""
+    n = len(classes)
+    if k >= n:
+        subsets: Any = [np.arange(n)]
+    elif math.comb(n, k) <= draws:
+        from itertools import combinations
+
+        subsets = (np.array(s) for s in combinations(range(n), k))
+    else:
+        rng = np.random.default_rng(seed)
+        subsets = (rng.choice(n, size=k, replace=False) for _ in range(draws))
+    labels = list(classes)
+    total, count = 0.0, 0
+    for idx in subsets:
+        votes = Counter(labels[i] for i in idx if labels[i] is not None)
+        count += 1
+        if not votes:
+            continue
+        best = max(votes.values())
+        tied = [c for c, v in votes.items() if v == best]
+        total += sum(correct_of.get(c, False) for c in tied) / len(tied)
+    return total / count
+
+
+def k_values(n: int) -> list[int]:
+    """1, 2, 4, ... up to n (n itself included)."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    ks.append(n)
+    return ks
+
+
+def question_metrics(classes: Sequence[str | None], correct: Sequence[bool],
+                     finish_reasons: Sequence[str], n_tokens: Sequence[int]) -> dict[str, Any]:
+    """Every per-question metric of ``metrics/questions.parquet`` for one question."""
+    n = len(classes)
+    correct_of = {c: bool(ok) for c, ok in zip(classes, correct) if c is not None}
+    n_correct = int(sum(bool(x) for x in correct))
+    ent = answer_entropy(classes)
+    maj, maj_ok = majority(classes, correct_of)
+    row: dict[str, Any] = {
+        "n_samples": n,
+        "accuracy": n_correct / n,
+        "answer_entropy_nats": ent,
+        "answer_entropy_bits": ent / math.log(2),
+        "top1_share": top1_share(classes),
+        "n_unique_answers": len(set(classes)),
+        "null_rate": sum(c is None for c in classes) / n,
+        "majority_answer": maj,
+        "majority_correct": maj_ok,
+        # imported rollouts may lack finish reasons or token counts: NaN, not a made-up 0
+        "truncation_rate": (sum(f == "length" for f in finish_reasons) / n
+                            if any(f is not None for f in finish_reasons) else float("nan")),
+        "mean_tokens": (float(np.mean([t for t in n_tokens if t is not None and t == t]))
+                        if any(t is not None and t == t for t in n_tokens) else float("nan")),
+    }
+    for k in k_values(n):
+        row[f"pass@{k}"] = pass_at_k(n, n_correct, k)
+    for k in k_values(n):
+        row[f"maj@{k}"] = maj_at_k(classes, correct_of, k)
+    return row
+
+
+def bootstrap_ci(values: Sequence[float], reps: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap interval over questions (NaN interval for < 2 values)."""
+    x = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=float)
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    if len(x) < 2:
+        return float(x.mean()), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(reps, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of ``scores`` for ``labels`` (None when one class is absent)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=bool)
+    if y.all() or (~y).all():
+        return None
+    return float(roc_auc_score(y, np.asarray(scores, dtype=float)))

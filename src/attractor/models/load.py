@@ -1,0 +1,113 @@
+"""``load(spec)``: a model and its tokenizer from ``tiny``, a local directory or a hub id."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from attractor.errors import ConfigError, ModelLoadError
+
+TINY_DIR = Path(__file__).resolve().parent / "tiny"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype for ``--dtype`` (``auto``: bfloat16 on a GPU that has it, else float32)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype: expected one of {', '.join(DTYPES)}, got '{dtype}'")
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def model_path(spec: str) -> Path | None:
+    """The local directory of a spec (``tiny`` -> the embedded model), None for a hub id."""
+    if spec == "tiny":
+        return TINY_DIR
+    p = Path(spec).expanduser()
+    if p.exists() or spec.startswith((".", "/", "~")):
+        return p
+    return None
+
+
+def load(spec: str = "tiny", dtype: str = "auto", device: str = "auto",
+         trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for a spec, in eval mode on ``device``.
+
+    Raises :class:`ModelLoadError` (one line naming the spec) when it does not load.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    path = model_path(spec)
+    if path is not None and not (path / "config.json").exists():
+        if spec == "tiny":
+            raise ModelLoadError(f"--model tiny: the embedded model is missing at {path}; "
+                                 "reinstall attractor or run 'attractor train-tiny'")
+        raise ModelLoadError(f"--model {spec}: {path} has no config.json (not a model directory)")
+    source = str(path) if path is not None else spec
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
+                                                     trust_remote_code=trust_remote_code)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"--model {spec}: does not load as a causal LM ({first})") from None
+    model.to(dev)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def weights_sha256(spec: str) -> str | None:
+    """sha256 over the weight files of a local model (sorted by name); None for a hub id."""
+    path = model_path(spec)
+    if path is None:
+        return None
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest() if files else None
+
+
+def describe(spec: str, model, tokenizer) -> dict[str, Any]:
+    """The manifest's model and tokenizer record."""
+    path = model_path(spec)
+    return {
+        "spec": spec,
+        "path": str(path) if path is not None else None,
+        "weights_sha256": weights_sha256(spec),
+        "architecture": type(model).__name__,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "device": str(next(model.parameters()).device),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "num_hidden_layers": getattr(model.config, "num_hidden_layers", None),
+        "hidden_size": getattr(model.config, "hidden_size", None),
+        "tokenizer": {"class": type(tokenizer).__name__, "vocab_size": len(tokenizer),
+                      "eos_token_id": tokenizer.eos_token_id,
+                      "has_chat_template": bool(getattr(tokenizer, "chat_template", None))},
+    }

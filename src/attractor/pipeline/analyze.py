@@ -1,0 +1,120 @@
+"""``attractor analyze RUN``: grade what is ungraded, then per-question answer-stability metrics
+(``metrics/questions.parquet``) and a summary with bootstrap intervals, the stability gap and
+AUROCs (``metrics/summary.json``)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from attractor.errors import UserError
+from attractor.grading.grade import grade_question, grader_for
+from attractor.grading.math_equiv import MathVerifier
+from attractor.metrics.answers import auroc, bootstrap_ci, question_metrics
+from attractor.store.environment import now
+from attractor.store.run_store import RunStore
+
+SUMMARY_METRICS = ("accuracy", "answer_entropy_nats", "answer_entropy_bits", "top1_share",
+                   "n_unique_answers", "truncation_rate", "mean_tokens", "majority_correct")
+
+
+def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, grader: str) -> int:
+    """Grade shards whose rows lack grades (imported rollouts); rewrites those shards
+    atomically. Returns how many rollouts were graded."""
+    graded = 0
+    mode = grader_for(kind, grader)
+    with MathVerifier(workers=2 if mode == "math" else 0) as verifier:
+        for shard in store.rollout_shards():
+            table = pq.read_table(shard)
+            if table.num_rows == 0 or table.column("correct").null_count == 0:
+                continue
+            df = table.to_pandas()
+            for qid, idx in df.groupby("question_id", sort=False).groups.items():
+                if qid not in problems_gold:
+                    raise UserError(f"{shard}: question_id {qid!r} has no gold answer in the "
+                                    "run's task")
+                sub = df.loc[idx]
+                grades = grade_question(sub["text"].tolist(), problems_gold[qid], kind, grader,
+                                        verifier)
+                df.loc[idx, "answer"] = [g.answer for g in grades]
+                df.loc[idx, "answer_class"] = [g.answer_class for g in grades]
+                df.loc[idx, "correct"] = [g.correct for g in grades]
+                df.loc[idx, "extraction"] = [g.extraction for g in grades]
+                graded += len(idx)
+            store.write_rollouts(shard, df.to_dict("records"))
+    return graded
+
+
+def per_question(df: pd.DataFrame) -> pd.DataFrame:
+    """One row of metrics per question, in the run's question order."""
+    rows = []
+    for qid, sub in df.groupby("question_id", sort=False):
+        sub = sub.sort_values("sample_id")
+        classes = [c if isinstance(c, str) else None for c in sub["answer_class"]]
+        rows.append({"question_id": qid, **question_metrics(
+            classes, [bool(x) for x in sub["correct"].fillna(False)],
+            sub["finish_reason"].tolist(), sub["n_tokens"].tolist())})
+    return pd.DataFrame(rows)
+
+
+def summarise(q: pd.DataFrame) -> dict[str, Any]:
+    """Means with bootstrap 95% intervals, the stability gap and AUROCs over questions."""
+    cols = [c for c in q.columns if c in SUMMARY_METRICS or c.startswith(("pass@", "maj@"))]
+    means = {}
+    for c in cols:
+        m, lo, hi = bootstrap_ci(q[c].astype(float).tolist())
+        means[c] = {"mean": m, "ci_low": lo, "ci_high": hi}
+    groups = {"majority_correct": q[q["majority_correct"]],
+              "majority_wrong": q[~q["majority_correct"]]}
+    gap = {name: {"n_questions": int(len(g)), **{c: (float(g[c].astype(float).mean())
+                                                   if len(g) else None)
+                                               for c in ("accuracy", "answer_entropy_nats",
+                                                         "answer_entropy_bits", "top1_share",
+                                                         "n_unique_answers", "truncation_rate",
+                                                         "mean_tokens")}}
+           for name, g in groups.items()}
+    labels = q["majority_correct"].astype(bool).tolist()
+    return {
+        "n_questions": int(len(q)),
+        "n_samples": int(q["n_samples"].sum()),
+        "means": means,
+        "stability_gap": gap,
+        "auroc_majority_correct": {
+            "top1_share": auroc(q["top1_share"].tolist(), labels),
+            "neg_answer_entropy": auroc((-q["answer_entropy_nats"]).tolist(), labels),
+            "note": "higher top-1 share and lower entropy predicting a correct majority give "
+                    "AUROC > 0.5; None when all majorities are right or all wrong",
+        },
+    }
+
+
+def run_analyze(run: str) -> dict[str, Any]:
+    """Analyse a run directory; returns the summary dict (also written to metrics/)."""
+    store = RunStore(run)
+    if not store.exists():
+        raise UserError(f"{run}: not a run directory (no manifest.json)")
+    m = store.manifest
+    if not store.rollout_shards():
+        raise UserError(f"{run}: the run has no rollouts yet")
+    df = store.rollouts(["question_id", "correct"])
+    if df["correct"].isna().any():
+        problems = store.questions()
+        gold = {p.id: p.gold for p in problems}
+        kind = problems[0].kind if problems else "math"
+        graded = grade_ungraded(store, gold, kind, m.get("config", {}).get("grader", "auto"))
+        store.update_stage("grade", status="done", finished=now(), n_graded=graded)
+    df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "finish_reason",
+                         "n_tokens"])
+    q = per_question(df)
+    store.write_metric_table("questions", q)
+    summary = summarise(q)
+    store.write_metric_json("summary", summary)
+    store.update_stage("analyze", status="done", finished=now())
+    return summary
+
+
+def nan_to_none(x: float | None) -> float | None:
+    """None for NaN (for printing)."""
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else x

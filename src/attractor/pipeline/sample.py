@@ -1,0 +1,147 @@
+"""``attractor sample``: task + model -> graded rollouts in a resumable run directory.
+
+Questions are cut into fixed chunks by position (``questions_per_shard``, stored in the
+manifest); each chunk is sampled, graded and written as one shard. A rerun skips the shards that
+exist, so a killed run resumes with exactly the rollouts an uninterrupted run makes.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+from attractor.config import RunConfig
+from attractor.engines.base import Rollout
+from attractor.errors import ConfigError, UserError
+from attractor.grading.grade import grade_question, grader_for
+from attractor.grading.math_equiv import MathVerifier
+from attractor.store.environment import environment, now
+from attractor.store.run_store import RunStore
+from attractor.tasks.loaders import load_task
+from attractor.tasks.problem import Problem
+from attractor.ui import progress_bar
+
+EXTRACTION_DOC = ("last \\boxed{}, else last '#### n', else text after last '###', else last "
+                  "'The answer is'; no fallback")
+
+
+def identity_of(cfg: RunConfig, questions_per_shard: int) -> dict[str, Any]:
+    """The fields a rerun into the same directory must share (flattened)."""
+    ident = {k: v for k, v in asdict(cfg).items() if k != "sampling"}
+    ident.update({f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()})
+    ident["questions_per_shard"] = questions_per_shard
+    return ident
+
+
+def rollout_rows(group: list[Rollout], problem: Problem, cfg: RunConfig, engine: str,
+                 verifier: MathVerifier | None) -> list[dict[str, Any]]:
+    """Rows of the rollouts table for one question's samples, graded."""
+    grades = grade_question([r.text for r in group], problem.gold, problem.kind, cfg.grader,
+                            verifier)
+    s = cfg.sampling
+    rows = []
+    for r, g in zip(group, grades):
+        rows.append({
+            "question_id": r.question_id, "sample_id": r.sample_id, "seed": r.seed,
+            "prompt_token_ids": r.prompt_token_ids, "completion_token_ids": r.completion_token_ids,
+            "text": r.text, "n_tokens": r.n_tokens, "finish_reason": r.finish_reason,
+            "token_logprobs": r.token_logprobs, "token_entropies": r.token_entropies,
+            "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
+            "max_new_tokens": s.max_new_tokens, "engine": engine, "answer": g.answer,
+            "answer_class": g.answer_class, "correct": g.correct, "extraction": g.extraction,
+        })
+    return rows
+
+
+def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device: str = "auto",
+               max_batch_rows: int = 256, trust_remote_code: bool = False,
+               log: Callable[[str], None] = print, show_progress: bool = True) -> dict[str, Any]:
+    """Sample (or resume) a run; returns a summary dict. Nothing is written before every input
+    has been validated."""
+    if cfg.engine != "hf":
+        raise ConfigError(f"--engine {cfg.engine}: only 'hf' is available in this version")
+    grader_for("math", cfg.grader)  # validates --grader
+    problems, source = load_task(cfg.task, data_dir=data_dir, id_field=cfg.id_field,
+                                 question_field=cfg.question_field, answer_field=cfg.answer_field,
+                                 steps_field=cfg.steps_field, limit=cfg.limit)
+    if not problems:
+        raise UserError(f"--task {cfg.task}: no questions")
+    n = cfg.sampling.samples
+    qps = max(1, max_batch_rows // n)
+    store = RunStore(out)
+    if store.path.exists() and not store.exists() and any(store.path.iterdir()):
+        raise UserError(f"{store.path}: exists and is not a run directory (no manifest.json)")
+    identity = identity_of(cfg, qps)
+    store.check_compatible(identity)
+
+    from attractor.engines.hf import HFEngine
+    from attractor.models.load import describe, load
+    from attractor.tasks.prompts import prompt_ids
+
+    model, tok = load(cfg.model, dtype=cfg.dtype, device=device,
+                      trust_remote_code=trust_remote_code)
+    model_info = describe(cfg.model, model, tok)
+    old = store.manifest
+    for key, new in (("model.weights_sha256", model_info["weights_sha256"]),
+                     ("task.sha256", source.sha256)):
+        section, field = key.split(".")
+        before = old.get(section, {}).get(field)
+        if old and before != new:
+            raise UserError(f"{store.path}: existing run used {key}={before}, now {new}; the "
+                            "model or data changed -- use another --out")
+    engine = HFEngine(model, tok, max_batch_rows=max_batch_rows)
+    chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
+    todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
+    if not todo:
+        log(f"{store.path}: run already complete ({len(problems)} questions x {n} samples); "
+            "nothing to do")
+        return {"status": "complete", "new_rollouts": 0, "questions": len(problems)}
+    if not old:
+        manifest = {
+            "attractor_version": __import__("attractor").__version__,
+            "command": sys.argv,
+            "created": now(),
+            "identity": identity,
+            "config": cfg.to_dict(),
+            "model": model_info,
+            "task": {**asdict(source)},
+            "seeds": {"base_seed": cfg.sampling.seed, "rule": "sample i uses base_seed + i"},
+            "prompt": {"chat_template": cfg.chat_template and bool(getattr(tok, "chat_template",
+                                                                           None))},
+            "grading": {"grader": grader_for(source.kind, cfg.grader), "extraction": EXTRACTION_DOC,
+                        "math_verify": "verify(gold, pred), gold first, per-answer timeout 5 s"},
+            "logprobs": {"distribution": "sampling distribution (after temperature, top-k, top-p);"
+                         " model distribution at T=1 for greedy", "entropy_log_base": "e",
+                         "entropy_unit": "nats"},
+            "questions_per_shard": qps,
+            **environment(),
+            "stages": {},
+        }
+        store.path.mkdir(parents=True, exist_ok=True)
+        store.write_questions(problems)
+        store.write_manifest(manifest)
+    store.update_stage("sample", status="running", started=now(), command=sys.argv)
+    prompts = {p.id: prompt_ids(p, tok, cfg.chat_template) for p in problems}
+    t0, new_tokens, new_rows = time.time(), 0, 0
+    kind = grader_for(problems[0].kind, cfg.grader)
+    with MathVerifier(workers=2 if kind == "math" else 0) as verifier, \
+            progress_bar(show_progress) as bar:
+        task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
+        for k in todo:
+            chunk = chunks[k]
+            groups = engine.generate([p.id for p in chunk], [prompts[p.id] for p in chunk],
+                                     cfg.sampling)
+            rows: list[dict[str, Any]] = []
+            for p, group in zip(chunk, groups):
+                rows += rollout_rows(group, p, cfg, engine.name, verifier)
+            store.write_rollouts(store.shard_path(k), rows)
+            new_tokens += sum(r["n_tokens"] for r in rows)
+            new_rows += len(rows)
+            bar.update(task_id, advance=len(chunk) * n)
+    elapsed = time.time() - t0
+    store.update_stage("sample", status="done", finished=now(), n_rollouts=len(problems) * n,
+                       elapsed_s=round(elapsed, 2))
+    return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
+            "tokens": new_tokens, "elapsed_s": elapsed,
+            "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0}

@@ -1,0 +1,37 @@
+"""Printing the answer-stability summary as rich tables."""
+from __future__ import annotations
+
+from typing import Any
+
+from attractor.ui import console, table
+
+
+def print_summary(summary: dict[str, Any], title: str = "answer stability") -> None:
+    """Means with 95% intervals, then the stability gap and AUROCs."""
+    rows = []
+    for name, v in summary["means"].items():
+        if name.startswith(("pass@", "maj@")) and name not in _shown_k(summary):
+            continue
+        rows.append([name, v["mean"], v["ci_low"], v["ci_high"]])
+    console.print(table(f"{title}: {summary['n_questions']} questions, "
+                        f"{summary['n_samples']} samples", ["metric", "mean", "95% low",
+                                                            "95% high"], rows))
+    gap = summary["stability_gap"]
+    keys = ["n_questions", "accuracy", "answer_entropy_nats", "top1_share", "n_unique_answers",
+            "truncation_rate", "mean_tokens"]
+    console.print(table("stability gap: questions whose majority is correct vs wrong",
+                        ["", *keys],
+                        [[name, *[g.get(k) for k in keys]] for name, g in gap.items()]))
+    au = summary["auroc_majority_correct"]
+    console.print(f"AUROC for a correct majority: top-1 share {_f(au['top1_share'])}, "
+                  f"-entropy {_f(au['neg_answer_entropy'])}")
+
+
+def _shown_k(summary: dict[str, Any]) -> set[str]:
+    ks = sorted({int(k.split("@")[1]) for k in summary["means"] if "@" in k})
+    keep = {ks[0], ks[-1]} | ({ks[len(ks) // 2]} if ks else set())
+    return {f"{p}@{k}" for p in ("pass", "maj") for k in keep}
+
+
+def _f(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

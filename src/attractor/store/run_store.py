@@ -1,0 +1,221 @@
+"""RunStore: one run directory -- manifest, rollout shards, metric tables -- with atomic writes.
+
+Layout::
+
+    RUN/manifest.json              reproducibility checklist and the status of each stage
+    RUN/rollouts/part-00000.parquet  whole questions, every sample of each (a shard is whole or absent)
+    RUN/metrics/*.parquet, *.json
+
+Every write goes to a temporary file in the same directory and is renamed over the target, so a
+kill at any moment leaves each file either old or new, never half written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from attractor.errors import DataError, RunMismatchError, UserError
+
+ROLLOUT_SCHEMA = pa.schema([
+    ("question_id", pa.string()),
+    ("sample_id", pa.int32()),
+    ("seed", pa.int64()),
+    ("prompt_token_ids", pa.list_(pa.int32())),
+    ("completion_token_ids", pa.list_(pa.int32())),
+    ("text", pa.string()),
+    ("n_tokens", pa.int32()),
+    ("finish_reason", pa.string()),
+    ("token_logprobs", pa.list_(pa.float32())),
+    ("token_entropies", pa.list_(pa.float32())),
+    ("temperature", pa.float32()),
+    ("top_p", pa.float32()),
+    ("top_k", pa.int32()),
+    ("max_new_tokens", pa.int32()),
+    ("engine", pa.string()),
+    ("answer", pa.string()),
+    ("answer_class", pa.string()),
+    ("correct", pa.bool_()),
+    ("extraction", pa.string()),
+    ("label_correct", pa.bool_()),
+])
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Pretty JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+                       .encode())
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    """A Parquet file, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunStore:
+    """A run directory. ``RunStore(path).rollouts()`` is a DataFrame of every rollout."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    # -- paths -------------------------------------------------------------------------------
+    def sub(self, *parts: str) -> Path:
+        """A path inside the run directory; refuses names that would leave it."""
+        target = self.path.joinpath(*parts).resolve()
+        root = self.path.resolve()
+        if target != root and root not in target.parents:
+            raise UserError(f"{'/'.join(parts)}: path escapes the run directory {self.path}")
+        return target
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    def exists(self) -> bool:
+        """True when the directory holds a manifest."""
+        return self.manifest_path.exists()
+
+    # -- manifest ----------------------------------------------------------------------------
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The parsed manifest ({} when there is none)."""
+        if not self.manifest_path.exists():
+            return {}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{self.manifest_path}:{err.lineno}: malformed manifest ({err.msg})") \
+                from None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Replace the manifest atomically."""
+        atomic_write_json(self.manifest_path, manifest)
+
+    def update_stage(self, stage: str, **fields: Any) -> None:
+        """Merge ``fields`` into ``manifest["stages"][stage]``."""
+        m = self.manifest
+        m.setdefault("stages", {}).setdefault(stage, {}).update(fields)
+        self.write_manifest(m)
+
+    def check_compatible(self, identity: dict[str, Any]) -> None:
+        """Raise :class:`RunMismatchError` naming the first field where an existing run's
+        identity (task, model, sampling, ...) differs from ``identity``."""
+        old = self.manifest.get("identity")
+        if old is None:
+            return
+        for key in sorted(set(old) | set(identity)):
+            if old.get(key) != identity.get(key):
+                raise RunMismatchError(
+                    f"{self.path}: existing run was made with {key}={old.get(key)!r}, this command "
+                    f"has {key}={identity.get(key)!r}; use another --out or the same options")
+
+    # -- questions ---------------------------------------------------------------------------
+    QUESTION_SCHEMA = pa.schema([("question_id", pa.string()), ("question", pa.string()),
+                                 ("gold", pa.string()), ("kind", pa.string()),
+                                 ("steps", pa.list_(pa.string())), ("meta_json", pa.string())])
+
+    @property
+    def questions_path(self) -> Path:
+        return self.path / "questions.parquet"
+
+    def write_questions(self, problems) -> None:
+        """``questions.parquet``: id, question, gold, kind, steps and meta of every question, so
+        a run directory is self-contained (grading needs no access to the task source)."""
+        cols = {"question_id": [p.id for p in problems], "question": [p.question for p in problems],
+                "gold": [p.gold for p in problems], "kind": [p.kind for p in problems],
+                "steps": [list(p.steps) for p in problems],
+                "meta_json": [json.dumps(p.meta, default=str) for p in problems]}
+        atomic_write_table(self.questions_path, pa.table(cols, schema=self.QUESTION_SCHEMA))
+
+    def questions(self):
+        """The run's questions as :class:`~attractor.tasks.problem.Problem` objects, in order."""
+        from attractor.tasks.problem import Problem
+
+        if not self.questions_path.exists():
+            raise UserError(f"{self.questions_path}: missing; the run directory is incomplete")
+        rows = pq.read_table(self.questions_path).to_pylist()
+        return [Problem(id=r["question_id"], question=r["question"], gold=r["gold"],
+                        kind=r["kind"], steps=list(r["steps"] or []),
+                        meta=json.loads(r["meta_json"] or "{}")) for r in rows]
+
+    # -- rollouts ----------------------------------------------------------------------------
+    @property
+    def rollout_dir(self) -> Path:
+        return self.path / "rollouts"
+
+    def rollout_shards(self) -> list[Path]:
+        """Complete rollout shards, in name order."""
+        if not self.rollout_dir.exists():
+            return []
+        return sorted(p for p in self.rollout_dir.glob("part-*.parquet"))
+
+    def shard_path(self, index: int) -> Path:
+        """The path of rollout shard ``index``."""
+        return self.rollout_dir / f"part-{index:05d}.parquet"
+
+    def write_rollouts(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        """Write rows (dicts with ROLLOUT_SCHEMA's keys; missing ones null) as one shard."""
+        cols = {f.name: [r.get(f.name) for r in rows] for f in ROLLOUT_SCHEMA}
+        atomic_write_table(path, pa.table(cols, schema=ROLLOUT_SCHEMA))
+
+    def rollout_table(self, columns: Iterable[str] | None = None) -> pa.Table:
+        """Every rollout as one Arrow table (ROLLOUT_SCHEMA when there are none)."""
+        shards = self.rollout_shards()
+        cols = list(columns) if columns is not None else None
+        if not shards:
+            schema = ROLLOUT_SCHEMA if cols is None else pa.schema(
+                [ROLLOUT_SCHEMA.field(c) for c in cols])
+            return schema.empty_table()
+        return pa.concat_tables([pq.read_table(s, columns=cols) for s in shards])
+
+    def rollouts(self, columns: Iterable[str] | None = None):
+        """Every rollout as a pandas DataFrame, sorted by question order of the run and sample id."""
+        return self.rollout_table(columns).to_pandas()
+
+    # -- metrics -----------------------------------------------------------------------------
+    def write_metric_table(self, name: str, df) -> Path:
+        """``metrics/{name}.parquet`` from a DataFrame, atomically."""
+        path = self.sub("metrics", f"{name}.parquet")
+        atomic_write_table(path, pa.Table.from_pandas(df, preserve_index=False))
+        return path
+
+    def write_metric_json(self, name: str, obj: Any) -> Path:
+        """``metrics/{name}.json``, atomically."""
+        path = self.sub("metrics", f"{name}.json")
+        atomic_write_json(path, obj)
+        return path
+
+    def metric_table(self, name: str):
+        """A metrics table as a DataFrame."""
+        path = self.sub("metrics", f"{name}.parquet")
+        if not path.exists():
+            raise UserError(f"{path}: not found (run 'attractor analyze {self.path}' first)")
+        return pq.read_table(path).to_pandas()

@@ -1,0 +1,62 @@
+import pytest
+
+from attractor.grading.extract import extract_answer, last_boxed, raw_answer
+from attractor.grading.grade import grade_question
+from attractor.grading.math_equiv import MathVerifier
+
+
+@pytest.mark.parametrize("text,kind,expected", [
+    ("so x = \\boxed{\\frac{1}{2}} and then \\boxed{3}", "math", "3"),
+    ("nested \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "math", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("work... #### 1,234", "math", "1,234"),
+    ("The answer is $42$.", "math", "42"),
+    ("Every a is b. Tom is a b. ### Tom is a lempus.", "prosqa", "Tom is a lempus."),
+    ("... ### True", "prontoqa", "True"),
+    ("reasoning ### false.", "prontoqa", "False"),
+    ("3 + 4 = 7. ### 7", "arith", "7"),
+])
+def test_extraction(text, kind, expected):
+    assert extract_answer(text, kind) == expected
+
+
+def test_no_answer_means_none_and_no_last_number_fallback():
+    assert extract_answer("we get 5 and then 7 so", "math") is None
+    assert extract_answer("unclosed \\boxed{12", "math") is None
+    # a ProsQA chain that was cut before its answer marker has no answer, even though it
+    # contains answer-like sentences
+    assert extract_answer("Every brimpus is a lempus. Tom is a terpus.", "prosqa") is None
+    assert raw_answer("nothing here") == (None, None)
+
+
+def test_gold_fields_may_be_bare_or_worked():
+    assert extract_answer("Janet sells 9 eggs.\n#### 18", "math", gold=True) == "18"
+    assert extract_answer("70", "math", gold=True) == "70"
+    assert extract_answer("Tom is a lempus.", "prosqa", gold=True) == "Tom is a lempus."
+    assert last_boxed("a \\boxed{x^{2}} b") == "x^{2}"
+
+
+def test_math_answers_written_differently_share_a_class():
+    texts = ["\\boxed{\\frac{1}{2}}", "The answer is 0.5", "#### 1/2", "\\boxed{3}",
+             "no answer"]
+    with MathVerifier(workers=2) as v:
+        grades = grade_question(texts, "\\frac12", "math", "auto", v)
+    assert [g.correct for g in grades] == [True, True, True, False, False]
+    assert grades[0].answer_class == grades[1].answer_class == grades[2].answer_class
+    assert grades[3].answer_class == "3" and grades[4].answer_class is None
+
+
+def test_exact_grader_for_synthetic_and_override():
+    grades = grade_question([" ### Tom is a lempus.", " ### tom is a lempus", " ### Tom is a x."],
+                            "Tom is a lempus.", "prosqa", "auto")
+    assert [g.correct for g in grades] == [True, False, False]  # names are case-sensitive
+    # --grader exact on a math task compares normalised strings, no math-verify
+    grades = grade_question(["\\boxed{0.5}", "\\boxed{1/2}"], "0.5", "math", "exact")
+    assert [g.correct for g in grades] == [True, False]
+
+
+def test_verifier_pool_matches_in_process_results():
+    pairs = [("2", "2.0"), ("\\frac{1}{3}", "0.333"), ("x^2", "x*x"), ("10", "11")]
+    with MathVerifier(workers=2, timeout=5) as v:
+        pooled = v.equal_many(pairs)
+    assert pooled == MathVerifier(workers=0).equal_many(pairs)
+    assert pooled[0] and pooled[2] and not pooled[3]

@@ -1,0 +1,70 @@
+import re
+
+from attractor.tasks.arith import generate_arith
+from attractor.tasks.prontoqa import CONCEPTS, generate_prontoqa, plural
+
+
+def _prontoqa_truth(question: str) -> str:
+    """Forward-chain the rules of a generated ProntoQA problem to decide its query."""
+    facts, query = question.split(" True or false: ")
+    isa, props, member = {}, {}, set()
+    singular = {}
+    for s in facts.split(". "):
+        s = s.strip().rstrip(".")
+        m = re.fullmatch(r"(?:Every|Each) (\w+) is (not )?(?:an? )?(\w+)", s)
+        m2 = re.fullmatch(r"(\w+) are (not )?(\w+)", s)
+        m3 = re.fullmatch(r"([A-Z]\w+) is an? (\w+)", s)
+        if m3 and not s.startswith(("Every", "Each")):
+            member.add(m3.group(2))
+            continue
+        if m:
+            a, neg, b = m.group(1), m.group(2), m.group(3)
+        elif m2:
+            a, neg, b = m2.group(1).lower()[:-2], m2.group(2), m2.group(3)
+            b = b[:-2] if b[:-2] in CONCEPTS else b
+        else:
+            raise AssertionError(s)
+        singular[a] = a
+        if b in CONCEPTS and not neg:
+            isa.setdefault(a, []).append(b)
+        else:
+            props.setdefault(a, []).append((b, bool(neg)))
+    seen, stack, derived = set(), list(member), {}
+    while stack:
+        c = stack.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        for adj, neg in props.get(c, []):
+            derived.setdefault(adj, set()).add(neg)
+        stack += isa.get(c, [])
+    qm = re.fullmatch(r"\w+ is (not )?(\w+)\.", query)
+    neg_q, adj = bool(qm.group(1)), qm.group(2)
+    assert len(derived.get(adj, set())) == 1, "the query must be decided by exactly one rule"
+    return "True" if (neg_q in derived[adj]) else "False"
+
+
+def test_prontoqa_answers_follow_from_the_rules():
+    for p in generate_prontoqa(60, seed=2):
+        assert _prontoqa_truth(p.question) == p.gold
+        assert len(p.steps) == 6 and p.steps[-1].startswith(p.question.split("True or false: ")[1]
+                                                            .split(" is ")[0])
+
+
+def test_prontoqa_hops_option_and_seed():
+    ps = generate_prontoqa(5, seed=1, hops=3)
+    assert all(len(p.steps) == 4 for p in ps)
+    assert [p.question for p in ps] == [p.question for p in generate_prontoqa(5, seed=1, hops=3)]
+    assert plural("impus") == "impuses"
+
+
+def test_arith_steps_compute_the_answer():
+    for p in generate_arith(50, seed=4, steps=4):
+        value = None
+        for step in p.steps:
+            m = re.fullmatch(r"(-?\d+) ([-+*]) (\d+) = (-?\d+)\.", step)
+            a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            assert value is None or a == value
+            assert c == (a + b if op == "+" else a - b if op == "-" else a * b)
+            value = c
+        assert str(value) == p.gold and len(p.steps) == 4
