@@ -28,14 +28,29 @@ def train_tiny_cmd(
     seed: int = typer.Option(0, help="Seed of initialisation and data."),
     eval_every: int = typer.Option(500, help="Steps between dev evaluations."),
     threads: int = typer.Option(2, help="torch CPU threads."),
+    export_to: Optional[str] = typer.Option(None, help="Afterwards, evaluate on ProsQA validation and install the model here (the package's models/tiny to ship it)."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of prosqa_valid.json (for --export-to)."),
 ) -> None:
     """Train the embedded tiny reasoning model (seeded, resumable: run it again to resume)."""
+    from pathlib import Path
+
     from attractor.models.train_tiny import TinyTrainConfig, train_tiny
+    from attractor.ui import console
 
     cfg = TinyTrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           eval_every=eval_every, threads=threads)
-    result = train_tiny(cfg)
-    typer.echo(f"done: {result}")
+    result = train_tiny(cfg, log=console.print)
+    console.print(f"trained: {result}")
+    if export_to:
+        from attractor.models.export_tiny import export_tiny
+
+        record = export_tiny(Path(out), Path(export_to), data_dir)
+        pv = record["prosqa_valid"]
+        if pv:
+            console.print(f"ProsQA validation, greedy CoT: {pv['overall']:.3f} overall; by hops "
+                          + ", ".join(f"{h}: {v['accuracy']:.3f} (n={v['n']})"
+                                      for h, v in pv["by_hops"].items()))
+        console.print(f"installed in {export_to}")
 
 
 @app.command("sample")

@@ -35,7 +35,8 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, max_batch_rows: int = 256) -> None:
+    def __init__(self, model, tokenizer, max_batch_rows: int = 256,
+                 ignore_eos: bool = False) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_rows = max_batch_rows
@@ -45,7 +46,7 @@ class HFEngine:
                 eos.add(src)
             elif isinstance(src, (list, tuple)):
                 eos.update(int(x) for x in src)
-        self.stop_ids = eos
+        self.stop_ids = set() if ignore_eos else eos  # ignore_eos: fixed lengths for benchmarks
         self.device = next(model.parameters()).device
 
     def questions_per_batch(self, samples: int) -> int:

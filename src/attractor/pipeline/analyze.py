@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attractor.errors import UserError
@@ -14,7 +15,7 @@ from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
 from attractor.metrics.answers import auroc, bootstrap_ci, question_metrics
 from attractor.store.environment import now
-from attractor.store.run_store import RunStore
+from attractor.store.run_store import RunStore, atomic_write_table
 
 SUMMARY_METRICS = ("accuracy", "answer_entropy_nats", "answer_entropy_bits", "top1_share",
                    "n_unique_answers", "truncation_rate", "mean_tokens", "majority_correct")
@@ -30,20 +31,28 @@ def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, gr
             table = pq.read_table(shard)
             if table.num_rows == 0 or table.column("correct").null_count == 0:
                 continue
-            df = table.to_pandas()
-            for qid, idx in df.groupby("question_id", sort=False).groups.items():
+            qids = table.column("question_id").to_pylist()
+            texts = table.column("text").to_pylist()
+            by_q: dict[str, list[int]] = {}
+            for i, qid in enumerate(qids):
+                by_q.setdefault(qid, []).append(i)
+            cols: dict[str, list] = {c: [None] * len(qids) for c in
+                                     ("answer", "answer_class", "correct", "extraction")}
+            for qid, idx in by_q.items():
                 if qid not in problems_gold:
                     raise UserError(f"{shard}: question_id {qid!r} has no gold answer in the "
-                                    "run's task")
-                sub = df.loc[idx]
-                grades = grade_question(sub["text"].tolist(), problems_gold[qid], kind, grader,
-                                        verifier)
-                df.loc[idx, "answer"] = [g.answer for g in grades]
-                df.loc[idx, "answer_class"] = [g.answer_class for g in grades]
-                df.loc[idx, "correct"] = [g.correct for g in grades]
-                df.loc[idx, "extraction"] = [g.extraction for g in grades]
-                graded += len(idx)
-            store.write_rollouts(shard, df.to_dict("records"))
+                                    "run's questions.parquet")
+                grades = grade_question([texts[i] or "" for i in idx], problems_gold[qid], kind,
+                                        grader, verifier)
+                for i, g in zip(idx, grades):
+                    cols["answer"][i], cols["answer_class"][i] = g.answer, g.answer_class
+                    cols["correct"][i], cols["extraction"][i] = g.correct, g.extraction
+            for name, values in cols.items():
+                pos = table.schema.get_field_index(name)
+                table = table.set_column(pos, table.schema.field(name),
+                                         pa.array(values, type=table.schema.field(name).type))
+            atomic_write_table(shard, table)
+            graded += len(qids)
     return graded
 
 
@@ -76,6 +85,12 @@ def summarise(q: pd.DataFrame) -> dict[str, Any]:
                                                          "mean_tokens")}}
            for name, g in groups.items()}
     labels = q["majority_correct"].astype(bool).tolist()
+    by_hops = {}
+    if "hops" in q.columns and q["hops"].notna().any():
+        for h, g in q[q["hops"].notna()].groupby("hops"):
+            by_hops[str(int(h))] = {"n_questions": int(len(g)),
+                                    "accuracy": float(g["accuracy"].mean()),
+                                    "majority_accuracy": float(g["majority_correct"].mean())}
     return {
         "n_questions": int(len(q)),
         "n_samples": int(q["n_samples"].sum()),
@@ -87,6 +102,7 @@ def summarise(q: pd.DataFrame) -> dict[str, Any]:
             "note": "higher top-1 share and lower entropy predicting a correct majority give "
                     "AUROC > 0.5; None when all majorities are right or all wrong",
         },
+        "by_hops": by_hops,
     }
 
 
@@ -108,6 +124,8 @@ def run_analyze(run: str) -> dict[str, Any]:
     df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "finish_reason",
                          "n_tokens"])
     q = per_question(df)
+    hops = {p.id: p.meta.get("hops") for p in store.questions()}
+    q["hops"] = q["question_id"].map(hops).astype("Int64")
     store.write_metric_table("questions", q)
     summary = summarise(q)
     store.write_metric_json("summary", summary)

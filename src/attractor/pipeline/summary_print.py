@@ -22,6 +22,11 @@ def print_summary(summary: dict[str, Any], title: str = "answer stability") -> N
     console.print(table("stability gap: questions whose majority is correct vs wrong",
                         ["", *keys],
                         [[name, *[g.get(k) for k in keys]] for name, g in gap.items()]))
+    if summary.get("by_hops"):
+        console.print(table("by reasoning hops", ["hops", "questions", "accuracy",
+                                                  "majority accuracy"],
+                            [[h, v["n_questions"], v["accuracy"], v["majority_accuracy"]]
+                             for h, v in summary["by_hops"].items()]))
     au = summary["auroc_majority_correct"]
     console.print(f"AUROC for a correct majority: top-1 share {_f(au['top1_share'])}, "
                   f"-entropy {_f(au['neg_answer_entropy'])}")

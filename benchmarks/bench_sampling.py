@@ -1,0 +1,117 @@
+"""Sampling throughput of attractor's HF engine against transformers baselines, same process.
+
+Baselines, same model, prompt, N and token budget (EOS ignored so every method makes exactly
+N x M tokens):
+  loop      N calls of ``model.generate`` with one sample each (what throw-away scripts do)
+  nrs       one ``model.generate(num_return_sequences=N)`` call
+  attractor ``HFEngine.generate``: one prefill shared by the N samples, per-sample seeds
+
+Usage:
+  python benchmarks/bench_sampling.py                       # the embedded tiny model, N=32
+  python benchmarks/bench_sampling.py --size deepscaler --samples 8 --new-tokens 8
+      (a Qwen2 config with DeepScaleR-1.5B's dimensions, random weights, built locally)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from attractor.config import SamplingConfig
+from attractor.engines.hf import HFEngine
+
+
+def build(size: str, device: str, dtype: torch.dtype):
+    """(model, tokenizer, prompt ids) for the chosen size."""
+    from attractor.models.load import load
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+
+    if size == "tiny":
+        model, tok = load("tiny", device=device, dtype=str(dtype).replace("torch.", ""))
+        problem = load_task("synthetic:prosqa:n=1,seed=99")[0][0]
+        return model, tok, prompt_ids(problem, tok, chat_template=False)
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from attractor.models.tiny_tokenizer import build_tokenizer
+
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                      num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                      max_position_embeddings=131072, rope_theta=10000.0,
+                      tie_word_embeddings=False, bos_token_id=151646, eos_token_id=151643,
+                      pad_token_id=151643)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg).to(dtype).eval()
+    tok = build_tokenizer()
+    tok.pad_token_id = 151643
+    tok.eos_token_id = 151643
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, 150000, (256,), generator=g).tolist()
+    return model, tok, prompt
+
+
+def timed(fn, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", choices=["tiny", "deepscaler"], default="tiny")
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")
+    ap.add_argument("--skip-loop", action="store_true", help="skip the slow per-sample loop")
+    args = ap.parse_args()
+    dtype = getattr(torch, args.dtype) if args.dtype else (
+        torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    model, tok, prompt = build(args.size, args.device, dtype)
+    n, m = args.samples, args.new_tokens
+    ids = torch.tensor([prompt], device=args.device)
+    gen_kw = dict(max_new_tokens=m, min_new_tokens=m, do_sample=True, temperature=1.0, top_p=1.0,
+                  top_k=0, pad_token_id=tok.pad_token_id)
+    engine = HFEngine(model, tok, max_batch_rows=max(256, n), ignore_eos=True)
+    cfg = SamplingConfig(samples=n, temperature=1.0, max_new_tokens=m, seed=0)
+    results: dict[str, float] = {}
+    with torch.inference_mode():
+        model.generate(ids, max_new_tokens=2, min_new_tokens=2, do_sample=False,
+                       pad_token_id=tok.pad_token_id)  # warm-up
+        engine.generate(["w"], [prompt], SamplingConfig(samples=2, max_new_tokens=2))
+        if not args.skip_loop:
+            def loop():
+                for i in range(n):
+                    torch.manual_seed(i)
+                    model.generate(ids, **gen_kw)
+            results["loop (N x generate)"] = timed(loop, args.device)
+        results["generate(num_return_sequences=N)"] = timed(
+            lambda: model.generate(ids, num_return_sequences=n, **gen_kw), args.device)
+        out = {}
+        results["attractor HFEngine"] = timed(
+            lambda: out.setdefault("r", engine.generate(["q"], [prompt], cfg)), args.device)
+    made = sum(r.n_tokens for r in out["r"][0])
+    assert made == n * m, f"engine made {made} tokens, expected {n * m}"
+    base_loop = results.get("loop (N x generate)")
+    base_nrs = results["generate(num_return_sequences=N)"]
+    t = Table(title=f"sampling: {args.size}, {sum(p.numel() for p in model.parameters())/1e6:.1f}M "
+              f"params, {args.device} {str(dtype).replace('torch.', '')}, prompt {len(prompt)} "
+              f"tokens, N={n}, {m} new tokens each, {torch.get_num_threads()} threads")
+    for c in ("method", "seconds", "tokens/s", "x vs loop", "x vs num_return_sequences"):
+        t.add_column(c)
+    for name, sec in results.items():
+        t.add_row(name, f"{sec:.2f}", f"{n * m / sec:.0f}",
+                  f"{base_loop / sec:.2f}" if base_loop else "-", f"{base_nrs / sec:.2f}")
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    main()
