@@ -108,6 +108,26 @@ def analyze_cmd(run: str = typer.Argument(..., help="Run directory.")) -> None:
     print_summary(run_analyze(run))
 
 
+@app.command("capture")
+def capture_cmd(
+    run: str = typer.Argument(..., help="Run directory."),
+    layers: str = typer.Option("all", help="all | every:K | a list like 0,4,8 (0 = embeddings, L = after the final norm)."),
+    positions: str = typer.Option("frac:0.5,last:1", help="Comma-separated: frac:F, every:K, chunk:W, last:K, answer."),
+    model: Optional[str] = typer.Option(None, help="Model spec (default: the run's model; needed for imported runs)."),
+    max_tokens_per_batch: int = typer.Option(16384, help="Memory budget: rows x padded length per forward."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
+) -> None:
+    """Capture hidden states at chosen layers and positions of every rollout (resumable)."""
+    from attractor.pipeline.capture import run_capture
+    from attractor.ui import console
+
+    res = run_capture(run, layers=layers, positions=positions, model=model,
+                      max_tokens_per_batch=max_tokens_per_batch, device=device, dtype=dtype)
+    console.print(f"captured {res['vectors']} vectors of {res['rollouts']} rollouts at layers "
+                  f"{res['layers']} and positions {', '.join(res['positions'])} into {run}/latents")
+
+
 @app.command("import")
 def import_cmd(
     file: str = typer.Argument(..., help="JSONL, JSON or Parquet file of rollouts."),

@@ -200,6 +200,19 @@ class RunStore:
         """Every rollout as a pandas DataFrame, sorted by question order of the run and sample id."""
         return self.rollout_table(columns).to_pandas()
 
+    # -- latents -----------------------------------------------------------------------------
+    @property
+    def latent_store(self):
+        """The run's :class:`~attractor.store.latents.LatentStore`."""
+        from attractor.store.latents import LatentStore
+
+        return LatentStore(self.path)
+
+    def latents(self, question_id: str, layer: int, position: str, occurrence: int = 0):
+        """Captured vectors of one question, shape (samples, d), in sample_id order (see
+        :meth:`attractor.store.latents.LatentStore.latents`)."""
+        return self.latent_store.latents(question_id, layer, position, occurrence)
+
     # -- metrics -----------------------------------------------------------------------------
     def write_metric_table(self, name: str, df) -> Path:
         """``metrics/{name}.parquet`` from a DataFrame, atomically."""

@@ -1,0 +1,147 @@
+"""``attractor capture RUN``: hidden states of chosen layers and positions of every rollout.
+
+Re-forwards the stored prompt and completion token ids (never re-tokenised text) through the
+run's model; imported rollouts without token ids need ``--model`` and are tokenised once (the
+manifest records it). Resumable: rollouts already in ``latents/index.parquet`` are skipped.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import torch
+
+from attractor.capture.positions import parse_layers, parse_positions, resolve
+from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
+from attractor.errors import ConfigError, UserError
+from attractor.grading.extract import raw_answer
+from attractor.store.environment import now
+from attractor.store.run_store import RunStore
+from attractor.ui import progress_bar
+
+SHARD_VECTORS = 65536
+
+
+def answer_token_index(tokenizer, completion_ids: list[int], text: str) -> int | None:
+    """Completion index of the token just before the extracted answer span (None if the
+    rollout has no answer or the answer starts the completion)."""
+    span, _ = raw_answer(text)
+    if span is None:
+        return None
+    start = text.rfind(span)
+    if start <= 0:
+        return None
+    lo, hi = 0, len(completion_ids)
+    # smallest t whose decoded prefix reaches past the answer start: token t holds its start
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(completion_ids[:mid + 1], skip_special_tokens=True)) > start:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo - 1 if lo >= 1 else None
+
+
+def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,last:1",
+                model: str | None = None, max_tokens_per_batch: int = 16384,
+                device: str = "auto", dtype: str = "auto", show_progress: bool = True,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Capture latents into ``RUN/latents``; returns counts."""
+    store = RunStore(run)
+    if not store.exists():
+        raise UserError(f"{run}: not a run directory (no manifest.json)")
+    if not store.rollout_shards():
+        raise UserError(f"{run}: the run has no rollouts to capture")
+    if max_tokens_per_batch <= 0:
+        raise ConfigError(f"--max-tokens-per-batch must be positive, got {max_tokens_per_batch}")
+    specs = parse_positions(positions)
+    m = store.manifest
+    run_model = (m.get("model") or {}).get("spec")
+    spec = model or run_model
+    if spec is None:
+        raise UserError(f"{run}: imported rollouts have no model; pass --model")
+    from attractor.models.load import describe, load, weights_sha256
+
+    sha = weights_sha256(spec)
+    run_sha = (m.get("model") or {}).get("weights_sha256")
+    if run_sha and sha and sha != run_sha:
+        raise UserError(f"--model {spec}: weights differ from the run's model "
+                        f"({run_model}, sha256 {run_sha[:12]}...); latents must come from the "
+                        "model that made the rollouts")
+    previous = m.get("stages", {}).get("capture")
+    lm, tok = load(spec, dtype=dtype, device=device)
+    layer_list = parse_layers(layers, lm.config.num_hidden_layers)
+    setup = {"model": spec, "weights_sha256": sha, "layers": layer_list,
+             "positions": [s.text for s in specs]}
+    if previous:
+        for key in ("weights_sha256", "layers", "positions"):
+            if previous.get(key) != setup[key]:
+                raise UserError(f"{run}: latents were captured with {key}={previous.get(key)}, "
+                                f"this command has {setup[key]}; remove {run}/latents to "
+                                "capture anew")
+    cols = ["question_id", "sample_id", "prompt_token_ids", "completion_token_ids", "text"]
+    df = store.rollouts(cols)
+    latent = store.latent_store
+    done = set(zip(latent.index().column("question_id").to_pylist(),
+                   latent.index().column("sample_id").to_pylist()))
+    retokenized = df["completion_token_ids"].isna().any()
+    prompts = {}
+    if retokenized:
+        from attractor.tasks.prompts import prompt_ids
+
+        prompts = {p.id: prompt_ids(p, tok) for p in store.questions()}
+    items, keys = [], []
+    for r in df.itertuples(index=False):
+        if (r.question_id, r.sample_id) in done:
+            continue
+        if r.completion_token_ids is None:
+            p_ids = prompts[r.question_id]
+            c_ids = tok(r.text or "", add_special_tokens=False)["input_ids"]
+        else:
+            p_ids, c_ids = list(r.prompt_token_ids), list(r.completion_token_ids)
+        ans = answer_token_index(tok, c_ids, r.text or "") if any(
+            s.kind == "answer" for s in specs) else None
+        targets = resolve(specs, len(p_ids), len(c_ids), ans)
+        if targets:
+            items.append(BatchItem(p_ids + c_ids, targets))
+            keys.append((r.question_id, int(r.sample_id)))
+    store.update_stage("capture", status="running", started=now(), command=sys.argv,
+                       retokenized=bool(retokenized), dtype="float16", **setup)
+    n_vec = 0
+    buf_vecs: list[torch.Tensor] = []
+    buf_rows: dict[str, list] = {k: [] for k in ("question_id", "sample_id", "layer",
+                                                "position", "occurrence", "token_index")}
+
+    def flush() -> None:
+        if buf_vecs:
+            latent.append(torch.cat(buf_vecs), buf_rows)
+            buf_vecs.clear()
+            for v in buf_rows.values():
+                v.clear()
+
+    batches = plan_batches([len(it.ids) for it in items], max_tokens_per_batch)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("capturing", total=len(items))
+        for batch in batches:
+            got = capture_batch(lm, [items[i] for i in batch], layer_list, pad)
+            for layer in layer_list:
+                buf_vecs.append(got[layer])
+                for i in batch:
+                    qid, sid = keys[i]
+                    for t in items[i].targets:
+                        buf_rows["question_id"].append(qid)
+                        buf_rows["sample_id"].append(sid)
+                        buf_rows["layer"].append(layer)
+                        buf_rows["position"].append(t.position)
+                        buf_rows["occurrence"].append(t.occurrence)
+                        buf_rows["token_index"].append(t.token_index)
+            n_vec += sum(len(items[i].targets) for i in batch) * len(layer_list)
+            if sum(v.shape[0] for v in buf_vecs) >= SHARD_VECTORS:
+                flush()
+            bar.update(task, advance=len(batch))
+    flush()
+    store.update_stage("capture", status="done", finished=now(),
+                       n_vectors=latent.index().num_rows, model_info=describe(spec, lm, tok))
+    return {"rollouts": len(items), "vectors": n_vec, "layers": layer_list,
+            "positions": setup["positions"]}

@@ -1,0 +1,101 @@
+"""Latent shards: ``latents/part-*.safetensors`` (one float16 2-D tensor named ``latents``) and
+``latents/index.parquet`` (question_id, sample_id, layer, position, occurrence, token_index,
+shard, row)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from attractor.errors import UserError
+
+INDEX_SCHEMA = pa.schema([
+    ("question_id", pa.string()), ("sample_id", pa.int32()), ("layer", pa.int16()),
+    ("position", pa.string()), ("occurrence", pa.int32()), ("token_index", pa.int32()),
+    ("shard", pa.string()), ("row", pa.int64()),
+])
+
+
+class LatentStore:
+    """Reads and appends latent shards of one run directory."""
+
+    def __init__(self, run_path: Path) -> None:
+        self.dir = Path(run_path) / "latents"
+        self._index: pa.Table | None = None
+
+    @property
+    def index_path(self) -> Path:
+        return self.dir / "index.parquet"
+
+    def index(self) -> pa.Table:
+        """The whole index (empty with the schema when nothing is captured)."""
+        if self._index is None:
+            self._index = (pq.read_table(self.index_path) if self.index_path.exists()
+                           else INDEX_SCHEMA.empty_table())
+        return self._index
+
+    def next_shard_name(self) -> str:
+        """A shard name not used by the index (an orphan from a killed run is overwritten)."""
+        used = set(self.index().column("shard").to_pylist())
+        k = 0
+        while f"part-{k:05d}.safetensors" in used:
+            k += 1
+        return f"part-{k:05d}.safetensors"
+
+    def append(self, vectors: torch.Tensor, rows: dict[str, list]) -> None:
+        """Write one shard (float16) and then the index that lists it, both atomically."""
+        from attractor.store.run_store import atomic_write_table
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = self.next_shard_name()
+        tmp = self.dir / f".{name}.tmp"
+        save_file({"latents": vectors.to(torch.float16).contiguous()}, str(tmp))
+        tmp.replace(self.dir / name)
+        n = vectors.shape[0]
+        new = pa.table({**rows, "shard": [name] * n, "row": list(range(n))}, schema=INDEX_SCHEMA)
+        table = pa.concat_tables([self.index(), new])
+        atomic_write_table(self.index_path, table)
+        self._index = table
+
+    def read_rows(self, shard: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of one shard as float32 (reads only the span between the first and last row)."""
+        path = self.dir / shard
+        if not path.exists():
+            raise UserError(f"{path}: listed in the latent index but missing")
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        with safe_open(str(path), framework="numpy") as f:
+            block = f.get_slice("latents")[lo:hi]
+        return np.asarray(block, dtype=np.float32)[rows - lo]
+
+    def latents(self, question_id: str, layer: int, position: str, occurrence: int = 0
+                ) -> np.ndarray:
+        """Vectors of one question at one layer and position, shape (samples, d), in sample_id
+        order. ``occurrence`` picks the j-th vector of multi-vector positions (every:K,
+        chunk:W, last:K)."""
+        import pyarrow.compute as pc
+
+        idx = self.index()
+        mask = pc.and_(pc.and_(pc.equal(idx["question_id"], question_id),
+                               pc.equal(idx["layer"], layer)),
+                       pc.and_(pc.equal(idx["position"], position),
+                               pc.equal(idx["occurrence"], occurrence)))
+        sub = idx.filter(mask).sort_by("sample_id")
+        if sub.num_rows == 0:
+            raise UserError(f"no latents for question {question_id!r}, layer {layer}, position "
+                            f"{position!r} (occurrence {occurrence}) in {self.dir}")
+        shards = sub.column("shard").to_pylist()
+        rows = np.asarray(sub.column("row").to_pylist())
+        out = np.empty((sub.num_rows, 0), dtype=np.float32)
+        parts = []
+        order = []
+        for shard in dict.fromkeys(shards):
+            sel = np.asarray([i for i, s in enumerate(shards) if s == shard])
+            parts.append(self.read_rows(shard, rows[sel]))
+            order.append(sel)
+        out = np.concatenate(parts)[np.argsort(np.concatenate(order))]
+        return out
