@@ -100,12 +100,18 @@ def sample_cmd(
 
 
 @app.command("analyze")
-def analyze_cmd(run: str = typer.Argument(..., help="Run directory.")) -> None:
-    """Grade what is ungraded; write metrics/questions.parquet and metrics/summary.json."""
+def analyze_cmd(
+    run: str = typer.Argument(..., help="Run directory."),
+    window: int = typer.Option(2048, help="DeepConf sliding-window size in tokens."),
+) -> None:
+    """Grade what is ungraded; write metrics/questions.parquet, samples.parquet, signals.parquet,
+    latent.parquet (when latents were captured) and summary.json."""
     from attractor.pipeline.analyze import run_analyze
     from attractor.pipeline.summary_print import print_summary
 
-    print_summary(run_analyze(run))
+    if window <= 0:
+        raise ConfigError(f"--window must be positive, got {window}")
+    print_summary(run_analyze(run, window=window))
 
 
 @app.command("capture")

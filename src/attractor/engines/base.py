@@ -13,6 +13,8 @@ class Rollout:
 
     ``token_logprobs`` and ``token_entropies`` (nats) are of the *sampling* distribution (after
     temperature, top-k and top-p); for greedy decoding, of the model's own distribution (T=1).
+    ``token_confidences`` is DeepConf's token confidence: minus the mean log-probability of
+    the 20 most likely tokens of the model's tempered distribution (before top-k / top-p).
     The stop token is not part of ``completion_token_ids``.
     """
 
@@ -25,6 +27,7 @@ class Rollout:
     finish_reason: str
     token_logprobs: list[float] = field(default_factory=list)
     token_entropies: list[float] = field(default_factory=list)
+    token_confidences: list[float] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:

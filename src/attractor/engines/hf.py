@@ -14,6 +14,8 @@ import torch
 from attractor.config import SamplingConfig
 from attractor.engines.base import Rollout
 
+CONF_TOP_K = 20  # DeepConf's k (vLLM logprobs=20)
+
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Mask (to -inf) all but the top-k tokens and the smallest set reaching mass top_p."""
@@ -81,14 +83,15 @@ class HFEngine:
         rows = q * n
         gens = [torch.Generator(device=dev).manual_seed(cfg.seed + (r % n)) for r in range(rows)]
         tokens: list[list[int]] = [[] for _ in range(rows)]
+        confs: list[list[float]] = [[] for _ in range(rows)]
         lps: list[list[float]] = [[] for _ in range(rows)]
         ents: list[list[float]] = [[] for _ in range(rows)]
         reason = ["length"] * rows
         active = list(range(rows))
         done = [False] * rows
         for step in range(cfg.max_new_tokens):
-            next_tok, lp, ent = self._pick(logits, [gens[r] for r in active], cfg)
-            toks, lps_l, ents_l = next_tok.tolist(), lp.tolist(), ent.tolist()
+            next_tok, lp, ent, conf = self._pick(logits, [gens[r] for r in active], cfg)
+            toks, lps_l, ents_l, conf_l = next_tok.tolist(), lp.tolist(), ent.tolist(), conf.tolist()
             for j, r in enumerate(active):
                 if done[r]:
                     continue
@@ -100,6 +103,7 @@ class HFEngine:
                 tokens[r].append(t)
                 lps[r].append(lps_l[j])
                 ents[r].append(ents_l[j])
+                confs[r].append(conf_l[j])
             live = [j for j, r in enumerate(active) if not done[r]]
             if not live or step == cfg.max_new_tokens - 1:
                 break
@@ -126,13 +130,19 @@ class HFEngine:
                     question_id=question_ids[qi], sample_id=i, seed=cfg.seed + i,
                     prompt_token_ids=list(prompts[qi]), completion_token_ids=tokens[r],
                     text=self.tokenizer.decode(tokens[r], skip_special_tokens=True),
-                    finish_reason=reason[r], token_logprobs=lps[r], token_entropies=ents[r]))
+                    finish_reason=reason[r], token_logprobs=lps[r], token_entropies=ents[r],
+                    token_confidences=confs[r]))
             result.append(group)
         return result
 
     @staticmethod
     def _pick(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConfig):
-        """Next token per row, its log-probability and the entropy of its distribution."""
+        """Next token per row, its log-probability, the entropy of its distribution and its
+        DeepConf token confidence."""
+        # DeepConf token confidence: minus the mean log-probability of the top-k tokens of the
+        # model's tempered distribution (before top-k / top-p filtering), k = CONF_TOP_K.
+        tempered = (logits / (cfg.temperature if cfg.temperature > 0 else 1.0)).log_softmax(-1)
+        conf = -tempered.topk(min(CONF_TOP_K, tempered.shape[-1]), dim=-1).values.mean(-1)
         if cfg.greedy:
             logp = logits.log_softmax(-1)
             tok = logits.argmax(-1)
@@ -144,7 +154,7 @@ class HFEngine:
         p = logp.exp()
         ent = -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
         chosen = logp.gather(-1, tok.view(-1, 1)).squeeze(-1)
-        return tok, chosen.cpu(), ent.cpu()
+        return tok, chosen.cpu(), ent.cpu(), conf.cpu()
 
 
 def entropy_bits(nats: float) -> float:

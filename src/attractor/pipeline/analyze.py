@@ -106,7 +106,40 @@ def summarise(q: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def run_analyze(run: str) -> dict[str, Any]:
+def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int) -> dict[str, Any]:
+    """samples.parquet, latent.parquet (when latents exist) and signals.parquet."""
+    from attractor.metrics.latent import latent_table
+    from attractor.metrics.samples import latent_signals, make_logit_lens, trace_signals
+    from attractor.metrics.signals import signal_table
+
+    roll = store.rollouts(["question_id", "sample_id", "correct", "n_tokens", "token_logprobs",
+                           "token_entropies", "token_confidences"])
+    samples = trace_signals(roll, window=window)
+    latent = None
+    index = store.latent_store.index()
+    if index.num_rows:
+        correct_of = {(a, int(b)): bool(c) for a, b, c in
+                      zip(samples["question_id"], samples["sample_id"], samples["correct"])}
+        latent = latent_table(store.latent_store, correct_of)
+        store.write_metric_table("latent", latent)
+        cap = store.manifest.get("stages", {}).get("capture", {})
+        lens = None
+        kinds = {p.kind for p in store.questions()}
+        if "answer" in cap.get("positions", []) and kinds & {"prosqa", "prontoqa"}:
+            from attractor.models.load import load
+
+            model, _ = load(cap["model"], device="cpu")
+            lens = make_logit_lens(model)
+        lat = latent_signals(store.latent_store, lens, kind=next(iter(kinds)))
+        if not lat.empty:
+            samples = samples.merge(lat, on=["question_id", "sample_id"], how="left")
+    store.write_metric_table("samples", samples)
+    signals = signal_table(samples, q, latent)
+    store.write_metric_table("signals", signals)
+    return {"signals": signals, "latent": latent}
+
+
+def run_analyze(run: str, window: int = 2048) -> dict[str, Any]:
     """Analyse a run directory; returns the summary dict (also written to metrics/)."""
     store = RunStore(run)
     if not store.exists():
@@ -128,6 +161,9 @@ def run_analyze(run: str) -> dict[str, Any]:
     q["hops"] = q["question_id"].map(hops).astype("Int64")
     store.write_metric_table("questions", q)
     summary = summarise(q)
+    extra = latent_and_signal_tables(store, q, window)
+    summary["signals"] = extra["signals"].head(40).to_dict("records")
+    summary["has_latents"] = extra["latent"] is not None
     store.write_metric_json("summary", summary)
     store.update_stage("analyze", status="done", finished=now())
     return summary

@@ -47,6 +47,7 @@ def rollout_rows(group: list[Rollout], problem: Problem, cfg: RunConfig, engine:
             "prompt_token_ids": r.prompt_token_ids, "completion_token_ids": r.completion_token_ids,
             "text": r.text, "n_tokens": r.n_tokens, "finish_reason": r.finish_reason,
             "token_logprobs": r.token_logprobs, "token_entropies": r.token_entropies,
+            "token_confidences": r.token_confidences,
             "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
             "max_new_tokens": s.max_new_tokens, "engine": engine, "answer": g.answer,
             "answer_class": g.answer_class, "correct": g.correct, "extraction": g.extraction,

@@ -20,13 +20,23 @@ def print_summary(summary: dict[str, Any], title: str = "answer stability") -> N
     keys = ["n_questions", "accuracy", "answer_entropy_nats", "top1_share", "n_unique_answers",
             "truncation_rate", "mean_tokens"]
     console.print(table("stability gap: questions whose majority is correct vs wrong",
-                        ["", *keys],
-                        [[name, *[g.get(k) for k in keys]] for name, g in gap.items()]))
+                        ["metric", "majority correct", "majority wrong"],
+                        [[k, gap["majority_correct"].get(k), gap["majority_wrong"].get(k)]
+                         for k in keys]))
     if summary.get("by_hops"):
         console.print(table("by reasoning hops", ["hops", "questions", "accuracy",
                                                   "majority accuracy"],
                             [[h, v["n_questions"], v["accuracy"], v["majority_accuracy"]]
                              for h, v in summary["by_hops"].items()]))
+    sig = summary.get("signals") or []
+    if sig:
+        for target in ("sample_correct", "majority_correct"):
+            top = [r for r in sig if r["target"] == target][:8]
+            if top:
+                console.print(table(f"signals predicting {target.replace('_', ' ')} (AUROC)",
+                                    ["signal", "AUROC", "direction", "95% low", "95% high", "n"],
+                                    [[r["signal"], r["auroc"], r["direction"], r["ci_low"],
+                                      r["ci_high"], r["n"]] for r in top]))
     au = summary["auroc_majority_correct"]
     console.print(f"AUROC for a correct majority: top-1 share {_f(au['top1_share'])}, "
                   f"-entropy {_f(au['neg_answer_entropy'])}")

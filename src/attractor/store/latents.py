@@ -62,6 +62,25 @@ class LatentStore:
         atomic_write_table(self.index_path, table)
         self._index = table
 
+    def memmap(self, shard: str) -> np.ndarray:
+        """A read-only memory map of a shard's ``latents`` tensor: fancy indexing reads only the
+        pages of the rows it touches, which keeps streaming analyses within bounded memory."""
+        import json
+        import struct
+
+        path = self.dir / shard
+        if not path.exists():
+            raise UserError(f"{path}: listed in the latent index but missing")
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        meta = header["latents"]
+        if meta["dtype"] != "F16":
+            raise UserError(f"{path}: expected float16 latents, found {meta['dtype']}")
+        start = 8 + n + meta["data_offsets"][0]
+        return np.memmap(path, dtype=np.float16, mode="r", offset=start,
+                         shape=tuple(meta["shape"]))
+
     def read_rows(self, shard: str, rows: np.ndarray) -> np.ndarray:
         """Rows of one shard as float32 (reads only the span between the first and last row)."""
         path = self.dir / shard

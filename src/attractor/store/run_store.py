@@ -33,6 +33,7 @@ ROLLOUT_SCHEMA = pa.schema([
     ("finish_reason", pa.string()),
     ("token_logprobs", pa.list_(pa.float32())),
     ("token_entropies", pa.list_(pa.float32())),
+    ("token_confidences", pa.list_(pa.float32())),
     ("temperature", pa.float32()),
     ("top_p", pa.float32()),
     ("top_k", pa.int32()),
