@@ -134,6 +134,19 @@ def capture_cmd(
                   f"{res['layers']} and positions {', '.join(res['positions'])} into {run}/latents")
 
 
+@app.command("report")
+def report_cmd(
+    run: str = typer.Argument(..., help="Run directory (after attractor analyze)."),
+    layer: Optional[int] = typer.Option(None, help="Layer of the PCA and t-SNE of latents (default: the last)."),
+    position: Optional[str] = typer.Option(None, help="Position of the PCA and t-SNE of latents."),
+) -> None:
+    """Write RUN/report/index.html (self-contained) and the figures as PNG files."""
+    from attractor.report.html import build_report
+    from attractor.ui import console
+
+    console.print(f"report: {build_report(run, layer=layer, position=position)}")
+
+
 @app.command("import")
 def import_cmd(
     file: str = typer.Argument(..., help="JSONL, JSON or Parquet file of rollouts."),
