@@ -41,6 +41,9 @@ class TinyTrainConfig:
     eval_size: int = field(default=128, metadata={"help": "Generated dev problems per eval."})
     ckpt_every: int = field(default=250, metadata={"help": "Steps between checkpoints."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+    curriculum: int = field(default=0, metadata={
+        "help": "Steps over which graphs grow from 8-10 nodes (3-4 hops) to full ProsQA size; "
+                "0 trains on full size from the start."})
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
@@ -85,6 +88,18 @@ def greedy_accuracy(model, tok: PreTrainedTokenizerFast, problems, max_new_token
     correct = [extract_answer(t, "prosqa") == extract_answer(p.gold, "prosqa", gold=True)
                for t, p in zip(texts, problems)]
     return sum(correct) / len(correct), texts
+
+
+def graph_size_at(step: int, cfg: TinyTrainConfig) -> dict[str, int]:
+    """Generator size options at a step: small graphs early in the curriculum, full size after.
+    Small graphs make the look-up the model must learn easy to find among few sentences."""
+    full = {"min_nodes": 18, "max_nodes": 28, "min_hops": 3, "max_hops": 6}
+    if cfg.curriculum <= 0 or step >= cfg.curriculum:
+        return full
+    frac = step / cfg.curriculum
+    lo = int(8 + frac * (full["min_nodes"] - 8))
+    hi = max(lo, int(10 + frac * (full["max_nodes"] - 10)))
+    return {"min_nodes": lo, "max_nodes": hi, "min_hops": 3, "max_hops": min(6, lo - 4)}
 
 
 def _lr_at(step: int, cfg: TinyTrainConfig) -> float:
@@ -159,7 +174,8 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     t0, tokens = time.time(), 0
     loss_avg = None
     while step < cfg.steps:
-        problems = generate_prosqa(cfg.batch_size, seed=cfg.seed, start=step * cfg.batch_size)
+        problems = generate_prosqa(cfg.batch_size, seed=cfg.seed, start=step * cfg.batch_size,
+                                   **graph_size_at(step, cfg))
         batch = encode_batch(problems, tok, cfg.seed)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
