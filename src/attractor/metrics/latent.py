@@ -53,7 +53,6 @@ def iter_question_vectors(latent_store, index: pd.DataFrame) -> Iterator[tuple[s
     """Per question: its index rows and their vectors (float32), read through memory maps."""
     maps: dict[str, np.ndarray] = {}
     for qid, rows in index.groupby("question_id", sort=False):
-        vecs = np.empty((len(rows), 0), dtype=np.float32)
         parts = []
         for shard, sub in rows.groupby("shard", sort=False):
             if shard not in maps:

@@ -65,4 +65,28 @@ def export_tiny(train_out: Path, dest: Path, data_dir: str | None = None,
     for name in SHIPPED_FILES:
         shutil.copyfile(model_dir / name, dest / name)
     atomic_write_json(dest / "training.json", record)
+    (dest / "TRAINING.md").write_text(training_markdown(record))
     return record
+
+
+def training_markdown(record: dict[str, Any]) -> str:
+    """A human-readable card of the training record."""
+    cfg = record["config"]
+    lines = ["# The embedded tiny model: how it was trained", "",
+             "Reproduce (seeded; a killed run resumes when the same command runs again):", "",
+             "```bash", record["command"], "```", "",
+             f"Steps {record['steps']}, batch {cfg['batch_size']}, peak lr {cfg['lr']}, "
+             f"warm-up {cfg['warmup']}, curriculum {cfg.get('curriculum', 0)} steps, seed "
+             f"{cfg['seed']}; final training loss {record['final_loss']} "
+             f"(mean over completion tokens).", "",
+             "Greedy accuracy on generated dev problems (another seed than training) during "
+             "training:", "", "| step | dev accuracy |", "|---|---|"]
+    lines += [f"| {r['step']} | {r['accuracy']:.3f} |" for r in record["dev_accuracy"]]
+    pv = record.get("prosqa_valid")
+    if pv:
+        lines += ["", f"Greedy CoT accuracy on the released ProsQA validation split "
+                      f"(`prosqa_valid.json`, {pv['n']} questions, never trained or tuned on): "
+                      f"**{pv['overall']:.3f}** ({pv['no_answer']} without an answer).", "",
+                  "| hops | questions | accuracy |", "|---|---|---|"]
+        lines += [f"| {h} | {v['n']} | {v['accuracy']:.3f} |" for h, v in pv["by_hops"].items()]
+    return "\n".join(lines) + "\n"

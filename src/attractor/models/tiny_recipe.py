@@ -4,11 +4,17 @@ The tiny model is a plain ``Qwen2ForCausalLM`` (the family of Qwen2.5 and DeepSc
 code path a user takes with a real model is the one the tests take with this one.
 
 Its chain of thought is a *backward proof*: starting from the first option of the question it
-copies, sentence by sentence, the rule whose object is the current concept, up to a person.
-If that person is the one asked about, the option is the answer; otherwise it proves the
-second option the same way. Each step is one look-up in the question, which a small model
-learns in CPU-hours, while the forward shortest path (ProsQA's own ``steps``) needs a lookahead
-over the whole graph at the first step (GPT-2 124M reaches 77.5% with it).
+names, concept by concept, a parent of the current concept (the subject of a sentence
+"... is a {current}."), up to a person. If that person is the one asked about, the option is
+the answer; otherwise a "." closes the chain and it traces the second option the same way::
+
+    Is Tom a scrompus or lempus?
+     scrompus rorpus shumpus Davis . lempus brimpus terpus Tom ### Tom is a lempus.
+
+Each step is one look-up in the question (the token after it is the parent of the token
+before), which a small model learns in CPU-hours; the forward shortest path (ProsQA's own
+``steps``) needs a lookahead over the whole graph at its first step (GPT-2 124M reaches 77.5%
+with it).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import re
 from transformers import Qwen2Config
 
 from attractor.tasks.problem import Problem
-from attractor.tasks.prosqa import distances, edge_sentence
+from attractor.tasks.prosqa import distances
 
 ARCH = dict(hidden_size=160, intermediate_size=640, num_hidden_layers=4, num_attention_heads=5,
             num_key_value_heads=5, max_position_embeddings=1024, rope_theta=10000.0,
@@ -39,7 +45,8 @@ def prompt_text(question: str) -> str:
 
 
 def backward_proof(p: Problem, rng: random.Random) -> list[str]:
-    """The backward-proof chain of thought for a ProsQA problem with its graph in ``meta``.
+    """The backward-proof chain of thought (a list of node names and ".") for a ProsQA problem
+    with its graph in ``meta``.
 
     Where a concept has several parents, one is drawn with ``rng``; on the chain that proves the
     true target only parents the root reaches are drawn, so every training chain is a proof.
@@ -59,17 +66,16 @@ def backward_proof(p: Problem, rng: random.Random) -> list[str]:
     reach = distances(n, edges, root)
 
     def chain(node: int, proving: bool) -> list[str]:
-        out = []
+        out = [sym[node]]
         while parents[node]:
             cands = [u for u in parents[node] if reach[u] >= 0] if proving else parents[node]
-            u = rng.choice(sorted(cands))
-            out.append(edge_sentence(sym[u], sym[node], u not in has_parent))
-            node = u
+            node = rng.choice(sorted(cands))
+            out.append(sym[node])
         return out
 
     if first == target:
         return chain(first, True)
-    return chain(first, False) + chain(second, True)
+    return chain(first, False) + ["."] + chain(second, True)
 
 
 def completion_text(p: Problem, rng: random.Random) -> str:

@@ -107,14 +107,13 @@ class LatentStore:
         if sub.num_rows == 0:
             raise UserError(f"no latents for question {question_id!r}, layer {layer}, position "
                             f"{position!r} (occurrence {occurrence}) in {self.dir}")
-        shards = sub.column("shard").to_pylist()
+        shards = np.asarray(sub.column("shard").to_pylist())
         rows = np.asarray(sub.column("row").to_pylist())
-        out = np.empty((sub.num_rows, 0), dtype=np.float32)
-        parts = []
-        order = []
-        for shard in dict.fromkeys(shards):
-            sel = np.asarray([i for i, s in enumerate(shards) if s == shard])
-            parts.append(self.read_rows(shard, rows[sel]))
-            order.append(sel)
-        out = np.concatenate(parts)[np.argsort(np.concatenate(order))]
+        out = None
+        for shard in dict.fromkeys(shards.tolist()):
+            sel = np.flatnonzero(shards == shard)
+            block = np.asarray(self.memmap(shard)[rows[sel]], dtype=np.float32)
+            if out is None:
+                out = np.empty((len(rows), block.shape[1]), dtype=np.float32)
+            out[sel] = block
         return out
