@@ -148,6 +148,34 @@ def report_cmd(
     console.print(f"report: {build_report(run, layer=layer, position=position)}")
 
 
+@app.command("vote")
+def vote_cmd(
+    run: str = typer.Argument(..., help="Run directory (after attractor analyze)."),
+    draws: int = typer.Option(300, help="Random k-subsets per question and k."),
+    eta: str = typer.Option("10,90", help="DeepConf filtering: keep the top eta% traces (comma-separated)."),
+    layer: Optional[int] = typer.Option(None, help="Layer of the latents for tightness weights (default: the last)."),
+    position: Optional[str] = typer.Option(None, help="Position of the latents for tightness weights."),
+) -> None:
+    """Majority vs confidence-, trajectory-, consistency- and tightness-weighted votes at each k."""
+    from attractor.pipeline.vote import run_vote
+    from attractor.ui import console, table
+
+    if draws <= 0:
+        raise ConfigError(f"--draws must be positive, got {draws}")
+    try:
+        etas = tuple(float(x) for x in eta.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--eta: expected numbers like 10,90, got '{eta}'") from None
+    if any(not 0 < e <= 100 for e in etas):
+        raise ConfigError(f"--eta: each value must be in (0, 100], got '{eta}'")
+    t = run_vote(run, draws=draws, etas=etas, layer=layer, position=position)
+    kmax = int(t["k"].max())
+    rows = [[r.method, r.accuracy, f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", r.majority,
+             r.delta_vs_majority, r.tokens] for r in t[t["k"] == kmax].itertuples()]
+    console.print(table(f"voting at k={kmax} (all k in {run}/metrics/vote.parquet)",
+                        ["method", "accuracy", "95% CI", "majority", "delta", "tokens"], rows))
+
+
 @app.command("import")
 def import_cmd(
     file: str = typer.Argument(..., help="JSONL, JSON or Parquet file of rollouts."),

@@ -1,0 +1,104 @@
+"""Weighted voting over k-subsets of a question's samples.
+
+A method turns the samples of a subset into one answer: majority, or a vote in which each
+sample's answer class gets the sample's weight (DeepConf confidences, with optional top-eta%
+filtering; trajectory stability; logit-lens consistency; latent tightness). Samples without an
+answer abstain; ties are split evenly; a subset with no voters counts as wrong.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Question:
+    """What voting needs of one question: per sample its answer class, correctness, tokens and
+    signals, plus the pairwise cosine matrix of its latents (for tightness weights)."""
+
+    classes: list[str | None]
+    correct_of: dict[str, bool]
+    tokens: np.ndarray
+    signals: dict[str, np.ndarray]
+    cosine: np.ndarray | None = None
+
+
+def vote_correct(classes: list[str | None], weights: np.ndarray, correct_of: dict[str, bool]
+                 ) -> float:
+    """Expected correctness of the weighted vote (1, 0 or a tie share)."""
+    score: dict[str, float] = {}
+    for c, w in zip(classes, weights):
+        if c is not None and np.isfinite(w):
+            score[c] = score.get(c, 0.0) + float(w)
+    if not score:
+        return 0.0
+    best = max(score.values())
+    tied = [c for c, s in score.items() if np.isclose(s, best)]
+    return sum(correct_of.get(c, False) for c in tied) / len(tied)
+
+
+Weigher = Callable[[Question, np.ndarray], np.ndarray | None]
+
+
+def signal_weigher(name: str, higher_is_better: bool = True, eta: float | None = None) -> Weigher:
+    """Weights from a per-sample signal, shifted to be positive; ``eta`` keeps only the top
+    eta% samples of the subset by that signal (DeepConf's filtering)."""
+    def weigh(q: Question, idx: np.ndarray) -> np.ndarray | None:
+        if name not in q.signals:
+            return None
+        s = q.signals[name][idx].astype(float)
+        if np.isnan(s).all():
+            return None
+        s = s if higher_is_better else -s
+        s = np.where(np.isnan(s), np.nanmin(s), s)
+        w = s - s.min() + 1e-6 if (s <= 0).any() else s.copy()
+        if eta is not None:
+            keep = max(1, int(np.ceil(len(s) * eta / 100)))
+            cut = np.sort(s)[-keep]
+            w = np.where(s >= cut, w, 0.0)
+        return w
+    return weigh
+
+
+def tightness_weigher(q: Question, idx: np.ndarray) -> np.ndarray | None:
+    """Each sample weighted by its mean cosine to the other samples of the subset (samples in
+    the dense latent cluster count more: the seed's stability-aware ensemble)."""
+    if q.cosine is None or len(idx) < 2:
+        return None
+    sub = q.cosine[np.ix_(idx, idx)]
+    w = (sub.sum(1) - 1.0) / (len(idx) - 1)
+    return w - w.min() + 1e-6
+
+
+def evaluate(questions: list[Question], methods: dict[str, Weigher | None], ks: list[int],
+             draws: int = 300, seed: int = 0) -> dict[tuple[str, int], np.ndarray]:
+    """Per (method, k): the per-question expected accuracy over ``draws`` random k-subsets
+    (the same subsets for every method). ``None`` as a weigher means plain majority."""
+    rng = np.random.default_rng(seed)
+    out = {(m, k): np.full(len(questions), np.nan) for m in methods for k in ks}
+    tokens = {k: np.zeros(len(questions)) for k in ks}
+    for qi, q in enumerate(questions):
+        n = len(q.classes)
+        for k in ks:
+            if k > n:
+                continue
+            subsets = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False)
+                                                     for _ in range(draws)]
+            acc = {m: 0.0 for m in methods}
+            valid = {m: True for m in methods}
+            for idx in subsets:
+                cls = [q.classes[i] for i in idx]
+                tokens[k][qi] += q.tokens[idx].sum() / len(subsets)
+                for m, weigh in methods.items():
+                    w = np.ones(len(idx)) if weigh is None else weigh(q, idx)
+                    if w is None:
+                        valid[m] = False
+                        continue
+                    acc[m] += vote_correct(cls, w, q.correct_of)
+            for m in methods:
+                if valid[m]:
+                    out[(m, k)][qi] = acc[m] / len(subsets)
+    out.update({("__tokens__", k): v for k, v in tokens.items()})
+    return out
