@@ -81,3 +81,21 @@ def backward_proof(p: Problem, rng: random.Random) -> list[str]:
 def completion_text(p: Problem, rng: random.Random) -> str:
     """The completion the tiny model is trained on: backward proof, ``###``, answer sentence."""
     return " " + " ".join(backward_proof(p, rng)) + f" {ANSWER_MARK} {p.gold}"
+
+
+DRILL_MARK = "@"
+
+
+def lookup_drill(p: Problem, rng: random.Random, n_pairs: int = 12) -> list[tuple[str, str]]:
+    """(concept, one of its parents) pairs of a problem's graph, in random order: an auxiliary
+    training task that exercises the one look-up the backward proof repeats, many times per
+    sequence (the proof alone has only a few). Prompted with ``DRILL_MARK`` after the question,
+    so it never competes with the proof at inference."""
+    m = p.meta
+    sym, edges = m["idx_to_symbol"], m["edges"]
+    parents: dict[int, list[int]] = {}
+    for a, b in edges:
+        parents.setdefault(b, []).append(a)
+    nodes = sorted(parents)
+    rng.shuffle(nodes)
+    return [(sym[v], sym[rng.choice(sorted(parents[v]))]) for v in nodes[:n_pairs]]

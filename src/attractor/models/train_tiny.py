@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
-from attractor.models.tiny_recipe import completion_text, prompt_text, tiny_config
+from attractor.models.tiny_recipe import (DRILL_MARK, completion_text, lookup_drill,
+                                          prompt_text, tiny_config)
 from attractor.models.tiny_tokenizer import build_tokenizer
 from attractor.tasks.prosqa import generate_prosqa
 
@@ -41,6 +42,9 @@ class TinyTrainConfig:
     eval_size: int = field(default=128, metadata={"help": "Generated dev problems per eval."})
     ckpt_every: int = field(default=250, metadata={"help": "Steps between checkpoints."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+    drill: float = field(default=0.0, metadata={
+        "help": "Share of training examples that are look-up drills (concept -> parent pairs "
+                "after the question) instead of proofs."})
     curriculum: int = field(default=0, metadata={
         "help": "Steps over which graphs grow from 8-10 nodes (3-4 hops) to full ProsQA size; "
                 "0 trains on full size from the start."})
@@ -53,19 +57,44 @@ class TinyTrainConfig:
 DEV_SEED_OFFSET = 1_000_003  # dev problems come from another seed than training problems
 
 
-def encode_batch(problems, tok: PreTrainedTokenizerFast, seed: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids and labels (-100 on prompt and padding) for a training batch."""
+def _drill_row(p, tok: PreTrainedTokenizerFast, rng: random.Random) -> tuple[list, list, list]:
+    prompt = tok(prompt_text(p.question) + DRILL_MARK)["input_ids"]
+    ids, labels = [], []
+    one = {}  # every domain word is one token (tested), so pieces can be joined by id
+
+    def tid(word: str) -> int:
+        if word not in one:
+            got = tok(" " + word, add_special_tokens=False)["input_ids"]
+            if len(got) != 1:
+                raise ValueError(f"'{word}' is not one token")
+            one[word] = got[0]
+        return one[word]
+
+    for node, parent in lookup_drill(p, rng):
+        ids += [tid(node), tid(parent), tid(".")]
+        labels += [-100, tid(parent), tid(".")]
+    return prompt, ids + [tok.eos_token_id], labels + [tok.eos_token_id]
+
+
+def encode_batch(problems, tok: PreTrainedTokenizerFast, seed: int,
+                 drill: float = 0.0) -> dict[str, torch.Tensor]:
+    """Right-padded input ids and labels (-100 on prompt, padding and drill queries) for a
+    training batch; a ``drill`` share of the problems become look-up drills."""
     rows = []
     for p in problems:
+        rng = random.Random(f"cot:{seed}:{p.id}")
+        if drill > 0 and rng.random() < drill:
+            rows.append(_drill_row(p, tok, rng))
+            continue
         prompt = tok(prompt_text(p.question))["input_ids"]
-        comp = tok(completion_text(p, random.Random(f"cot:{seed}:{p.id}")))["input_ids"]
-        rows.append((prompt, comp + [tok.eos_token_id]))
-    width = max(len(a) + len(b) for a, b in rows)
+        comp = tok(completion_text(p, rng))["input_ids"] + [tok.eos_token_id]
+        rows.append((prompt, comp, comp))
+    width = max(len(a) + len(b) for a, b, _ in rows)
     ids = torch.full((len(rows), width), tok.eos_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (a, b) in enumerate(rows):
+    for i, (a, b, lab) in enumerate(rows):
         ids[i, : len(a) + len(b)] = torch.tensor(a + b)
-        labels[i, len(a): len(a) + len(b)] = torch.tensor(b)
+        labels[i, len(a): len(a) + len(b)] = torch.tensor(lab)
     return {"input_ids": ids, "labels": labels}
 
 
@@ -176,7 +205,7 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     while step < cfg.steps:
         problems = generate_prosqa(cfg.batch_size, seed=cfg.seed, start=step * cfg.batch_size,
                                    **graph_size_at(step, cfg))
-        batch = encode_batch(problems, tok, cfg.seed)
+        batch = encode_batch(problems, tok, cfg.seed, cfg.drill)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         loss = model(**batch).loss
