@@ -28,6 +28,7 @@ def train_tiny_cmd(
     seed: int = typer.Option(0, help="Seed of initialisation and data."),
     eval_every: int = typer.Option(500, help="Steps between dev evaluations."),
     threads: int = typer.Option(2, help="torch CPU threads."),
+    init_from: Optional[str] = typer.Option(None, help="Start from a saved model directory (e.g. src/attractor/models/tiny) to continue its training."),
     drill: float = typer.Option(0.0, help="Share of examples that are look-up drills (concept -> parent pairs) instead of proofs."),
     curriculum: int = typer.Option(0, help="Steps over which graphs grow from 8-10 nodes to full ProsQA size (0: full size throughout)."),
     export_to: Optional[str] = typer.Option(None, help="Afterwards, evaluate on ProsQA validation and install the model here (the package's models/tiny to ship it)."),
@@ -41,7 +42,7 @@ def train_tiny_cmd(
 
     cfg = TinyTrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           eval_every=eval_every, threads=threads, curriculum=curriculum,
-                          drill=drill)
+                          drill=drill, init_from=init_from)
     result = train_tiny(cfg, log=console.print)
     console.print(f"trained: {result}")
     if export_to:

@@ -45,6 +45,9 @@ class TinyTrainConfig:
     drill: float = field(default=0.0, metadata={
         "help": "Share of training examples that are look-up drills (concept -> parent pairs "
                 "after the question) instead of proofs."})
+    init_from: str | None = field(default=None, metadata={
+        "help": "Start from this saved model (and its tokenizer) instead of random weights, "
+                "e.g. the shipped tiny model, to continue its training."})
     curriculum: int = field(default=0, metadata={
         "help": "Steps over which graphs grow from 8-10 nodes (3-4 hops) to full ProsQA size; "
                 "0 trains on full size from the start."})
@@ -184,11 +187,17 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():  # a resumed run keeps the tokenizer it began with
         tok = PreTrainedTokenizerFast.from_pretrained(tok_dir)
+    elif cfg.init_from:
+        tok = PreTrainedTokenizerFast.from_pretrained(cfg.init_from)
+        tok.save_pretrained(tok_dir)
     else:
         tok = build_tokenizer()
         tok.save_pretrained(tok_dir)
     torch.manual_seed(cfg.seed)
-    model = Qwen2ForCausalLM(tiny_config(len(tok), tok.eos_token_id))
+    if cfg.init_from:
+        model = Qwen2ForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    else:
+        model = Qwen2ForCausalLM(tiny_config(len(tok), tok.eos_token_id))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                             weight_decay=cfg.weight_decay)
