@@ -29,6 +29,17 @@ def mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
     return (total - s) / (s * (s - 1))
 
 
+def top_eigenvalue(gram: torch.Tensor, iters: int = 60) -> torch.Tensor:
+    """Largest eigenvalue of each symmetric PSD matrix in a batch (B, S, S), by power iteration
+    with a Rayleigh quotient: a few batched mat-vecs instead of B full eigen-decompositions."""
+    v = torch.ones(gram.shape[0], gram.shape[1], 1, dtype=gram.dtype) / gram.shape[1] ** 0.5
+    v = v + 1e-3 * torch.arange(gram.shape[1], dtype=gram.dtype).view(1, -1, 1)
+    for _ in range(iters):
+        v = gram @ v
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return (v.transpose(1, 2) @ gram @ v).view(-1).clamp_min(0)
+
+
 def geometry(x: torch.Tensor, correct: np.ndarray) -> dict[str, np.ndarray]:
     """All metrics for a stack (L, S, d) of one question's vectors at L layers."""
     s = x.shape[1]
@@ -38,10 +49,10 @@ def geometry(x: torch.Tensor, correct: np.ndarray) -> dict[str, np.ndarray]:
     out["tightness_wrong"] = mean_pairwise_cosine(x[:, ~c]).numpy()
     xc = x - x.mean(1, keepdim=True)
     if s > 1:
-        out["cov_trace"] = (xc.pow(2).sum((1, 2)) / (s - 1)).numpy()
+        total = xc.pow(2).sum((1, 2))
+        out["cov_trace"] = (total / (s - 1)).numpy()
         gram = xc @ xc.transpose(1, 2)
-        ev = torch.linalg.eigvalsh(gram.double()).clamp_min(0)
-        out["pc1_explained"] = (ev[:, -1] / ev.sum(-1).clamp_min(1e-30)).float().numpy()
+        out["pc1_explained"] = (top_eigenvalue(gram) / total.clamp_min(1e-30)).numpy()
     else:
         out["cov_trace"] = np.full(x.shape[0], np.nan)
         out["pc1_explained"] = np.full(x.shape[0], np.nan)
@@ -50,21 +61,23 @@ def geometry(x: torch.Tensor, correct: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def iter_question_vectors(latent_store, index: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
-    """Per question: its index rows and their vectors (float32), read through memory maps."""
-    maps: dict[str, np.ndarray] = {}
+    """Per question: its index rows and their vectors (float32, in index-row order), read through
+    memory maps opened per question, so resident memory stays about one question's vectors."""
     for qid, rows in index.groupby("question_id", sort=False):
-        parts = []
-        for shard, sub in rows.groupby("shard", sort=False):
-            if shard not in maps:
-                maps[shard] = latent_store.memmap(shard)
-            order = np.argsort(sub["row"].to_numpy())
-            r = sub["row"].to_numpy()[order]
-            block = np.asarray(maps[shard][r], dtype=np.float32)
-            parts.append((sub.index.to_numpy()[order], block))
-        pos = np.concatenate([p[0] for p in parts])
-        vecs = np.concatenate([p[1] for p in parts])
-        lookup = pd.Series(np.arange(len(pos)), index=pos)
-        yield qid, rows, vecs[lookup.loc[rows.index].to_numpy()]
+        out = np.empty((len(rows), 0), dtype=np.float32)
+        pos = np.arange(len(rows))
+        shards = rows["shard"].to_numpy()
+        row_ids = rows["row"].to_numpy()
+        for shard in pd.unique(shards):
+            sel = pos[shards == shard]
+            order = np.argsort(row_ids[sel])
+            mm = latent_store.memmap(shard)
+            block = np.asarray(mm[row_ids[sel][order]], dtype=np.float32)
+            del mm
+            if out.shape[1] == 0:
+                out = np.empty((len(rows), block.shape[1]), dtype=np.float32)
+            out[sel[order]] = block
+        yield qid, rows, out
 
 
 def latent_table(latent_store, correct_of: dict[tuple[str, int], bool]) -> pd.DataFrame:
@@ -72,14 +85,16 @@ def latent_table(latent_store, correct_of: dict[tuple[str, int], bool]) -> pd.Da
     index = latent_store.index().to_pandas()
     out = []
     for qid, rows, vecs in iter_question_vectors(latent_store, index):
+        rows = rows.assign(_k=np.arange(len(rows)))
         for (pos, occ), grp in rows.groupby(["position", "occurrence"], sort=False):
-            layers = sorted(grp["layer"].unique())
-            per_layer = [grp[grp["layer"] == layer].sort_values("sample_id") for layer in layers]
-            samples = per_layer[0]["sample_id"].to_numpy()
-            if any(len(p) != len(samples) for p in per_layer):
+            grp = grp.sort_values(["layer", "sample_id"])
+            layers = grp["layer"].unique()
+            samples = grp["sample_id"].unique()
+            if len(grp) != len(layers) * len(samples):
                 continue  # a layer without every sample cannot be stacked; not produced by capture
-            loc = {i: k for k, i in enumerate(rows.index)}
-            stack = torch.from_numpy(np.stack([vecs[[loc[i] for i in p.index]] for p in per_layer]))
+            stack = torch.from_numpy(vecs[grp["_k"].to_numpy()].reshape(len(layers), len(samples),
+                                                                        -1))
+            samples = np.sort(samples)
             correct = np.array([correct_of.get((qid, int(s)), False) for s in samples])
             g = geometry(stack, correct)
             for li, layer in enumerate(layers):
