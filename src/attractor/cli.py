@@ -22,15 +22,15 @@ def _root() -> None:
 @app.command("train-tiny")
 def train_tiny_cmd(
     out: str = typer.Option("train-out/tiny", help="Output directory (checkpoint, log, model)."),
-    steps: int = typer.Option(5000, help="Optimiser steps."),
+    steps: int = typer.Option(4500, help="Optimiser steps."),
     batch_size: int = typer.Option(24, help="Problems per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed of initialisation and data."),
     eval_every: int = typer.Option(500, help="Steps between dev evaluations."),
     threads: int = typer.Option(2, help="torch CPU threads."),
     init_from: Optional[str] = typer.Option(None, help="Start from a saved model directory (e.g. src/attractor/models/tiny) to continue its training."),
-    drill: float = typer.Option(0.0, help="Share of examples that are look-up drills (concept -> parent pairs) instead of proofs."),
-    curriculum: int = typer.Option(0, help="Steps over which graphs grow from 8-10 nodes to full ProsQA size (0: full size throughout)."),
+    drill: float = typer.Option(0.5, help="Share of examples that are look-up drills (concept -> parent pairs) instead of proofs."),
+    curriculum: int = typer.Option(1500, help="Steps over which graphs grow from 8-10 nodes to full ProsQA size (0: full size throughout)."),
     export_to: Optional[str] = typer.Option(None, help="Afterwards, evaluate on ProsQA validation and install the model here (the package's models/tiny to ship it)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of prosqa_valid.json (for --export-to)."),
 ) -> None:

@@ -32,8 +32,8 @@ class TinyTrainConfig:
     """Hyper-parameters of ``attractor train-tiny`` (every field is a CLI option)."""
 
     out: str = field(default="train-out/tiny", metadata={"help": "Output directory."})
-    steps: int = field(default=12000, metadata={"help": "Optimiser steps."})
-    batch_size: int = field(default=32, metadata={"help": "Problems per step."})
+    steps: int = field(default=4500, metadata={"help": "Optimiser steps."})
+    batch_size: int = field(default=24, metadata={"help": "Problems per step."})
     lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW)."})
     warmup: int = field(default=300, metadata={"help": "Linear warm-up steps."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
@@ -53,8 +53,14 @@ class TinyTrainConfig:
                 "0 trains on full size from the start."})
 
     def __post_init__(self) -> None:
+        from attractor.errors import ConfigError
+
         if self.steps <= 0 or self.batch_size <= 0:
-            raise ValueError("--steps and --batch-size must be positive")
+            raise ConfigError("--steps and --batch-size must be positive")
+        if not 0.0 <= self.drill < 1.0:
+            raise ConfigError(f"--drill must be in [0, 1), got {self.drill}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
 
 
 DEV_SEED_OFFSET = 1_000_003  # dev problems come from another seed than training problems
