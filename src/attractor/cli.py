@@ -179,6 +179,31 @@ def vote_cmd(
                         ["method", "accuracy", "95% CI", "majority", "delta", "tokens"], rows))
 
 
+@app.command("early-stop")
+def early_stop_cmd(
+    run: str = typer.Argument(..., help="Run directory (graded)."),
+    window: int = typer.Option(2048, help="DeepConf sliding-window size in tokens."),
+    layer: Optional[int] = typer.Option(None, help="Layer of the latents for the latent rule."),
+    position: Optional[str] = typer.Option(None, help="Position of the latents for the latent rule."),
+    max_loss: float = typer.Option(0.01, help="Accuracy loss allowed when picking each rule's best setting."),
+) -> None:
+    """Replay DeepConf, consensus and latent-variance early stopping on stored traces."""
+    from attractor.pipeline.early_stop import best_within, run_early_stop
+    from attractor.ui import console, table
+
+    if window <= 0:
+        raise ConfigError(f"--window must be positive, got {window}")
+    t = run_early_stop(run, window=window, layer=layer, position=position)
+    ref = t[t["rule"] == "majority"].iloc[0]
+    best = best_within(t, max_loss)
+    console.print(table(f"early stopping vs majority over all samples (accuracy {ref.accuracy:.3f}, "
+                        f"{ref.tokens:.0f} tokens): best setting per rule losing <= {max_loss:.1%}",
+                        ["rule", "setting", "tokens saved", "accuracy", "accuracy loss"],
+                        [[r.rule, r.setting, r.tokens_saved, r.accuracy, r.accuracy_loss]
+                         for r in best.itertuples()]))
+    console.print(f"all {len(t)} settings: {run}/metrics/early_stop.parquet")
+
+
 @app.command("import")
 def import_cmd(
     file: str = typer.Argument(..., help="JSONL, JSON or Parquet file of rollouts."),

@@ -1,0 +1,117 @@
+"""Offline early-stopping rules replayed on stored traces.
+
+Each rule decides, question by question, which traces to generate and how far, and which answer
+to return; it is scored by the tokens it would have spent and the accuracy of its answer, against
+full-budget majority voting over all samples. Traces are taken in sample-id order (the order an
+engine would start them).
+
+- ``deepconf``: DeepConf's online rule. The first ``warmup`` traces run in full; the threshold is
+  the ``percentile``-th percentile of their lowest group confidences (window ``window``); every
+  later trace stops at the first token whose sliding-window confidence falls below it and is
+  dropped from the vote. The answer is the majority of the kept traces. A trace shorter than the
+  window is judged on its single group (DeepConf's rule cannot fire there).
+- ``consensus``: traces one after another; stop once at least ``min_traces`` are done and the top
+  answer holds ``share`` of them.
+- ``latent``: as consensus, but stop once the mean pairwise cosine of the done traces' latents
+  (one layer and position) reaches ``tightness``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from attractor.metrics.confidence import group_confidences
+from attractor.scaling.vote import vote_correct
+
+
+@dataclass
+class Trace:
+    """One stored trace: answer class, tokens, token confidences, and an optional latent."""
+
+    answer: str | None
+    n_tokens: int
+    confidences: np.ndarray
+    latent: np.ndarray | None = None
+
+
+@dataclass
+class Outcome:
+    """What a rule spent on one question and whether its answer is right (ties split)."""
+
+    tokens: float
+    correct: float
+
+
+def majority_outcome(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+    """Full-budget majority voting over all traces (the reference)."""
+    return Outcome(float(sum(t.n_tokens for t in traces)),
+                   vote_correct([t.answer for t in traces], np.ones(len(traces)), correct_of))
+
+
+def first_below(conf: np.ndarray, window: int, threshold: float) -> int | None:
+    """Token count at which the sliding-window confidence first falls below ``threshold``
+    (the trace stops there), or None if it never does."""
+    groups = group_confidences(conf, window)
+    below = np.flatnonzero(groups < threshold)
+    if len(below) == 0:
+        return None
+    return int(below[0]) + min(window, len(conf))
+
+
+def deepconf_rule(warmup: int, percentile: float, window: int) -> Callable:
+    """DeepConf's online early stop (see module doc)."""
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+        warm = traces[:warmup]
+        lows = [group_confidences(t.confidences, window).min() for t in warm
+                if len(t.confidences)]
+        if not lows:
+            return majority_outcome(traces, correct_of)
+        threshold = float(np.percentile(lows, percentile))
+        tokens = float(sum(t.n_tokens for t in warm))
+        kept = [t.answer for t in warm]
+        for t in traces[warmup:]:
+            stop = first_below(t.confidences, window, threshold) if len(t.confidences) else None
+            if stop is None:
+                tokens += t.n_tokens
+                kept.append(t.answer)
+            else:
+                tokens += stop
+        return Outcome(tokens, vote_correct(kept, np.ones(len(kept)), correct_of))
+    return run
+
+
+def consensus_rule(min_traces: int, share: float) -> Callable:
+    """Stop sampling once the leading answer holds ``share`` of at least ``min_traces``."""
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+        done: list[Trace] = []
+        for t in traces:
+            done.append(t)
+            answers = [d.answer for d in done if d.answer is not None]
+            if len(done) >= min_traces and answers:
+                top = max(answers.count(a) for a in set(answers))
+                if top / len(done) >= share:
+                    break
+        return Outcome(float(sum(d.n_tokens for d in done)),
+                       vote_correct([d.answer for d in done], np.ones(len(done)), correct_of))
+    return run
+
+
+def latent_rule(min_traces: int, tightness: float) -> Callable:
+    """Stop once the done traces' latents are tight (mean pairwise cosine >= ``tightness``)."""
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+        if any(t.latent is None for t in traces):
+            return Outcome(float("nan"), float("nan"))
+        done: list[Trace] = []
+        for t in traces:
+            done.append(t)
+            if len(done) >= max(2, min_traces):
+                x = np.stack([d.latent for d in done])
+                xn = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+                s = len(done)
+                if ((xn.sum(0) ** 2).sum() - s) / (s * (s - 1)) >= tightness:
+                    break
+        return Outcome(float(sum(d.n_tokens for d in done)),
+                       vote_correct([d.answer for d in done], np.ones(len(done)), correct_of))
+    return run
