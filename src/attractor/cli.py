@@ -204,6 +204,39 @@ def early_stop_cmd(
     console.print(f"all {len(t)} settings: {run}/metrics/early_stop.parquet")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    model: str = typer.Option("tiny", "--model", help="Model spec."),
+    task: str = typer.Option(..., "--task", help="Task spec."),
+    out: str = typer.Option(..., "--out", help="Sweep directory (one run per cell inside)."),
+    temperature: str = typer.Option("0,0.3,0.5,0.7,1.0,1.2", help="Temperatures (comma-separated)."),
+    max_new_tokens: str = typer.Option("64,128,256", help="Token budgets (comma-separated)."),
+    samples: int = typer.Option(16, "--samples", "-n", help="Rollouts per question."),
+    top_p: float = typer.Option(1.0, help="Nucleus mass."),
+    top_k: int = typer.Option(0, help="Top-k filter."),
+    seed: int = typer.Option(0, help="Base seed."),
+    limit: Optional[int] = typer.Option(None, help="Only the first Q questions."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of the preset files."),
+    grader: str = typer.Option("auto", help="auto | math | exact."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
+    max_batch_rows: int = typer.Option(256, help="Rows per forward batch."),
+) -> None:
+    """Sample and analyse one run per (temperature, budget) cell; resumable, finished cells skipped."""
+    from attractor.config import RunConfig, SamplingConfig
+    from attractor.pipeline.sweep import parse_list, run_sweep
+    from attractor.ui import console
+
+    temps = parse_list(temperature, float, "--temperature")
+    budgets = parse_list(max_new_tokens, int, "--max-new-tokens")
+    base = RunConfig(task=task, model=model, limit=limit, grader=grader, dtype=dtype,
+                     sampling=SamplingConfig(samples=samples, temperature=temps[0], top_p=top_p,
+                                             top_k=top_k, max_new_tokens=budgets[0], seed=seed))
+    cells = run_sweep(base, temps, budgets, out, data_dir=data_dir, device=device,
+                      max_batch_rows=max_batch_rows, log=console.print)
+    console.print(f"{len(cells)} cells in {out}; next: attractor report {out}")
+
+
 @app.command("import")
 def import_cmd(
     file: str = typer.Argument(..., help="JSONL, JSON or Parquet file of rollouts."),

@@ -33,6 +33,10 @@ def _tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def build_report(run: str, layer: int | None = None, position: str | None = None) -> Path:
     """Write the report; returns the path of index.html."""
+    if (Path(run) / "sweep.json").exists():
+        from attractor.report.sweep import build_sweep_report
+
+        return build_sweep_report(Path(run))
     store = RunStore(run)
     if not store.exists():
         raise UserError(f"{run}: not a run directory (no manifest.json)")

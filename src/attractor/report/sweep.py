@@ -1,0 +1,115 @@
+"""The report of a sweep directory: depth (token budget), width (k) and temperature."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from attractor.errors import UserError  # noqa: E402
+from attractor.store.run_store import RunStore, atomic_write_bytes  # noqa: E402
+
+
+def load_cells(root: Path) -> pd.DataFrame:
+    """One row per question per cell: the cell's T and budget and the question metrics."""
+    spec = json.loads((root / "sweep.json").read_text())
+    frames = []
+    for c in spec["cells"]:
+        q = RunStore(root / c["path"]).metric_table("questions")
+        frames.append(q.assign(temperature=c["temperature"], max_new_tokens=c["max_new_tokens"]))
+    if not frames:
+        raise UserError(f"{root}: the sweep has no cells")
+    return pd.concat(frames, ignore_index=True)
+
+
+def overthinking(df: pd.DataFrame, drop: float = 0.1) -> pd.DataFrame:
+    """Questions whose accuracy at the largest budget is below their best smaller budget's
+    accuracy by at least ``drop`` (per temperature)."""
+    rows = []
+    top = df["max_new_tokens"].max()
+    for (t, qid), g in df.groupby(["temperature", "question_id"]):
+        at_top = g[g["max_new_tokens"] == top]["accuracy"]
+        below = g[g["max_new_tokens"] < top]
+        if at_top.empty or below.empty:
+            continue
+        best = below.loc[below["accuracy"].idxmax()]
+        if best["accuracy"] - at_top.iloc[0] >= drop:
+            rows.append({"temperature": t, "question_id": qid,
+                         "best_budget": int(best["max_new_tokens"]),
+                         "accuracy_at_best": float(best["accuracy"]), "largest_budget": int(top),
+                         "accuracy_at_largest": float(at_top.iloc[0])})
+    return pd.DataFrame(rows, columns=["temperature", "question_id", "best_budget",
+                                       "accuracy_at_best", "largest_budget",
+                                       "accuracy_at_largest"])
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def build_sweep_report(root: Path) -> Path:
+    """Figures and a self-contained HTML page in ``root/report``."""
+    df = load_cells(root)
+    mean = df.groupby(["temperature", "max_new_tokens"]).mean(numeric_only=True).reset_index()
+    figs = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for t, g in mean.groupby("temperature"):
+        axes[0].plot(g["max_new_tokens"], g["accuracy"], marker="o", label=f"T={t:g}")
+        axes[1].plot(g["max_new_tokens"], g["truncation_rate"], marker="o", label=f"T={t:g}")
+    for ax, name in zip(axes, ("accuracy", "truncation rate")):
+        ax.set_xlabel("max new tokens (depth)")
+        ax.set_ylabel(name)
+        ax.legend(frameon=False)
+    figs.append(("depth", "Accuracy and truncation vs token budget", _png(fig)))
+    top = mean[mean["max_new_tokens"] == mean["max_new_tokens"].max()]
+    ks = sorted(int(c.split("@")[1]) for c in top.columns if c.startswith("pass@"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, r in top.iterrows():
+        ax.plot(ks, [r[f"pass@{k}"] for k in ks], marker="o", label=f"pass@k T={r.temperature:g}")
+        ax.plot(ks, [r[f"maj@{k}"] for k in ks], ls="--", marker="x",
+                label=f"maj@k T={r.temperature:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (width)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, frameon=False)
+    figs.append(("width", "pass@k and maj@k vs k (largest budget)", _png(fig)))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(top["temperature"], top["answer_entropy_nats"], marker="o")
+    axes[0].set_ylabel("answer entropy (nats)")
+    axes[1].plot(top["temperature"], top["top1_share"], marker="o")
+    axes[1].set_ylabel("top-1 share")
+    for ax in axes:
+        ax.set_xlabel("temperature")
+    figs.append(("temperature", "Entropy and top-1 share vs temperature (largest budget)",
+                 _png(fig)))
+    over = overthinking(df)
+    out = root / "report"
+    for name, _, data in figs:
+        atomic_write_bytes(out / f"{name}.png", data)
+    parts = "".join(f"<figure id='fig-{n}'><img alt='{html.escape(t)}' src='data:image/png;base64,"
+                    f"{base64.b64encode(d).decode()}'><figcaption>{html.escape(t)}</figcaption>"
+                    f"</figure>" for n, t, d in figs)
+    table = mean[["temperature", "max_new_tokens", "accuracy", "truncation_rate",
+                  "answer_entropy_nats", "top1_share", "mean_tokens"]].to_html(
+        index=False, float_format="%.3f", border=0)
+    over_html = over.to_html(index=False, float_format="%.3f", border=0) if len(over) else \
+        "<p>No question loses accuracy as the budget grows.</p>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>attractor sweep</title>"
+            f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
+            f"img{{max-width:100%}}</style></head><body><h1>attractor sweep</h1>{parts}"
+            f"<h2>Cells</h2>{table}<h2 id='overthinking'>Overthinking: accuracy falls as the "
+            f"budget grows</h2>{over_html}</body></html>")
+    path = out / "index.html"
+    atomic_write_bytes(path, page.encode())
+    return path
