@@ -42,23 +42,12 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
         raise UserError(f"{run}: the run has no rollouts")
     if roll["correct"].isna().any():
         raise UserError(f"{run}: ungraded rollouts; run 'attractor analyze {run}' first")
-    idx = store.latent_store.index().to_pandas()
-    if not idx.empty:
-        layer = int(idx["layer"].max()) if layer is None else layer
-        single = idx[(idx["occurrence"] == 0) & (idx["layer"] == layer)]
-        if position is None and not single.empty:
-            position = str(single.groupby("position").size().sort_values().index[-1])
+    latent = store.latent_store
+    layer, position = latent.default_choice(layer, position)
     questions = []
     for qid, sub in roll.groupby("question_id", sort=False):
         sub = sub.sort_values("sample_id")
-        lat = None
-        if not idx.empty and position is not None:
-            try:
-                lat = store.latents(qid, layer=layer, position=position)
-            except UserError:
-                lat = None
-            if lat is not None and len(lat) != len(sub):
-                lat = None
+        lat = latent.every_sample(qid, layer, position, len(sub))
         traces = [Trace(a if isinstance(a, str) else None, int(nt or 0),
                         np.asarray(c if c is not None else [], float),
                         None if lat is None else lat[i])

@@ -51,15 +51,8 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
     roll = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "n_tokens"])
     df = roll.merge(samples.drop(columns=["correct", "n_tokens"], errors="ignore"),
                     on=["question_id", "sample_id"], how="left")
-    idx = store.latent_store.index().to_pandas()
-    has_latents = not idx.empty
-    if has_latents:
-        layer = int(idx["layer"].max()) if layer is None else layer
-        single = idx[(idx["occurrence"] == 0) & (idx["layer"] == layer)]
-        if position is None and not single.empty:
-            # the position that covers the most rollouts (``answer`` misses answerless ones)
-            cover = single.groupby("position").size().sort_values(ascending=False)
-            position = str(cover.index[0])
+    latent = store.latent_store
+    layer, position = latent.default_choice(layer, position)
     questions = []
     sig_cols = [c for c in df.columns if c not in ("question_id", "sample_id", "answer_class",
                                                    "correct", "n_tokens")]
@@ -68,14 +61,10 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
         classes = [c if isinstance(c, str) else None for c in sub["answer_class"]]
         correct_of = {c: bool(ok) for c, ok in zip(classes, sub["correct"]) if c is not None}
         cosine = None
-        if has_latents and position is not None:
-            try:
-                x = store.latents(qid, layer=layer, position=position)
-            except UserError:
-                x = None
-            if x is not None and len(x) == len(sub):
-                xn = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
-                cosine = xn @ xn.T
+        x = latent.every_sample(qid, layer, position, len(sub))
+        if x is not None:
+            xn = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+            cosine = xn @ xn.T
         questions.append(Question(
             classes=classes, correct_of=correct_of,
             tokens=sub["n_tokens"].fillna(0).to_numpy(float),

@@ -117,3 +117,29 @@ class LatentStore:
                 out = np.empty((len(rows), block.shape[1]), dtype=np.float32)
             out[sel] = block
         return out
+
+    def default_choice(self, layer: int | None = None, position: str | None = None
+                       ) -> tuple[int | None, str | None]:
+        """The (layer, position) a per-sample latent signal uses unless the user names them: the
+        last captured layer, and the single-vector position covering the most rollouts
+        (``answer`` misses answerless ones). (None, None) when nothing is captured."""
+        idx = self.index().to_pandas()
+        if idx.empty:
+            return None, None
+        layer = int(idx["layer"].max()) if layer is None else layer
+        single = idx[(idx["occurrence"] == 0) & (idx["layer"] == layer)]
+        if position is None and not single.empty:
+            position = str(single.groupby("position").size().sort_values(ascending=False).index[0])
+        return layer, position
+
+    def every_sample(self, question_id: str, layer: int | None, position: str | None,
+                     n_samples: int) -> np.ndarray | None:
+        """The question's vectors (samples, d) when every one of its ``n_samples`` has one,
+        else None."""
+        if layer is None or position is None:
+            return None
+        try:
+            x = self.latents(question_id, layer, position)
+        except UserError:
+            return None
+        return x if len(x) == n_samples else None
