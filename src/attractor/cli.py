@@ -79,6 +79,7 @@ def sample_cmd(
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
     engine: str = typer.Option("hf", help="Sampling engine."),
+    early_stop: Optional[str] = typer.Option(None, "--early-stop", help="Online early stop: deepconf:warmup=W,percentile=P,window=K or consensus:min_traces=M,share=S."),
     max_batch_rows: int = typer.Option(256, help="Rows (questions x samples) per forward batch."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the model repo."),
 ) -> None:
@@ -89,7 +90,7 @@ def sample_cmd(
 
     cfg = RunConfig(task=task, model=model, limit=limit, grader=grader, chat_template=chat_template,
                     dtype=dtype, engine=engine, id_field=id_field, question_field=question_field,
-                    answer_field=answer_field, steps_field=steps_field,
+                    answer_field=answer_field, steps_field=steps_field, early_stop=early_stop,
                     sampling=SamplingConfig(samples=samples, temperature=temperature, top_p=top_p,
                                             top_k=top_k, max_new_tokens=max_new_tokens, seed=seed))
     if max_batch_rows <= 0:

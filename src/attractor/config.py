@@ -55,7 +55,9 @@ class RunConfig:
     grader: str = _help("auto | math | exact.", "auto")
     chat_template: bool = _help("Apply the tokenizer's chat template when it has one.", True)
     dtype: str = _help("auto | float32 | bfloat16 | float16.", "auto")
-    engine: str = _help("Sampling engine: hf.", "hf")
+    engine: str = _help("Sampling engine: hf, ray or vllm.", "hf")
+    early_stop: str | None = _help("Online early-stop rule (hf engine), e.g. "
+                                   "deepconf:warmup=4,percentile=90,window=64.", None)
     id_field: str | None = _help("Field holding the question id.", None)
     question_field: str | None = _help("Field holding the question.", None)
     answer_field: str | None = _help("Field holding the gold answer.", None)

@@ -56,13 +56,28 @@ class HFEngine:
         return max(1, self.max_batch_rows // samples)
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
-                 cfg: SamplingConfig) -> list[list[Rollout]]:
-        """Sample ``cfg.samples`` completions for each prompt (all prompts in one batch)."""
-        with torch.inference_mode():
-            return self._generate(question_ids, prompts, cfg)
+                 cfg: SamplingConfig, first_sample: int = 0, count: int | None = None,
+                 cut_below: list[float | None] | None = None,
+                 window: int = 2048) -> list[list[Rollout]]:
+        """Sample completions ``first_sample .. first_sample + count - 1`` (default: all
+        ``cfg.samples``) of each prompt, all prompts in one batch; sample ``i`` uses seed
+        ``cfg.seed + i`` whatever the batch, so samples made in separate calls equal those of
+        one call.
 
-    def _generate(self, question_ids, prompts, cfg: SamplingConfig) -> list[list[Rollout]]:
-        model, dev, n = self.model, self.device, cfg.samples
+        ``cut_below`` (one threshold or None per prompt) is DeepConf's online early stop: a row
+        stops, with ``finish_reason = "early_stop"``, at the first token where the mean token
+        confidence of its last ``window`` tokens falls below its prompt's threshold; a row that
+        ends shorter than ``window`` is judged on its whole length when it ends.
+        """
+        n = cfg.samples - first_sample if count is None else count
+        if n <= 0 or first_sample < 0:
+            raise ValueError(f"no samples to make (first_sample={first_sample}, count={count})")
+        with torch.inference_mode():
+            return self._generate(question_ids, prompts, cfg, first_sample, n, cut_below, window)
+
+    def _generate(self, question_ids, prompts, cfg: SamplingConfig, first: int, n: int,
+                  cut_below, window: int) -> list[list[Rollout]]:
+        model, dev = self.model, self.device
         q = len(prompts)
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -81,7 +96,10 @@ class HFEngine:
         logits = logits.repeat_interleave(n, dim=0)
         mask = mask.repeat_interleave(n, dim=0)
         rows = q * n
-        gens = [torch.Generator(device=dev).manual_seed(cfg.seed + (r % n)) for r in range(rows)]
+        gens = [torch.Generator(device=dev).manual_seed(cfg.seed + first + (r % n))
+                for r in range(rows)]
+        thresholds = [None if cut_below is None else cut_below[r // n] for r in range(rows)]
+        conf_sum = [0.0] * rows  # running sum of the last `window` confidences of each row
         tokens: list[list[int]] = [[] for _ in range(rows)]
         confs: list[list[float]] = [[] for _ in range(rows)]
         lps: list[list[float]] = [[] for _ in range(rows)]
@@ -99,11 +117,25 @@ class HFEngine:
                 if t in self.stop_ids:
                     reason[r] = "stop"
                     done[r] = True
+                    if thresholds[r] is not None and self._short_below(confs[r], window,
+                                                                       thresholds[r]):
+                        reason[r] = "early_stop"
                     continue
                 tokens[r].append(t)
                 lps[r].append(lps_l[j])
                 ents[r].append(ents_l[j])
                 confs[r].append(conf_l[j])
+                if thresholds[r] is None:
+                    continue
+                conf_sum[r] += conf_l[j]
+                if len(confs[r]) > window:
+                    conf_sum[r] -= confs[r][-window - 1]
+                full = len(confs[r]) >= window
+                if (full and conf_sum[r] / window < thresholds[r]) or (
+                        not full and len(confs[r]) == cfg.max_new_tokens
+                        and self._short_below(confs[r], window, thresholds[r])):
+                    reason[r] = "early_stop"
+                    done[r] = True
             live = [j for j, r in enumerate(active) if not done[r]]
             if not live or step == cfg.max_new_tokens - 1:
                 break
@@ -127,13 +159,18 @@ class HFEngine:
             for i in range(n):
                 r = qi * n + i
                 group.append(Rollout(
-                    question_id=question_ids[qi], sample_id=i, seed=cfg.seed + i,
+                    question_id=question_ids[qi], sample_id=first + i, seed=cfg.seed + first + i,
                     prompt_token_ids=list(prompts[qi]), completion_token_ids=tokens[r],
                     text=self.tokenizer.decode(tokens[r], skip_special_tokens=True),
                     finish_reason=reason[r], token_logprobs=lps[r], token_entropies=ents[r],
                     token_confidences=confs[r]))
             result.append(group)
         return result
+
+    @staticmethod
+    def _short_below(conf: list[float], window: int, threshold: float) -> bool:
+        """A trace shorter than the window has one group, its whole length (as offline)."""
+        return 0 < len(conf) < window and sum(conf) / len(conf) < threshold
 
     @staticmethod
     def _pick(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConfig):

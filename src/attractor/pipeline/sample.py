@@ -16,6 +16,7 @@ from attractor.engines.base import Rollout
 from attractor.errors import ConfigError, UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
+from attractor.scaling.online import parse_rule, sample_with_rule
 from attractor.store.environment import environment, now
 from attractor.store.run_store import RunStore
 from attractor.tasks.loaders import load_task
@@ -42,6 +43,8 @@ def rollout_rows(group: list[Rollout], problem: Problem, cfg: RunConfig, engine:
     s = cfg.sampling
     rows = []
     for r, g in zip(group, grades):
+        if r.finish_reason == "early_stop":  # a cut trace never votes (DeepConf drops it)
+            g = type(g)(answer=None, answer_class=None, correct=False, extraction="early_stop")
         rows.append({
             "question_id": r.question_id, "sample_id": r.sample_id, "seed": r.seed,
             "prompt_token_ids": r.prompt_token_ids, "completion_token_ids": r.completion_token_ids,
@@ -63,6 +66,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     if cfg.engine != "hf":
         raise ConfigError(f"--engine {cfg.engine}: only 'hf' is available in this version")
     grader_for("math", cfg.grader)  # validates --grader
+    rule = parse_rule(cfg.early_stop, cfg.sampling.samples) if cfg.early_stop else None
     problems, source = load_task(cfg.task, data_dir=data_dir, id_field=cfg.id_field,
                                  question_field=cfg.question_field, answer_field=cfg.answer_field,
                                  steps_field=cfg.steps_field, limit=cfg.limit)
@@ -131,8 +135,14 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
         for k in todo:
             chunk = chunks[k]
-            groups = engine.generate([p.id for p in chunk], [prompts[p.id] for p in chunk],
-                                     cfg.sampling)
+            ids, prs = [p.id for p in chunk], [prompts[p.id] for p in chunk]
+            if rule is None:
+                groups = engine.generate(ids, prs, cfg.sampling)
+            else:
+                groups = sample_with_rule(
+                    engine, ids, prs, cfg.sampling, rule,
+                    lambda qi, texts: [g.answer_class for g in grade_question(
+                        texts, chunk[qi].gold, chunk[qi].kind, cfg.grader, verifier)])
             rows: list[dict[str, Any]] = []
             for p, group in zip(chunk, groups):
                 rows += rollout_rows(group, p, cfg, engine.name, verifier)
