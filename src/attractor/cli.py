@@ -22,15 +22,19 @@ def _root() -> None:
 @app.command("train-tiny")
 def train_tiny_cmd(
     out: str = typer.Option("train-out/tiny", help="Output directory (checkpoint, log, model)."),
-    steps: int = typer.Option(4500, help="Optimiser steps."),
-    batch_size: int = typer.Option(24, help="Problems per step."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate."),
+    steps: int = typer.Option(9000, help="Optimiser steps (look-up warm-up included)."),
+    batch_size: int = typer.Option(32, help="Problems per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    lookup_steps: int = typer.Option(6000, help="Steps of look-up warm-up on small random sentence sets before ProsQA graphs."),
+    lookup_gate: float = typer.Option(0.85, help="Warm-up drill accuracy above which a sentence is added."),
+    lookup_max: int = typer.Option(40, help="Most sentences in a warm-up problem."),
+    eval_size: int = typer.Option(128, help="Generated dev problems per evaluation."),
     seed: int = typer.Option(0, help="Seed of initialisation and data."),
     eval_every: int = typer.Option(500, help="Steps between dev evaluations."),
     threads: int = typer.Option(2, help="torch CPU threads."),
     init_from: Optional[str] = typer.Option(None, help="Start from a saved model directory (e.g. src/attractor/models/tiny) to continue its training."),
     drill: float = typer.Option(0.5, help="Share of examples that are look-up drills (concept -> parent pairs) instead of proofs."),
-    curriculum: int = typer.Option(1500, help="Steps over which graphs grow from 8-10 nodes to full ProsQA size (0: full size throughout)."),
+    curriculum: int = typer.Option(1000, help="Steps over which graphs grow from 8-10 nodes to full ProsQA size (0: full size throughout)."),
     export_to: Optional[str] = typer.Option(None, help="Afterwards, evaluate on ProsQA validation and install the model here (the package's models/tiny to ship it)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of prosqa_valid.json (for --export-to)."),
 ) -> None:
@@ -42,7 +46,8 @@ def train_tiny_cmd(
 
     cfg = TinyTrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           eval_every=eval_every, threads=threads, curriculum=curriculum,
-                          drill=drill, init_from=init_from)
+                          drill=drill, init_from=init_from, lookup_steps=lookup_steps,
+                          lookup_gate=lookup_gate, lookup_max=lookup_max, eval_size=eval_size)
     result = train_tiny(cfg, log=console.print)
     console.print(f"trained: {result}")
     if export_to:
@@ -80,6 +85,9 @@ def sample_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
     engine: str = typer.Option("hf", help="Sampling engine."),
     early_stop: Optional[str] = typer.Option(None, "--early-stop", help="Online early stop: deepconf:warmup=W,percentile=P,window=K or consensus:min_traces=M,share=S."),
+    allocate: str = typer.Option("uniform", help="With --budget: uniform (even spread) or adaptive (more samples for questions whose answers disagree)."),
+    budget: Optional[int] = typer.Option(None, help="Total completion tokens for the run; up to --samples per question."),
+    first_round: int = typer.Option(2, help="With --budget: samples every question gets first."),
     max_batch_rows: int = typer.Option(256, help="Rows (questions x samples) per forward batch."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the model repo."),
 ) -> None:
@@ -91,6 +99,7 @@ def sample_cmd(
     cfg = RunConfig(task=task, model=model, limit=limit, grader=grader, chat_template=chat_template,
                     dtype=dtype, engine=engine, id_field=id_field, question_field=question_field,
                     answer_field=answer_field, steps_field=steps_field, early_stop=early_stop,
+                    allocate=allocate, budget=budget, first_round=first_round,
                     sampling=SamplingConfig(samples=samples, temperature=temperature, top_p=top_p,
                                             top_k=top_k, max_new_tokens=max_new_tokens, seed=seed))
     if max_batch_rows <= 0:

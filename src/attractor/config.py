@@ -58,6 +58,10 @@ class RunConfig:
     engine: str = _help("Sampling engine: hf, ray or vllm.", "hf")
     early_stop: str | None = _help("Online early-stop rule (hf engine), e.g. "
                                    "deepconf:warmup=4,percentile=90,window=64.", None)
+    allocate: str = _help("Allocation of a --budget: uniform or adaptive.", "uniform")
+    budget: int | None = _help("Total completion tokens of the run (with --allocate); None "
+                               "gives every question --samples samples.", None)
+    first_round: int = _help("Samples every question gets before a budget is allocated.", 2)
     id_field: str | None = _help("Field holding the question id.", None)
     question_field: str | None = _help("Field holding the question.", None)
     answer_field: str | None = _help("Field holding the gold answer.", None)

@@ -56,11 +56,13 @@ class HFEngine:
         return max(1, self.max_batch_rows // samples)
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
-                 cfg: SamplingConfig, first_sample: int = 0, count: int | None = None,
+                 cfg: SamplingConfig, first_sample: int | list[int] = 0,
+                 count: int | None = None,
                  cut_below: list[float | None] | None = None,
                  window: int = 2048) -> list[list[Rollout]]:
         """Sample completions ``first_sample .. first_sample + count - 1`` (default: all
-        ``cfg.samples``) of each prompt, all prompts in one batch; sample ``i`` uses seed
+        ``cfg.samples``) of each prompt (``first_sample`` may differ per prompt), all prompts
+        in one batch; sample ``i`` uses seed
         ``cfg.seed + i`` whatever the batch, so samples made in separate calls equal those of
         one call.
 
@@ -69,13 +71,15 @@ class HFEngine:
         confidence of its last ``window`` tokens falls below its prompt's threshold; a row that
         ends shorter than ``window`` is judged on its whole length when it ends.
         """
-        n = cfg.samples - first_sample if count is None else count
-        if n <= 0 or first_sample < 0:
+        firsts = ([first_sample] * len(prompts) if isinstance(first_sample, int)
+                  else list(first_sample))
+        n = cfg.samples - max(firsts) if count is None else count
+        if n <= 0 or min(firsts) < 0 or len(firsts) != len(prompts):
             raise ValueError(f"no samples to make (first_sample={first_sample}, count={count})")
         with torch.inference_mode():
-            return self._generate(question_ids, prompts, cfg, first_sample, n, cut_below, window)
+            return self._generate(question_ids, prompts, cfg, firsts, n, cut_below, window)
 
-    def _generate(self, question_ids, prompts, cfg: SamplingConfig, first: int, n: int,
+    def _generate(self, question_ids, prompts, cfg: SamplingConfig, firsts: list[int], n: int,
                   cut_below, window: int) -> list[list[Rollout]]:
         model, dev = self.model, self.device
         q = len(prompts)
@@ -96,7 +100,7 @@ class HFEngine:
         logits = logits.repeat_interleave(n, dim=0)
         mask = mask.repeat_interleave(n, dim=0)
         rows = q * n
-        gens = [torch.Generator(device=dev).manual_seed(cfg.seed + first + (r % n))
+        gens = [torch.Generator(device=dev).manual_seed(cfg.seed + firsts[r // n] + (r % n))
                 for r in range(rows)]
         thresholds = [None if cut_below is None else cut_below[r // n] for r in range(rows)]
         conf_sum = [0.0] * rows  # running sum of the last `window` confidences of each row
@@ -159,7 +163,8 @@ class HFEngine:
             for i in range(n):
                 r = qi * n + i
                 group.append(Rollout(
-                    question_id=question_ids[qi], sample_id=first + i, seed=cfg.seed + first + i,
+                    question_id=question_ids[qi], sample_id=firsts[qi] + i,
+                    seed=cfg.seed + firsts[qi] + i,
                     prompt_token_ids=list(prompts[qi]), completion_token_ids=tokens[r],
                     text=self.tokenizer.decode(tokens[r], skip_special_tokens=True),
                     finish_reason=reason[r], token_logprobs=lps[r], token_entropies=ents[r],

@@ -26,8 +26,8 @@ from transformers import Qwen2Config
 from attractor.tasks.problem import Problem
 from attractor.tasks.prosqa import distances
 
-ARCH = dict(hidden_size=160, intermediate_size=640, num_hidden_layers=4, num_attention_heads=5,
-            num_key_value_heads=5, max_position_embeddings=1024, rope_theta=10000.0,
+ARCH = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=4, max_position_embeddings=1024, rope_theta=10000.0,
             tie_word_embeddings=True, rms_norm_eps=1e-6)
 _Q_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
 ANSWER_MARK = "###"
@@ -99,3 +99,35 @@ def lookup_drill(p: Problem, rng: random.Random, n_pairs: int = 12) -> list[tupl
     nodes = sorted(parents)
     rng.shuffle(nodes)
     return [(sym[v], sym[rng.choice(sorted(parents[v]))]) for v in nodes[:n_pairs]]
+
+
+def lookup_sentences(rng: random.Random, k: int) -> tuple[str, list[tuple[str, str]]]:
+    """A look-up warm-up problem: ``k`` random sentences "Every X is a Y." / "Name is a Y." over
+    a small pool of concepts (so concepts recur as subject and object, as in ProsQA), and the
+    (concept, parent) pairs of the concepts with a single parent, in random order.
+
+    Learning the look-up on full ProsQA graphs stalls: the model settles on "some concept of
+    the question" and the two-layer circuit (gather the subject into the object's position,
+    then match the query against objects) gets too little signal among ~36 sentences to form.
+    It forms on a handful of sentences, and survives as their number grows."""
+    from attractor.tasks.prosqa import CONCEPTS, PEOPLE
+
+    pool = rng.sample(CONCEPTS, min(len(CONCEPTS), k + 2))
+    people = rng.sample(PEOPLE, rng.randint(1, 3))
+    edges: set[tuple[str, str]] = set()
+    while len(edges) < k:
+        if rng.random() < 0.15:
+            a, c = rng.choice(people), rng.choice(pool)
+        else:
+            a, c = rng.sample(pool, 2)
+        if (c, a) not in edges:
+            edges.add((a, c))
+    sents = sorted(edges)
+    rng.shuffle(sents)
+    text = " ".join(f"{a} is a {c}." if a in people else f"Every {a} is a {c}." for a, c in sents)
+    parents: dict[str, list[str]] = {}
+    for a, c in sents:
+        parents.setdefault(c, []).append(a)
+    pairs = [(c, ps[0]) for c, ps in parents.items() if len(ps) == 1]
+    rng.shuffle(pairs)
+    return text, pairs

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 from attractor.models.tiny_recipe import (DRILL_MARK, completion_text, lookup_drill,
-                                          prompt_text, tiny_config)
+                                          lookup_sentences, prompt_text, tiny_config)
 from attractor.models.tiny_tokenizer import build_tokenizer
 from attractor.tasks.prosqa import generate_prosqa
 
@@ -32,9 +32,9 @@ class TinyTrainConfig:
     """Hyper-parameters of ``attractor train-tiny`` (every field is a CLI option)."""
 
     out: str = field(default="train-out/tiny", metadata={"help": "Output directory."})
-    steps: int = field(default=4500, metadata={"help": "Optimiser steps."})
-    batch_size: int = field(default=24, metadata={"help": "Problems per step."})
-    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW)."})
+    steps: int = field(default=9000, metadata={"help": "Optimiser steps."})
+    batch_size: int = field(default=32, metadata={"help": "Problems per step."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW)."})
     warmup: int = field(default=300, metadata={"help": "Linear warm-up steps."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation and data."})
@@ -42,13 +42,20 @@ class TinyTrainConfig:
     eval_size: int = field(default=128, metadata={"help": "Generated dev problems per eval."})
     ckpt_every: int = field(default=250, metadata={"help": "Steps between checkpoints."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
-    drill: float = field(default=0.0, metadata={
+    drill: float = field(default=0.5, metadata={
         "help": "Share of training examples that are look-up drills (concept -> parent pairs "
                 "after the question) instead of proofs."})
     init_from: str | None = field(default=None, metadata={
         "help": "Start from this saved model (and its tokenizer) instead of random weights, "
                 "e.g. the shipped tiny model, to continue its training."})
-    curriculum: int = field(default=0, metadata={
+    lookup_steps: int = field(default=6000, metadata={
+        "help": "Steps of look-up warm-up (random sentence sets, concept -> parent drills) "
+                "before ProsQA graphs; the sentence count grows from 3 while the drill "
+                "accuracy passes --lookup-gate."})
+    lookup_gate: float = field(default=0.85, metadata={
+        "help": "Drill accuracy (moving average) above which the warm-up adds a sentence."})
+    lookup_max: int = field(default=40, metadata={"help": "Most sentences in the warm-up."})
+    curriculum: int = field(default=1000, metadata={
         "help": "Steps over which graphs grow from 8-10 nodes (3-4 hops) to full ProsQA size; "
                 "0 trains on full size from the start."})
 
@@ -85,6 +92,34 @@ def _drill_row(p, tok: PreTrainedTokenizerFast, rng: random.Random) -> tuple[lis
     return prompt, ids + [tok.eos_token_id], labels + [tok.eos_token_id]
 
 
+def lookup_batch(step: int, k: int, cfg: "TinyTrainConfig",
+                 tok: PreTrainedTokenizerFast) -> dict[str, torch.Tensor]:
+    """A warm-up batch: ``cfg.batch_size`` sentence sets of up to ``k`` sentences, each followed
+    by its look-up drill (loss on the parents only)."""
+    rows = []
+    for b in range(cfg.batch_size):
+        rng = random.Random(f"lookup:{cfg.seed}:{step}:{b}")
+        text, pairs = lookup_sentences(rng, rng.randint(max(2, k // 2), k))
+        prompt = tok(prompt_text(text) + DRILL_MARK)["input_ids"]
+        ids, labels = [], []
+        for node, parent in pairs:
+            a, b2 = (tok(" " + w, add_special_tokens=False)["input_ids"] for w in (node, parent))
+            ids += a + b2
+            labels += [-100] * len(a) + b2
+        rows.append((prompt, ids, labels))
+    return _pad(rows, tok.eos_token_id)
+
+
+def _pad(rows, pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(a) + len(b) for a, b, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (a, b, lab) in enumerate(rows):
+        ids[i, : len(a) + len(b)] = torch.tensor(a + b)
+        labels[i, len(a): len(a) + len(b)] = torch.tensor(lab)
+    return {"input_ids": ids, "labels": labels}
+
+
 def encode_batch(problems, tok: PreTrainedTokenizerFast, seed: int,
                  drill: float = 0.0) -> dict[str, torch.Tensor]:
     """Right-padded input ids and labels (-100 on prompt, padding and drill queries) for a
@@ -98,13 +133,7 @@ def encode_batch(problems, tok: PreTrainedTokenizerFast, seed: int,
         prompt = tok(prompt_text(p.question))["input_ids"]
         comp = tok(completion_text(p, rng))["input_ids"] + [tok.eos_token_id]
         rows.append((prompt, comp, comp))
-    width = max(len(a) + len(b) for a, b, _ in rows)
-    ids = torch.full((len(rows), width), tok.eos_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (a, b, lab) in enumerate(rows):
-        ids[i, : len(a) + len(b)] = torch.tensor(a + b)
-        labels[i, len(a): len(a) + len(b)] = torch.tensor(lab)
-    return {"input_ids": ids, "labels": labels}
+    return _pad(rows, tok.eos_token_id)
 
 
 @torch.no_grad()
@@ -132,6 +161,7 @@ def graph_size_at(step: int, cfg: TinyTrainConfig) -> dict[str, int]:
     """Generator size options at a step: small graphs early in the curriculum, full size after.
     Small graphs make the look-up the model must learn easy to find among few sentences."""
     full = {"min_nodes": 18, "max_nodes": 28, "min_hops": 3, "max_hops": 6}
+    step -= cfg.lookup_steps
     if cfg.curriculum <= 0 or step >= cfg.curriculum:
         return full
     frac = step / cfg.curriculum
@@ -147,7 +177,8 @@ def _lr_at(step: int, cfg: TinyTrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def _save_checkpoint(path: Path, model, opt, step: int, cfg: TinyTrainConfig) -> None:
+def _save_checkpoint(path: Path, model, opt, step: int, cfg: TinyTrainConfig,
+                     extra: dict | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -162,6 +193,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, cfg: TinyTrainConfig) ->
                 opt_tensors[f"{names[id(p)]}::{key}"] = val.detach().reshape(val.shape).contiguous()
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg),
+                                                "extra": extra or {},
                                                 "rng": torch.get_rng_state().tolist()}))
     old = path.with_name(path.name + ".old")
     if path.exists():
@@ -170,7 +202,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, cfg: TinyTrainConfig) ->
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(path: Path, model, opt) -> int:
+def _load_checkpoint(path: Path, model, opt) -> tuple[int, dict]:
     missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
     if unexpected or any(k != "lm_head.weight" for k in missing):
         raise RuntimeError(f"{path}: checkpoint does not match the model ({missing}, {unexpected})")
@@ -182,7 +214,7 @@ def _load_checkpoint(path: Path, model, opt) -> int:
         opt.state[params[name]][slot] = val
     state = json.loads((path / "state.json").read_text())
     torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
-    return int(state["step"])
+    return int(state["step"]), state.get("extra", {})
 
 
 def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -208,7 +240,10 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                             weight_decay=cfg.weight_decay)
     ckpt = out / "checkpoint"
-    step = _load_checkpoint(ckpt, model, opt) if (ckpt / "state.json").exists() else 0
+    step, extra = (_load_checkpoint(ckpt, model, opt) if (ckpt / "state.json").exists()
+                   else (0, {}))
+    k = int(extra.get("lookup_k", 3))  # sentences per warm-up problem (grows with accuracy)
+    drill_acc = float(extra.get("drill_acc", 0.0))
     if step:
         log(f"resumed from {ckpt} at step {step}")
     n_params = sum(p.numel() for p in model.parameters())
@@ -218,12 +253,24 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     t0, tokens = time.time(), 0
     loss_avg = None
     while step < cfg.steps:
-        problems = generate_prosqa(cfg.batch_size, seed=cfg.seed, start=step * cfg.batch_size,
-                                   **graph_size_at(step, cfg))
-        batch = encode_batch(problems, tok, cfg.seed, cfg.drill)
+        warm = step < cfg.lookup_steps
+        if warm:
+            batch = lookup_batch(step, k, cfg, tok)
+        else:
+            problems = generate_prosqa(cfg.batch_size, seed=cfg.seed,
+                                       start=step * cfg.batch_size, **graph_size_at(step, cfg))
+            batch = encode_batch(problems, tok, cfg.seed, cfg.drill)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        loss = model(**batch).loss
+        out_ = model(**batch)
+        loss = out_.loss
+        if warm:
+            with torch.no_grad():
+                tgt = batch["labels"][:, 1:]
+                hit = (out_.logits[:, :-1].argmax(-1) == tgt)[tgt != -100].float().mean().item()
+            drill_acc = 0.95 * drill_acc + 0.05 * hit
+            if (step + 1) % 50 == 0 and drill_acc > cfg.lookup_gate and k < cfg.lookup_max:
+                k += 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -236,7 +283,9 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
             rate = tokens / (time.time() - t0)
             record = {"step": step, "loss": round(loss_avg, 4), "lr": _lr_at(step, cfg),
                       "tokens_per_s": round(rate)}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+            if warm:
+                record.update({"lookup_sentences": k, "drill_accuracy": round(drill_acc, 3)})
+        if (step % cfg.eval_every == 0 and step > cfg.lookup_steps) or step == cfg.steps:
             acc, _ = greedy_accuracy(model, tok, dev)
             record.update({"step": step, "dev_accuracy": acc})
         if record:
@@ -244,7 +293,8 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
             logf.write(json.dumps(record) + "\n")
             logf.flush()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            _save_checkpoint(ckpt, model, opt, step, cfg)
+            _save_checkpoint(ckpt, model, opt, step, cfg,
+                             {"lookup_k": k, "drill_acc": drill_acc})
     final = out / "model"
     model.save_pretrained(final)
     tok.save_pretrained(final)

@@ -16,6 +16,7 @@ from attractor.engines.base import Rollout
 from attractor.errors import ConfigError, UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
+from attractor.scaling.allocate import check_allocation
 from attractor.scaling.online import parse_rule, sample_with_rule
 from attractor.store.environment import environment, now
 from attractor.store.run_store import RunStore
@@ -67,6 +68,10 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         raise ConfigError(f"--engine {cfg.engine}: only 'hf' is available in this version")
     grader_for("math", cfg.grader)  # validates --grader
     rule = parse_rule(cfg.early_stop, cfg.sampling.samples) if cfg.early_stop else None
+    check_allocation(cfg.allocate, cfg.budget, cfg.first_round, cfg.sampling.samples)
+    if rule is not None and cfg.budget is not None:
+        raise ConfigError("--early-stop and --budget cannot be combined (both decide how many "
+                          "samples a question gets)")
     problems, source = load_task(cfg.task, data_dir=data_dir, id_field=cfg.id_field,
                                  question_field=cfg.question_field, answer_field=cfg.answer_field,
                                  steps_field=cfg.steps_field, limit=cfg.limit)
@@ -97,7 +102,10 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
                             "model or data changed -- use another --out")
     engine = HFEngine(model, tok, max_batch_rows=max_batch_rows)
     chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
+    budgeted = cfg.budget is not None
     todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
+    if budgeted and old.get("stages", {}).get("sample", {}).get("status") != "done":
+        todo = ["budget"]
     if not todo:
         log(f"{store.path}: run already complete ({len(problems)} questions x {n} samples); "
             "nothing to do")
@@ -130,6 +138,15 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     prompts = {p.id: prompt_ids(p, tok, cfg.chat_template) for p in problems}
     t0, new_tokens, new_rows = time.time(), 0, 0
     kind = grader_for(problems[0].kind, cfg.grader)
+    if budgeted:
+        from attractor.pipeline.sample_budget import run_budgeted
+
+        with MathVerifier(workers=2 if kind == "math" else 0) as verifier:
+            new_rows, new_tokens = run_budgeted(
+                store, problems, [prompts[p.id] for p in problems], engine, cfg, max_batch_rows,
+                lambda group, p: rollout_rows(group, p, cfg, engine.name, verifier),
+                show_progress)
+        todo = []
     with MathVerifier(workers=2 if kind == "math" else 0) as verifier, \
             progress_bar(show_progress) as bar:
         task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
@@ -151,8 +168,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
             new_rows += len(rows)
             bar.update(task_id, advance=len(chunk) * n)
     elapsed = time.time() - t0
-    store.update_stage("sample", status="done", finished=now(), n_rollouts=len(problems) * n,
-                       elapsed_s=round(elapsed, 2))
+    store.update_stage("sample", status="done", finished=now(),
+                       n_rollouts=len(store.rollouts(["sample_id"])), elapsed_s=round(elapsed, 2))
     return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
             "tokens": new_tokens, "elapsed_s": elapsed,
             "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0}

@@ -1,0 +1,63 @@
+"""The budgeted sampling loop of ``attractor sample --budget`` (plan in
+:mod:`attractor.scaling.allocate`): each engine call becomes one shard, and the next call is
+planned from the shards on disk, so a killed run resumes with the rollouts an uninterrupted run
+makes."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from attractor.config import RunConfig
+from attractor.scaling.allocate import QuestionState, next_batch
+from attractor.store.run_store import RunStore
+from attractor.tasks.problem import Problem
+from attractor.ui import progress_bar
+
+
+def states_from_store(store: RunStore, problems: list[Problem]) -> list[QuestionState]:
+    """Each question's answer classes (in sample order) and tokens, from the stored shards."""
+    states = {p.id: QuestionState([], 0) for p in problems}
+    if store.rollout_shards():
+        df = store.rollouts(["question_id", "sample_id", "answer_class", "n_tokens"])
+        for qid, sub in df.sort_values("sample_id").groupby("question_id", sort=False):
+            states[qid] = QuestionState(
+                [c if isinstance(c, str) else None for c in sub["answer_class"]],
+                int(sub["n_tokens"].sum()))
+    return [states[p.id] for p in problems]
+
+
+def run_budgeted(store: RunStore, problems: list[Problem], prompts: list[list[int]], engine,
+                 cfg: RunConfig, max_rows: int,
+                 to_rows: Callable[[list, Problem], list[dict[str, Any]]],
+                 show_progress: bool = True) -> tuple[int, int]:
+    """Sample until the budget is spent; returns (new rollouts, new tokens)."""
+    new_rows = new_tokens = 0
+    states = states_from_store(store, problems)
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task(f"{cfg.allocate} allocation (tokens)", total=cfg.budget,
+                            completed=min(cfg.budget, sum(s.tokens for s in states)))
+        while True:
+            batch = next_batch(states, cfg.allocate, cfg.budget, cfg.first_round,
+                               cfg.sampling.samples, max_rows)
+            if not batch:
+                break
+            by_count: dict[int, list[tuple[int, int]]] = {}
+            for q, first, count in batch:  # the engine makes the same count for every prompt
+                by_count.setdefault(count, []).append((q, first))
+            rows: list[dict[str, Any]] = []
+            for count, items in by_count.items():
+                groups = engine.generate([problems[q].id for q, _ in items],
+                                         [prompts[q] for q, _ in items], cfg.sampling,
+                                         first_sample=[f for _, f in items], count=count)
+                for (q, _), group in zip(items, groups):
+                    rows += to_rows(group, problems[q])
+            store.write_rollouts(store.shard_path(len(store.rollout_shards())), rows)
+            tokens = sum(r["n_tokens"] for r in rows)
+            new_rows += len(rows)
+            new_tokens += tokens
+            index = {p.id: q for q, p in enumerate(problems)}
+            for r in rows:  # rows of a question come in sample order
+                st = states[index[r["question_id"]]]
+                st.classes.append(r["answer_class"])
+                st.tokens += r["n_tokens"]
+            bar.update(task, advance=tokens)
+    return new_rows, new_tokens
