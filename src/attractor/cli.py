@@ -83,7 +83,8 @@ def sample_cmd(
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Apply the tokenizer's chat template when it has one."),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
-    engine: str = typer.Option("hf", help="Sampling engine."),
+    engine: str = typer.Option("hf", help="Sampling engine: hf (transformers), ray (Ray Data workers running hf) or vllm."),
+    workers: int = typer.Option(2, help="With --engine ray: workers in the pool."),
     early_stop: Optional[str] = typer.Option(None, "--early-stop", help="Online early stop: deepconf:warmup=W,percentile=P,window=K or consensus:min_traces=M,share=S."),
     allocate: str = typer.Option("uniform", help="With --budget: uniform (even spread) or adaptive (more samples for questions whose answers disagree)."),
     budget: Optional[int] = typer.Option(None, help="Total completion tokens for the run; up to --samples per question."),
@@ -105,6 +106,7 @@ def sample_cmd(
     if max_batch_rows <= 0:
         raise ConfigError(f"--max-batch-rows must be positive, got {max_batch_rows}")
     res = run_sample(cfg, out, data_dir=data_dir, device=device, max_batch_rows=max_batch_rows,
+                     workers=workers,
                      trust_remote_code=trust_remote_code, log=console.print)
     if res["status"] == "done":
         console.print(table("sample", ["questions", "new rollouts", "tokens", "seconds", "tokens/s"],

@@ -24,6 +24,7 @@ from attractor.tasks.loaders import load_task
 from attractor.tasks.problem import Problem
 from attractor.ui import progress_bar
 
+ENGINES = ("hf", "ray", "vllm")
 EXTRACTION_DOC = ("last \\boxed{}, else last '#### n', else text after last '###', else last "
                   "'The answer is'; no fallback")
 
@@ -60,12 +61,14 @@ def rollout_rows(group: list[Rollout], problem: Problem, cfg: RunConfig, engine:
 
 
 def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device: str = "auto",
-               max_batch_rows: int = 256, trust_remote_code: bool = False,
+               max_batch_rows: int = 256, trust_remote_code: bool = False, workers: int = 2,
                log: Callable[[str], None] = print, show_progress: bool = True) -> dict[str, Any]:
     """Sample (or resume) a run; returns a summary dict. Nothing is written before every input
     has been validated."""
-    if cfg.engine != "hf":
-        raise ConfigError(f"--engine {cfg.engine}: only 'hf' is available in this version")
+    if cfg.engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
+    if cfg.engine != "hf" and (cfg.early_stop or cfg.budget is not None):
+        raise ConfigError("--early-stop and --budget run in the hf engine only")
     grader_for("math", cfg.grader)  # validates --grader
     rule = parse_rule(cfg.early_stop, cfg.sampling.samples) if cfg.early_stop else None
     check_allocation(cfg.allocate, cfg.budget, cfg.first_round, cfg.sampling.samples)
@@ -85,7 +88,6 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     identity = identity_of(cfg, qps)
     store.check_compatible(identity)
 
-    from attractor.engines.hf import HFEngine
     from attractor.models.load import describe, load
     from attractor.tasks.prompts import prompt_ids
 
@@ -100,7 +102,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         if old and before != new:
             raise UserError(f"{store.path}: existing run used {key}={before}, now {new}; the "
                             "model or data changed -- use another --out")
-    engine = HFEngine(model, tok, max_batch_rows=max_batch_rows)
+    engine = make_engine(cfg, model, tok, device, max_batch_rows, trust_remote_code, workers)
     chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
     budgeted = cfg.budget is not None
     todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
@@ -150,16 +152,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     with MathVerifier(workers=2 if kind == "math" else 0) as verifier, \
             progress_bar(show_progress) as bar:
         task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
-        for k in todo:
+        for k, groups in _chunk_results(engine, chunks, todo, prompts, cfg, rule, verifier):
             chunk = chunks[k]
-            ids, prs = [p.id for p in chunk], [prompts[p.id] for p in chunk]
-            if rule is None:
-                groups = engine.generate(ids, prs, cfg.sampling)
-            else:
-                groups = sample_with_rule(
-                    engine, ids, prs, cfg.sampling, rule,
-                    lambda qi, texts: [g.answer_class for g in grade_question(
-                        texts, chunk[qi].gold, chunk[qi].kind, cfg.grader, verifier)])
             rows: list[dict[str, Any]] = []
             for p, group in zip(chunk, groups):
                 rows += rollout_rows(group, p, cfg, engine.name, verifier)
@@ -173,3 +167,40 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
             "tokens": new_tokens, "elapsed_s": elapsed,
             "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0}
+
+
+def make_engine(cfg: RunConfig, model, tok, device: str, max_batch_rows: int,
+                trust_remote_code: bool, workers: int):
+    """The engine ``cfg.engine`` names (optional engines are imported only when asked for)."""
+    if cfg.engine == "ray":
+        from attractor.engines.ray_engine import RayEngine
+
+        return RayEngine(cfg.model, workers=workers, dtype=cfg.dtype,
+                         device="cpu" if device == "auto" else device,
+                         trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows)
+    if cfg.engine == "vllm":
+        from attractor.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(cfg.model, dtype=cfg.dtype, trust_remote_code=trust_remote_code)
+    from attractor.engines.hf import HFEngine
+
+    return HFEngine(model, tok, max_batch_rows=max_batch_rows)
+
+
+def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier):
+    """``(chunk index, rollouts per question)`` for every chunk to do, in completion order."""
+    if hasattr(engine, "stream"):  # engines that schedule the whole run themselves
+        yield from engine.stream([(k, [p.id for p in chunks[k]],
+                                   [prompts[p.id] for p in chunks[k]]) for k in todo],
+                                 cfg.sampling)
+        return
+    for k in todo:
+        chunk = chunks[k]
+        ids, prs = [p.id for p in chunk], [prompts[p.id] for p in chunk]
+        if rule is None:
+            yield k, engine.generate(ids, prs, cfg.sampling)
+            continue
+        yield k, sample_with_rule(
+            engine, ids, prs, cfg.sampling, rule,
+            lambda qi, texts, chunk=chunk: [g.answer_class for g in grade_question(
+                texts, chunk[qi].gold, chunk[qi].kind, cfg.grader, verifier)])
