@@ -91,7 +91,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     from attractor.models.load import describe, load
     from attractor.tasks.prompts import prompt_ids
 
-    model, tok = load(cfg.model, dtype=cfg.dtype, device=device,
+    # other engines load their own copies; the driver's copy (for checksums) stays on the CPU
+    model, tok = load(cfg.model, dtype=cfg.dtype, device=device if cfg.engine == "hf" else "cpu",
                       trust_remote_code=trust_remote_code)
     model_info = describe(cfg.model, model, tok)
     old = store.manifest

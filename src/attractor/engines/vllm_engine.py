@@ -1,0 +1,100 @@
+"""The vLLM engine (``--engine vllm``, extra ``attractor[vllm]``, GPU machines).
+
+One request per (question, sample) with ``SamplingParams(n=1, seed=seed + i, logprobs=20)``, so
+sample ``i`` depends on its seed alone, as in the hf engine; vLLM's prefix cache shares each
+prompt's prefill among its samples. Log-probabilities: vLLM returns those of the *raw* model
+distribution by default; this engine asks for ``logprobs_mode="processed_logprobs"`` (after
+temperature, top-k, top-p: the hf engine's convention) and records in the manifest which one it
+got. Entropies come from the 20 returned log-probabilities (renormalised), a lower bound of the
+full entropy; DeepConf confidences are exact (minus the mean of the top-20 log-probabilities).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from attractor.config import SamplingConfig
+from attractor.engines.base import Rollout
+from attractor.errors import ConfigError
+
+TOP_LOGPROBS = 20
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError:
+        raise ConfigError("--engine vllm needs vLLM (a GPU machine): pip install "
+                          "'attractor[vllm]'") from None
+    return vllm
+
+
+def position_stats(chosen: int, candidates: Any) -> tuple[float, float, float]:
+    """(log-prob of the chosen token, entropy of the renormalised top-k, DeepConf confidence)
+    from one position's ``{token_id: Logprob}`` mapping."""
+    lps = sorted((float(v.logprob) for v in candidates.values()), reverse=True)
+    top = [x for x in lps[:TOP_LOGPROBS] if x > -math.inf]
+    conf = -sum(top) / len(top) if top else float("nan")
+    mx = top[0] if top else 0.0
+    z = sum(math.exp(x - mx) for x in top)
+    ent = -sum(math.exp(x - mx) / z * (x - mx - math.log(z)) for x in top) if top else float("nan")
+    return float(candidates[chosen].logprob), ent, conf
+
+
+def rollout_from_completion(question_id: str, sample_id: int, seed: int,
+                            prompt_token_ids: list[int], completion: Any) -> Rollout:
+    """Our rollout from a vLLM ``CompletionOutput`` (text, token_ids, logprobs, finish_reason)."""
+    tokens = [int(t) for t in completion.token_ids]
+    reason = completion.finish_reason
+    if reason not in ("stop", "length"):
+        raise ValueError(f"{question_id}/{sample_id}: vLLM finish_reason {reason!r} "
+                         "(expected 'stop' or 'length')")
+    lps, ents, confs = [], [], []
+    for pos, tok in enumerate(tokens):
+        if completion.logprobs is None:
+            break
+        lp, ent, conf = position_stats(tok, completion.logprobs[pos])
+        lps.append(lp)
+        ents.append(ent)
+        confs.append(conf)
+    return Rollout(question_id=question_id, sample_id=sample_id, seed=seed,
+                   prompt_token_ids=list(prompt_token_ids), completion_token_ids=tokens,
+                   text=completion.text, finish_reason=reason, token_logprobs=lps,
+                   token_entropies=ents, token_confidences=confs)
+
+
+def sampling_params(vllm, cfg: SamplingConfig, seed: int):
+    """vLLM ``SamplingParams`` for one sample (n=1, its own seed)."""
+    return vllm.SamplingParams(n=1, seed=seed, temperature=cfg.temperature, top_p=cfg.top_p,
+                               top_k=cfg.top_k if cfg.top_k > 0 else -1,
+                               max_tokens=cfg.max_new_tokens, logprobs=TOP_LOGPROBS)
+
+
+class VLLMEngine:
+    """Sampling with vLLM's offline ``LLM`` (``engine = "vllm"``)."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, dtype: str = "auto", trust_remote_code: bool = False) -> None:
+        self.vllm = _import_vllm()
+        try:
+            self.llm = self.vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code,
+                                     enable_prefix_caching=True,
+                                     logprobs_mode="processed_logprobs")
+            self.logprobs_distribution = "processed (after temperature, top-k, top-p)"
+        except TypeError:  # vLLM older than logprobs_mode
+            self.llm = self.vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code,
+                                     enable_prefix_caching=True)
+            self.logprobs_distribution = "raw model distribution (vLLM default)"
+
+    def generate(self, question_ids: list[str], prompts: list[list[int]],
+                 cfg: SamplingConfig) -> list[list[Rollout]]:
+        """``cfg.samples`` rollouts per prompt, one seeded request each."""
+        reqs = [(q, p, i) for q, p in zip(question_ids, prompts) for i in range(cfg.samples)]
+        outs = self.llm.generate([{"prompt_token_ids": p} for _, p, _ in reqs],
+                                 [sampling_params(self.vllm, cfg, cfg.seed + i)
+                                  for _, _, i in reqs], use_tqdm=False)
+        rolls = [rollout_from_completion(q, i, cfg.seed + i, p, o.outputs[0])
+                 for (q, p, i), o in zip(reqs, outs)]
+        n = cfg.samples
+        return [rolls[k * n:(k + 1) * n] for k in range(len(question_ids))]
