@@ -1,0 +1,1 @@
+"""Latent reasoning: the continuous-thought loop (SLR), its stabilisers, training and evaluation."""

@@ -1,0 +1,84 @@
+"""The configuration of a :class:`~attractor.latent.loop.LatentLoop`: its stabilisers and halting."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from attractor.errors import ConfigError
+
+TIMESTEPS = ("none", "sinusoidal", "learned")
+TIMESTEP_MODES = ("add", "concat")
+RESIDUALS = ("none", "h0", "prev")
+HALTING = ("fixed", "state", "kl")
+
+
+def _h(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class LoopConfig:
+    """Continuous thoughts and their stabilisers (every one switchable)."""
+
+    max_thoughts: int = _h("T: thoughts per question (the most, under adaptive halting).", 6)
+    halting: str = _h("fixed (always T), state (relative change of the state < epsilon) or kl "
+                      "(KL between successive logit-lens distributions < epsilon).", "fixed")
+    epsilon: float = _h("Halting threshold.", 1e-2)
+    timestep: str = _h("Timestep embedding e_t: none, sinusoidal or learned.", "none")
+    timestep_mode: str = _h("How e_t joins the thought: add, or concat then project.", "add")
+    lora_rank: int = _h("Rank of the loop-wise LoRA (one adapter per iteration); 0 disables.", 0)
+    lora_alpha: float = _h("LoRA scale numerator (scale = alpha / rank).", 8.0)
+    lora_targets: tuple[str, ...] = _h("Linear layers that get loop-wise adapters.",
+                                       ("q_proj", "v_proj"))
+    residual: str = _h("Loop residual: none, h0 (+ alpha * h_0) or prev (+ alpha * h_{t-1}).",
+                       "none")
+    residual_alpha: float = _h("Loop residual weight alpha.", 0.5)
+    norm_match: bool = _h("Rescale fed-back states to the mean token-embedding norm.", False)
+    end_marker: str = _h("Text fed after the thoughts, before the answer is decoded.", " ###")
+
+    def __post_init__(self) -> None:
+        if self.max_thoughts < 1:
+            raise ConfigError(f"thoughts (T) must be >= 1, got {self.max_thoughts}")
+        if self.epsilon <= 0:
+            raise ConfigError(f"epsilon must be > 0, got {self.epsilon}")
+        for name, value, allowed in (("halting", self.halting, HALTING),
+                                     ("timestep", self.timestep, TIMESTEPS),
+                                     ("timestep_mode", self.timestep_mode, TIMESTEP_MODES),
+                                     ("residual", self.residual, RESIDUALS)):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.lora_rank < 0:
+            raise ConfigError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        self.lora_targets = tuple(self.lora_targets)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoopConfig":
+        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
+        known = {f for f in cls.__dataclass_fields__}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ConfigError(f"loop config: unknown fields {', '.join(bad)}")
+        return cls(**d)
+
+
+# The stabiliser presets the evaluation table compares (``method`` names).
+def preset(method: str, max_thoughts: int = 6) -> LoopConfig:
+    """``coconut`` (the bare loop), ``slr`` (every stabiliser) and ``slr-minus-<name>``."""
+    full = dict(max_thoughts=max_thoughts, timestep="sinusoidal", lora_rank=4, residual="h0",
+                norm_match=True)
+    if method == "coconut":
+        return LoopConfig(max_thoughts=max_thoughts)
+    if method == "slr":
+        return LoopConfig(**full)
+    drop = {"slr-minus-timestep": {"timestep": "none"}, "slr-minus-lora": {"lora_rank": 0},
+            "slr-minus-residual": {"residual": "none"}, "slr-minus-norm": {"norm_match": False}}
+    if method in drop:
+        return LoopConfig(**{**full, **drop[method]})
+    raise ConfigError(f"unknown loop method {method!r}; expected coconut, slr or "
+                      + ", ".join(drop))

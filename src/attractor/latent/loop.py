@@ -1,0 +1,218 @@
+"""``LatentLoop``: continuous thoughts over any Hugging Face causal LM (Stable Latent Reasoning).
+
+After the question, each thought feeds the last-layer hidden state -- taken *after* the final
+norm, as Coconut does (``last_hidden_state`` of the decoder) -- back as the next input embedding.
+Thoughts run on the KV cache, so each costs one single-position forward pass. Questions of
+different lengths share a batch (left padding); a question that halts early stops adding
+positions (its later thought slots are masked out of attention), so batching never changes an
+answer. After the thoughts, ``cfg.end_marker`` is fed and the answer is decoded greedily, also on
+the cache.
+
+Stabilisers (see :mod:`attractor.latent.stabilisers`), applied to the state ``h_t`` before it is
+fed back as thought ``t + 1``: loop residual (``h_t = f(h_{t-1}) + alpha * h_0`` or
+``+ alpha * h_{t-1}``), norm matching to the token-embedding norm, timestep embedding; loop-wise
+LoRA runs iteration t through its own adapter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from attractor.latent.config import LoopConfig
+from attractor.latent.stabilisers import TimestepEmbedding, embedding_norm, install_loop_lora
+
+
+@dataclass
+class ThoughtRun:
+    """The state after the thoughts of a batch (cache ready for the answer)."""
+
+    cache: object
+    mask: torch.Tensor
+    iterations: torch.Tensor          # thoughts used per row
+    final_change: torch.Tensor        # ||h_T - h_{T-1}|| / ||h_T|| per row (nan: no thought)
+    states: list[torch.Tensor] = field(default_factory=list)   # h_0 .. h_T, (batch, d) each
+    passes: int = 0                   # forward passes of the batch so far
+
+
+@dataclass
+class LoopOutput:
+    """What :meth:`LatentLoop.generate` returns per question."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    iterations: list[int]
+    final_change: list[float]
+    forward_passes: list[int]
+    states: list[torch.Tensor]        # (T + 1, d) per question: h_0 and each thought
+
+
+class LatentLoop(nn.Module):
+    """Continuous-thought loop with switchable stabilisers around ``base`` (a causal LM)."""
+
+    def __init__(self, base: nn.Module, tokenizer, cfg: LoopConfig) -> None:
+        super().__init__()
+        self.base, self.tok, self.cfg = base, tokenizer, cfg
+        dim = base.config.hidden_size
+        self.timestep = (TimestepEmbedding(cfg.timestep, cfg.timestep_mode, cfg.max_thoughts, dim)
+                         if cfg.timestep != "none" else None)
+        self._loras = (install_loop_lora(base, cfg.lora_targets, cfg.max_thoughts, cfg.lora_rank,
+                                         cfg.lora_alpha) if cfg.lora_rank else [])
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.end_ids = tokenizer(cfg.end_marker, add_special_tokens=False)["input_ids"] \
+            if cfg.end_marker else []
+        eos = tokenizer.eos_token_id
+        self.stop_ids = {eos} if isinstance(eos, int) else set(eos or [])
+
+    # -- pieces ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def stabiliser_state_dict(self) -> dict[str, torch.Tensor]:
+        """The loop's own parameters (timestep embedding and loop-wise adapters)."""
+        return {k: v for k, v in self.state_dict().items()
+                if k.startswith("timestep.") or ".a" == k[-2:] or ".b" == k[-2:]}
+
+    def _set_step(self, t: int | None) -> None:
+        for m in self._loras:
+            m.step = t
+
+    def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, cache):
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
+        out = self.base.get_decoder()(inputs_embeds=embeds, attention_mask=mask,
+                                      position_ids=pos, past_key_values=cache, use_cache=True)
+        return out.last_hidden_state, out.past_key_values
+
+    def logit_lens(self, h: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the LM head applied to states ``h`` (..., d)."""
+        return self.base.get_output_embeddings()(h).float().log_softmax(-1)
+
+    def feed(self, h: torch.Tensor, t: int) -> torch.Tensor:
+        """The input embedding of thought ``t`` (0-based) made from state ``h``."""
+        x = h
+        if self.cfg.norm_match:
+            target = embedding_norm(self.base.get_input_embeddings()).to(x.dtype)
+            x = x * (target / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        if self.timestep is not None:
+            x = self.timestep(x, t)
+        return x
+
+    # -- the loop ----------------------------------------------------------------------------
+    def think(self, prompts: list[list[int]], n_thoughts: list[int] | None = None,
+              adaptive: bool | None = None) -> ThoughtRun:
+        """Prefill ``prompts`` and run the thoughts: ``n_thoughts[i]`` for row i (training
+        stages), else ``cfg.max_thoughts`` with the configured halting."""
+        cfg, dev = self.cfg, self.device
+        adaptive = (cfg.halting != "fixed") if adaptive is None else adaptive
+        b = len(prompts)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros((b, width), dtype=torch.long, device=dev)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p, device=dev)
+            mask[i, width - len(p):] = 1
+        self._set_step(None)
+        hs, cache = self._forward(self.base.get_input_embeddings()(ids), mask, None)
+        h0 = hs[:, -1]
+        h, prev = h0, h0
+        limit = torch.tensor(n_thoughts if n_thoughts is not None else [cfg.max_thoughts] * b,
+                             device=dev)
+        active = torch.ones(b, dtype=torch.bool, device=dev)
+        iters = torch.zeros(b, dtype=torch.long, device=dev)
+        change = torch.full((b,), float("nan"), device=dev)
+        states, passes = [h0], 1
+        prev_lens = self.logit_lens(h0) if adaptive and cfg.halting == "kl" else None
+        for t in range(int(limit.max().item()) if b else 0):
+            live = active & (t < limit)
+            if not bool(live.any()):
+                break
+            mask = torch.cat([mask, live[:, None].long()], dim=1)
+            self._set_step(t)
+            out, cache = self._forward(self.feed(h, t)[:, None], mask, cache)
+            self._set_step(None)
+            passes += 1
+            new = out[:, -1]
+            if cfg.residual == "h0":
+                new = new + cfg.residual_alpha * h0
+            elif cfg.residual == "prev":
+                new = new + cfg.residual_alpha * h
+            rel = ((new - h).norm(dim=-1) / new.norm(dim=-1).clamp_min(1e-8)).detach()
+            keep = live[:, None]
+            prev, h = h, torch.where(keep, new, h)
+            iters = iters + live.long()
+            change = torch.where(live, rel.to(change.dtype), change)
+            if adaptive:
+                if cfg.halting == "state":
+                    crit = rel
+                else:
+                    lens = self.logit_lens(new.detach())
+                    crit = (lens.exp() * (lens - prev_lens)).sum(-1)
+                    prev_lens = torch.where(keep, lens, prev_lens)
+                active = active & ~(live & (crit < cfg.epsilon))
+            states.append(h)
+        return ThoughtRun(cache, mask, iters, change, states, passes)
+
+    def loss(self, prompts: list[list[int]], n_thoughts: list[int],
+             targets: list[list[int]]) -> torch.Tensor:
+        """Teacher-forced cross-entropy of ``end_marker + target`` after ``n_thoughts[i]``
+        thoughts (gradients flow through every thought)."""
+        run = self.think(prompts, n_thoughts, adaptive=False)
+        seqs = [self.end_ids + t for t in targets]
+        width = max(len(s) for s in seqs)
+        dev = self.device
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long, device=dev)
+        smask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        # the last thought (or prompt) position predicts the first token of ``seqs``
+        first_logits = self.base.get_output_embeddings()(run.states[-1])
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s, device=dev)
+            smask[i, :len(s)] = 1
+            labels[i, :len(s)] = torch.tensor(s, device=dev)
+            labels[i, :len(self.end_ids)] = -100
+        mask = torch.cat([run.mask, smask], dim=1)
+        hs, _ = self._forward(self.base.get_input_embeddings()(ids), mask, run.cache)
+        logits = self.base.get_output_embeddings()(hs).float()
+        all_logits = torch.cat([first_logits.float()[:, None], logits[:, :-1]], dim=1)
+        return nn.functional.cross_entropy(all_logits.reshape(-1, all_logits.shape[-1]),
+                                           labels.reshape(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int = 32) -> LoopOutput:
+        """Thoughts, then ``end_marker``, then greedy decoding of the answer, batched."""
+        run = self.think(prompts)
+        b, dev = len(prompts), self.device
+        passes = 1 + run.iterations.clone()
+        cache, mask = run.cache, run.mask
+        if self.end_ids:
+            ids = torch.tensor([self.end_ids] * b, device=dev)
+            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+            hs, cache = self._forward(self.base.get_input_embeddings()(ids), mask, cache)
+            passes += 1
+            last = hs[:, -1]
+        else:
+            last = run.states[-1]
+        out: list[list[int]] = [[] for _ in range(b)]
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        for _ in range(max_new_tokens):
+            nxt = self.base.get_output_embeddings()(last).argmax(-1)
+            for i in range(b):
+                if not done[i]:
+                    if int(nxt[i]) in self.stop_ids:
+                        done[i] = True
+                    else:
+                        out[i].append(int(nxt[i]))
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, (~done)[:, None].long()], dim=1)
+            hs, cache = self._forward(self.base.get_input_embeddings()(nxt[:, None]), mask, cache)
+            passes += (~done).long()
+            last = hs[:, -1]
+        states = torch.stack(run.states, dim=1)  # (b, T + 1, d)
+        return LoopOutput(
+            texts=self.tok.batch_decode(out, skip_special_tokens=True), token_ids=out,
+            iterations=run.iterations.tolist(), final_change=run.final_change.tolist(),
+            forward_passes=passes.tolist(),
+            states=[states[i, : 1 + int(run.iterations[i])].float().cpu() for i in range(b)])

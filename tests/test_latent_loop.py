@@ -1,0 +1,94 @@
+"""LatentLoop on a real (randomly initialised) tiny Qwen2: cache parity, batching, halting,
+stabilisers."""
+import copy
+
+import pytest
+import torch
+
+from attractor.errors import ConfigError
+from attractor.latent.config import LoopConfig, preset
+from attractor.latent.loop import LatentLoop
+
+PROMPTS = ["Every wumpus is a rorpus. Is Tom a rorpus or lempus?\n",
+           "Tom is a wumpus. Every wumpus is a yumpus. Every yumpus is a rorpus. Is Tom a x?\n"]
+
+
+def _loop(random_model, **kw):
+    model, tok = random_model
+    return LatentLoop(copy.deepcopy(model).float().eval(), tok, LoopConfig(**kw)), tok
+
+
+def _ids(tok):
+    return [tok(p)["input_ids"] for p in PROMPTS]
+
+
+def test_each_thought_is_one_single_position_pass_and_equals_a_full_reforward(random_model):
+    loop, tok = _loop(random_model, max_thoughts=4)
+    widths = []
+    hook = loop.base.get_decoder().register_forward_pre_hook(
+        lambda m, args, kw: widths.append(kw["inputs_embeds"].shape[1]), with_kwargs=True)
+    prompt = _ids(tok)[0]
+    with torch.no_grad():
+        run = loop.think([prompt])
+    hook.remove()
+    assert widths == [len(prompt), 1, 1, 1, 1] and run.passes == 5
+    assert run.iterations.tolist() == [4]
+    # the same sequence of input embeddings through one uncached forward gives the same states
+    embed = loop.base.get_input_embeddings()
+    seq = [embed(torch.tensor([prompt]))[0]] + [loop.feed(h, t) for t, h in enumerate(run.states[:-1])]
+    x = torch.cat(seq, dim=0)[None]
+    with torch.no_grad():
+        full = loop.base.get_decoder()(inputs_embeds=x).last_hidden_state[0]
+    got = torch.stack([s[0] for s in run.states])
+    assert torch.allclose(full[len(prompt) - 1:], got, atol=1e-4)
+
+
+def test_batched_questions_of_different_lengths_match_one_at_a_time(random_model):
+    loop, tok = _loop(random_model, max_thoughts=3, end_marker=" ###")
+    ids = _ids(tok)
+    both = loop.generate(ids, max_new_tokens=6)
+    for i, p in enumerate(ids):
+        one = loop.generate([p], max_new_tokens=6)
+        assert one.token_ids[0] == both.token_ids[i]
+        assert torch.allclose(one.states[0], both.states[i], atol=1e-4)
+        assert one.forward_passes[0] == both.forward_passes[i]
+
+
+def test_adaptive_halting_records_iterations(random_model):
+    loose, tok = _loop(random_model, max_thoughts=5, halting="state", epsilon=10.0)
+    out = loose.generate(_ids(tok), max_new_tokens=2)
+    assert out.iterations == [1, 1]  # any change is below 10: halt after the first thought
+    strict, _ = _loop(random_model, max_thoughts=5, halting="kl", epsilon=1e-12)
+    out = strict.generate(_ids(tok), max_new_tokens=2)
+    assert out.iterations == [5, 5] and all(c == c for c in out.final_change)
+    fixed, _ = _loop(random_model, max_thoughts=3)
+    assert fixed.generate(_ids(tok), max_new_tokens=2).iterations == [3, 3]
+
+
+def test_stabilisers_switch_on_and_train(random_model):
+    model, tok = random_model
+    slr = LatentLoop(copy.deepcopy(model).float(), tok, preset("slr", max_thoughts=3))
+    n_lora = sum(1 for n, _ in slr.named_modules() if n.endswith(("q_proj", "v_proj")))
+    assert n_lora == 2 * model.config.num_hidden_layers and slr.timestep is not None
+    ids = _ids(tok)
+    target = tok(" ### Tom is a rorpus.", add_special_tokens=False)["input_ids"]
+    loss = slr.loss(ids, [3, 2], [target, target])
+    loss.backward()
+    lora_b = [p for n, p in slr.named_parameters() if n.endswith(".b")]
+    assert lora_b and all(p.grad is not None for p in lora_b)
+    assert lora_b[0].grad[:3].abs().sum() > 0  # adapters of the iterations used got gradients
+    assert slr.timestep.scale.grad is not None
+    # with every stabiliser off, the loop is the bare (Coconut) loop
+    bare = LatentLoop(copy.deepcopy(model).float().eval(), tok, preset("coconut", 3))
+    off = LatentLoop(copy.deepcopy(model).float().eval(), tok,
+                     LoopConfig(max_thoughts=3, lora_rank=0, timestep="none", residual="none"))
+    with torch.no_grad():
+        a, b = bare.think(ids), off.think(ids)
+    assert torch.allclose(a.states[-1], b.states[-1])
+
+
+@pytest.mark.parametrize("kw", [{"max_thoughts": 0}, {"epsilon": 0.0}, {"halting": "never"},
+                                {"residual": "h9"}])
+def test_bad_loop_config(kw):
+    with pytest.raises(ConfigError):
+        LoopConfig(**kw)
