@@ -293,6 +293,79 @@ def demo_cmd(
     run_demo(out, questions=questions, samples=samples, temperature=temperature,
              data_dir=data_dir)
 
+latent_app = typer.Typer(no_args_is_help=True,
+                         help="Stable Latent Reasoning: train and evaluate continuous-thought loops.")
+app.add_typer(latent_app, name="latent")
+RELEASED = "latent/released"
+
+
+@latent_app.command("train")
+def latent_train_cmd(
+    task: str = typer.Option("synthetic:prosqa:n=2000,seed=11", help="Training task with CoT steps (never a test split)."),
+    model: str = typer.Option("tiny", help="Base model spec."),
+    method: str = typer.Option("slr", help="coconut, slr, slr-minus-timestep|lora|residual|norm."),
+    out: str = typer.Option(..., "--out", help="Checkpoint directory (resumed if it exists)."),
+    stages: int = typer.Option(6, help="Latent stages; the last makes every step latent."),
+    thoughts_per_step: int = typer.Option(1, help="c: thoughts replacing one CoT step."),
+    epochs_per_stage: int = typer.Option(1, help="Passes over the data per stage."),
+    mix: float = typer.Option(0.0, help="Chance of training an example at an earlier stage."),
+    batch_size: int = typer.Option(16, help="Questions per step."),
+    lr: float = typer.Option(3e-4, help="AdamW learning rate."),
+    halting: str = typer.Option("fixed", help="fixed, state or kl."),
+    epsilon: float = typer.Option(1e-2, help="Halting threshold (> 0)."),
+    seed: int = typer.Option(0, help="Seed of the data order."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
+) -> None:
+    """Train a latent loop with the Coconut curriculum (resumable: run it again to resume)."""
+    from attractor.latent.train import LatentTrainConfig, train_latent
+    from attractor.ui import console
+
+    cfg = LatentTrainConfig(task=task, model=model, method=method, out=out, stages=stages,
+                            thoughts_per_step=thoughts_per_step, epochs_per_stage=epochs_per_stage,
+                            mix=mix, batch_size=batch_size, lr=lr, halting=halting, epsilon=epsilon,
+                            seed=seed)
+    res = train_latent(cfg, log=console.print, data_dir=data_dir)
+    console.print(f"checkpoint: {res['out']} ({res['steps']} steps, final loss {res['final_loss']:.3f})")
+
+
+@latent_app.command("eval")
+def latent_eval_cmd(
+    checkpoints: Optional[list[str]] = typer.Argument(None, help="Checkpoint directories (default: the released ones)."),
+    task: list[str] = typer.Option(["prosqa"], "--task", help="Task(s) to evaluate on (repeatable)."),
+    model: str = typer.Option("tiny", help="Base model spec the checkpoints were trained on."),
+    limit: Optional[int] = typer.Option(None, help="Only the first Q questions."),
+    out: Optional[str] = typer.Option(None, help="Directory for latent_eval.parquet."),
+    epsilon: float = typer.Option(1e-2, help="Threshold of the adaptive-halting rows."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
+) -> None:
+    """No-CoT, CoT and each checkpoint: accuracy, forward passes, wall time, iterations."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from attractor.latent.evaluate import evaluate
+    from attractor.ui import console, table
+
+    if epsilon <= 0:
+        raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
+    if not checkpoints:
+        released = Path(__file__).parent / RELEASED
+        checkpoints = sorted(str(p) for p in released.glob("*") if (p / "loop.json").exists())
+        if not checkpoints:
+            raise UserError(f"no released latent checkpoints in {released}; name checkpoint "
+                            "directories (made by 'attractor latent train')")
+    frames = [evaluate(t, [Path(c) for c in checkpoints], model_spec=model, limit=limit,
+                       data_dir=data_dir, epsilon=epsilon) for t in task]
+    df = pd.concat(frames, ignore_index=True)
+    if out:
+        from attractor.store.run_store import atomic_write_bytes
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(out) / "latent_eval.parquet", df.to_parquet(index=False))
+    console.print(table("latent eval", list(df.columns),
+                        [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
+                         for r in df.itertuples(index=False)]))
+
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors print one line and exit 2; other failures exit 1."""

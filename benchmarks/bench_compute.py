@@ -1,0 +1,99 @@
+"""Spending less compute for the same answer: online early stopping and adaptive allocation,
+measured by real runs of ``attractor sample`` in one process (the baselines run in the same
+process and on the same questions).
+
+  full          N samples per question, majority vote (the reference)
+  deepconf-*    sample --early-stop deepconf:warmup=W,percentile=P,window=K
+  consensus     sample --early-stop consensus:min_traces=M,share=S
+  uniform/adaptive at budget B   sample --budget B --allocate uniform|adaptive
+
+Tokens are completion tokens actually generated; accuracy is majority-vote accuracy over the
+samples each run kept (cut traces never vote).
+
+Usage: python benchmarks/bench_compute.py [--task prosqa] [--limit 100] [--samples 16]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from attractor.config import RunConfig, SamplingConfig
+from attractor.metrics.answers import majority
+from attractor.pipeline.sample import run_sample
+from attractor.store.run_store import RunStore
+
+
+def score(run: Path) -> tuple[int, float, float]:
+    """(tokens generated, majority accuracy, mean samples per question) of a finished run."""
+    df = RunStore(run).rollouts(["question_id", "answer_class", "correct", "n_tokens",
+                                 "finish_reason"])
+    accs, counts = [], []
+    for _, sub in df.groupby("question_id"):
+        classes = [c if isinstance(c, str) else None for c in sub["answer_class"]]
+        correct_of = {c: bool(ok) for c, ok in zip(classes, sub["correct"]) if c is not None}
+        accs.append(majority(classes, correct_of)[1])
+        counts.append(int((sub["n_tokens"] > 0).sum()))
+    return int(df["n_tokens"].sum()), sum(accs) / len(accs), sum(counts) / len(counts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--task", default="prosqa")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--window", type=int, default=8, help="DeepConf window (tokens).")
+    args = ap.parse_args()
+    n = args.samples
+    variants: list[tuple[str, dict]] = [
+        ("full", {}),
+        ("deepconf-low (keep top 10%)", {"early_stop":
+                                         f"deepconf:warmup={n // 4},percentile=90,window={args.window}"}),
+        ("deepconf-high (keep top 90%)", {"early_stop":
+                                          f"deepconf:warmup={n // 4},percentile=10,window={args.window}"}),
+        ("consensus 0.75 of >= 4", {"early_stop": "consensus:min_traces=4,share=0.75"}),
+    ]
+    con = Console()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(name: str, extra: dict) -> tuple[int, float, float, float]:
+            cfg = RunConfig(task=args.task, model=args.model, limit=args.limit,
+                            sampling=SamplingConfig(samples=n, temperature=args.temperature,
+                                                    max_new_tokens=args.max_new_tokens, seed=0),
+                            **extra)
+            out = Path(tmp) / name.split()[0]
+            t0 = time.perf_counter()
+            run_sample(cfg, str(out), log=lambda _: None, show_progress=False)
+            wall = time.perf_counter() - t0
+            return (*score(out), wall)
+
+        ref = run("full", {})
+        rows.append(("full", *ref))
+        for name, extra in variants[1:]:
+            rows.append((name, *run(name, extra)))
+        for policy in ("uniform", "adaptive"):
+            for frac in (0.25, 0.5):
+                budget = int(ref[0] * frac)
+                rows.append((f"{policy} @ {frac:.0%} of full tokens",
+                             *run(f"{policy}-{frac}", {"allocate": policy, "budget": budget,
+                                                       "first_round": 2})))
+    t = Table(title=f"{args.model} on {args.task} (first {args.limit} questions), N={n}, "
+                    f"T={args.temperature}")
+    for c in ("run", "tokens", "tokens saved", "majority acc", "acc - full", "samples/question",
+              "wall s", "wall vs full"):
+        t.add_column(c)
+    for name, tokens, acc, per_q, wall in rows:
+        t.add_row(name, f"{tokens:,}", f"{1 - tokens / ref[0]:.1%}", f"{acc:.3f}",
+                  f"{acc - ref[1]:+.3f}", f"{per_q:.1f}", f"{wall:.1f}", f"{wall / ref[3]:.2f}x")
+    con.print(t)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Latent-loop checkpoints: ``loop.json`` (method, loop config, base model and its fingerprint)
+and ``model.safetensors`` (the fine-tuned base and the stabilisers; float16 when released)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from attractor.errors import UserError
+from attractor.latent.config import LoopConfig
+from attractor.latent.loop import LatentLoop
+from attractor.store.run_store import atomic_write_json
+
+FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "vocab_size", "intermediate_size")
+
+
+def fingerprint(model) -> dict[str, Any]:
+    """What must match between a checkpoint and the base model it is loaded onto."""
+    cfg = model.config
+    return {k: getattr(cfg, k, None) for k in FINGERPRINT_KEYS}
+
+
+def save_loop(loop: LatentLoop, path: Path, meta: dict[str, Any], half: bool = False) -> None:
+    """Write ``loop`` to the directory ``path`` (atomically per file)."""
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous()
+             for k, v in loop.state_dict().items() if not k.endswith("lm_head.weight")}
+    tmp = path / "model.safetensors.tmp"
+    save_file(state, tmp)
+    tmp.replace(path / "model.safetensors")
+    atomic_write_json(path / "loop.json", {**meta, "loop": loop.cfg.to_dict(),
+                                           "base_fingerprint": fingerprint(loop.base)})
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """``loop.json`` of a checkpoint (one-line error when it is not one)."""
+    f = Path(path) / "loop.json"
+    if not f.exists():
+        raise UserError(f"{path}: not a latent checkpoint (no loop.json)")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{f}: not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[LatentLoop, dict]:
+    """Rebuild a checkpoint's loop on its base model (``model``/``tok`` if given, else the base
+    it names), refusing a base of another shape."""
+    from attractor.models.load import load
+
+    meta = read_meta(path)
+    if model is None:
+        model, tok = load(meta["base_model"], dtype="float32", device=device)
+    got, want = fingerprint(model), meta.get("base_fingerprint", {})
+    if got != want:
+        diff = ", ".join(f"{k}={want.get(k)} (model has {got.get(k)})" for k in FINGERPRINT_KEYS
+                         if got.get(k) != want.get(k))
+        raise UserError(f"{path}: checkpoint was trained on another base model: {diff}")
+    loop = LatentLoop(model, tok, LoopConfig.from_dict(meta["loop"]))
+    state = {k: v.float() for k, v in load_file(Path(path) / "model.safetensors").items()}
+    missing, unexpected = loop.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.endswith("lm_head.weight")]
+    if bad or unexpected:
+        raise UserError(f"{path}: weights do not fit the loop ({bad[:2]} missing, "
+                        f"{unexpected[:2]} unexpected)")
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return loop.to(device).eval(), meta

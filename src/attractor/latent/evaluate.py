@@ -1,0 +1,106 @@
+"""``attractor latent eval``: accuracy, forward passes, wall time, iterations and final state
+change of No-CoT, CoT and latent-loop checkpoints on a task, as one Parquet table.
+
+- ``no-cot``: the base model answers right after the question (``###`` is fed, the answer
+  decoded greedily).
+- ``cot``: the base model's own greedy chain of thought (forward passes = tokens generated).
+- every checkpoint: its loop (its own halting), and with ``--adaptive`` also state-halting
+  (``<method>-adaptive``).
+Forward passes count every model call per question: prefill, thoughts, marker, decoding steps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from attractor.grading.extract import extract_answer
+from attractor.latent.checkpoint import load_loop
+from attractor.latent.curriculum import ANSWER_MARK
+from attractor.latent.loop import LatentLoop
+
+
+def _correct(texts: list[str], problems) -> list[bool]:
+    return [extract_answer(t, p.kind) is not None
+            and extract_answer(t, p.kind) == extract_answer(p.gold, p.kind, gold=True)
+            for t, p in zip(texts, problems)]
+
+
+@torch.no_grad()
+def eval_cot(model, tok, problems, prompts, max_new_tokens: int, prefix: str = ""
+             ) -> dict[str, Any]:
+    """Greedy decoding after each prompt (plus ``prefix``), batched with left padding."""
+    tok.padding_side = "left"
+    t0 = time.perf_counter()
+    texts, passes = [], []
+    extra = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    for i in range(0, len(prompts), 32):
+        chunk = [p + extra for p in prompts[i:i + 32]]
+        width = max(len(p) for p in chunk)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=pad)
+        for row in out[:, width:].tolist():
+            eos = tok.eos_token_id
+            n = row.index(eos) + 1 if eos in row else len(row)
+            texts.append((prefix if prefix else "") + tok.decode(row[:n], skip_special_tokens=True))
+            passes.append(n)  # the prefill makes the first token; each later token one pass
+    wall = time.perf_counter() - t0
+    return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
+            "iterations": float("nan"), "final_change": float("nan")}
+
+
+@torch.no_grad()
+def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int) -> dict[str, Any]:
+    """The loop on every prompt, batched."""
+    t0 = time.perf_counter()
+    texts, passes, iters, change = [], [], [], []
+    for i in range(0, len(prompts), 32):
+        out = loop.generate(prompts[i:i + 32], max_new_tokens=max_new_tokens)
+        texts += out.texts
+        passes += out.forward_passes
+        iters += out.iterations
+        change += out.final_change
+    wall = time.perf_counter() - t0
+    return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
+            "iterations": sum(iters) / len(iters),
+            "final_change": float(pd.Series(change).mean())}
+
+
+def evaluate(task: str, checkpoints: list[Path], model_spec: str = "tiny", limit: int | None = None,
+             data_dir: str | None = None, adaptive: bool = True, epsilon: float = 1e-2,
+             max_new_tokens: int = 48) -> pd.DataFrame:
+    """One row per method on ``task``."""
+    from attractor.models.load import load
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+
+    problems, _ = load_task(task, data_dir=data_dir, limit=limit)
+    model, tok = load(model_spec, dtype="float32", device="cpu")
+    prompts = [prompt_ids(p, tok, True) for p in problems]
+    rows = []
+
+    def add(method: str, res: dict[str, Any]) -> None:
+        ok = _correct(res["texts"], problems)
+        rows.append({"task": task, "method": method, "n": len(problems),
+                     "accuracy": sum(ok) / len(ok),
+                     "forward_passes": sum(res["forward_passes"]) / len(ok),
+                     "wall_s": res["wall_s"], "iterations": res["iterations"],
+                     "final_change": res["final_change"]})
+
+    add("no-cot", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix=" " + ANSWER_MARK))
+    add("cot", eval_cot(model, tok, problems, prompts, max_new_tokens))
+    for ck in checkpoints:
+        base, btok = load(model_spec, dtype="float32", device="cpu")
+        loop, meta = load_loop(ck, base, btok)
+        add(meta["method"], eval_loop(loop, prompts, max_new_tokens))
+        if adaptive and loop.cfg.halting == "fixed":
+            loop.cfg = replace(loop.cfg, halting="state", epsilon=epsilon)
+            add(meta["method"] + "-adaptive", eval_loop(loop, prompts, max_new_tokens))
+    return pd.DataFrame(rows)

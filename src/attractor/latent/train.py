@@ -1,0 +1,168 @@
+"""``attractor latent train``: the Coconut curriculum for a :class:`LatentLoop`.
+
+Stage 0 trains on the full CoT; stage k replaces the first k steps with k * c thoughts; the last
+stage makes every step latent. Each stage runs ``epochs_per_stage`` passes over the training
+questions in a seeded order, and the optimiser is reset at each stage switch (as Coconut does).
+The base model and the stabilisers train together. A checkpoint (model, optimiser, position in
+the curriculum) is written every ``ckpt_every`` steps as safetensors; running the same command
+again resumes from it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from attractor.errors import ConfigError, UserError
+from attractor.latent.checkpoint import save_loop
+from attractor.latent.config import preset
+from attractor.latent.curriculum import build_example, check_steps, stage_of
+from attractor.latent.loop import LatentLoop
+
+
+@dataclass
+class LatentTrainConfig:
+    """Options of ``attractor latent train`` (each is a CLI option)."""
+
+    task: str = field(default="synthetic:prosqa:n=2000,seed=11",
+                      metadata={"help": "Training task (with CoT steps; never a test split)."})
+    model: str = field(default="tiny", metadata={"help": "Base model spec."})
+    method: str = field(default="slr", metadata={"help": "coconut, slr or slr-minus-<name>."})
+    out: str = field(default="train-out/latent", metadata={"help": "Checkpoint directory."})
+    stages: int = field(default=6, metadata={"help": "Latent stages (the last: all latent)."})
+    thoughts_per_step: int = field(default=1, metadata={"help": "c: thoughts per CoT step."})
+    epochs_per_stage: int = field(default=1, metadata={"help": "Passes over the data per stage."})
+    mix: float = field(default=0.0, metadata={"help": "Chance of training an example at an "
+                                                      "earlier stage."})
+    batch_size: int = field(default=16, metadata={"help": "Questions per step."})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
+    halting: str = field(default="fixed", metadata={"help": "Halting the checkpoint uses."})
+    epsilon: float = field(default=1e-2, metadata={"help": "Halting threshold."})
+    seed: int = field(default=0, metadata={"help": "Seed of the data order."})
+    ckpt_every: int = field(default=50, metadata={"help": "Steps between checkpoints."})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+
+    def __post_init__(self) -> None:
+        if self.stages < 1 or self.thoughts_per_step < 1 or self.epochs_per_stage < 1:
+            raise ConfigError("--stages, --thoughts-per-step and --epochs-per-stage must be >= 1")
+        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.mix < 1:
+            raise ConfigError("--batch-size >= 1, --lr > 0 and --mix in [0, 1) are required")
+
+
+def _order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
+    idx = list(range(n))
+    random.Random(f"latent:{seed}:{stage}:{epoch}").shuffle(idx)
+    return idx
+
+
+def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
+                 data_dir: str | None = None) -> dict[str, Any]:
+    """Train (or resume) one loop variant; returns a summary."""
+    from attractor.models.load import describe, load
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+    from attractor.ui import progress_bar
+
+    torch.set_num_threads(cfg.threads)
+    problems, source = load_task(cfg.task, data_dir=data_dir)
+    check_steps(problems, cfg.task)
+    loop_cfg = preset(cfg.method, max_thoughts=cfg.stages * cfg.thoughts_per_step)
+    loop_cfg.halting, loop_cfg.epsilon = cfg.halting, cfg.epsilon
+    loop_cfg.__post_init__()
+    model, tok = load(cfg.model, dtype="float32", device="cpu")
+    base_sha = describe(cfg.model, model, tok)["weights_sha256"]
+    torch.manual_seed(cfg.seed)
+    loop = LatentLoop(model, tok, loop_cfg)
+    loop.train()
+    out = Path(cfg.out)
+    state_dir = out / "train-state"
+    pos = {"stage": 0, "epoch": 0, "batch": 0, "step": 0}
+    if (state_dir / "state.json").exists():
+        saved = json.loads((state_dir / "state.json").read_text())
+        if saved["config"] != asdict(cfg):
+            raise UserError(f"{out}: holds a run of another configuration; use another --out")
+        loop.load_state_dict(load_file(state_dir / "model.safetensors"), strict=False)
+        pos = saved["pos"]
+        log(f"resumed at stage {pos['stage']}, epoch {pos['epoch']}, batch {pos['batch']}")
+    prompts = [prompt_ids(p, tok, True) for p in problems]
+    n_batches = -(-len(problems) // cfg.batch_size)
+    total = (cfg.stages + 1) * cfg.epochs_per_stage * n_batches
+    opt = _optimiser(loop, cfg)
+    if (state_dir / "optimizer.safetensors").exists():
+        _load_opt(opt, loop, state_dir)
+    losses: list[float] = []
+    t0 = time.time()
+    with progress_bar(True) as bar:
+        task = bar.add_task(f"latent train ({cfg.method})", total=total, completed=pos["step"])
+        while pos["stage"] <= cfg.stages:
+            order = _order(len(problems), cfg.seed, pos["stage"], pos["epoch"])
+            while pos["batch"] < n_batches:
+                idx = order[pos["batch"] * cfg.batch_size:(pos["batch"] + 1) * cfg.batch_size]
+                rng = random.Random(f"mix:{cfg.seed}:{pos['step']}")
+                exs = [build_example(problems[i], prompts[i], tok,
+                                     stage_of(pos["stage"], cfg.mix, rng), cfg.stages,
+                                     cfg.thoughts_per_step) for i in idx]
+                loss = loop.loss([e.prompt for e in exs], [e.thoughts for e in exs],
+                                 [e.target for e in exs])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(loop.parameters(), 1.0)
+                opt.step()
+                losses.append(loss.item())
+                pos["batch"] += 1
+                pos["step"] += 1
+                bar.update(task, advance=1, description=f"stage {pos['stage']} loss "
+                                                        f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+                if pos["step"] % cfg.ckpt_every == 0:
+                    _save_state(loop, opt, state_dir, cfg, pos)
+            pos["batch"] = 0
+            pos["epoch"] += 1
+            if pos["epoch"] >= cfg.epochs_per_stage:
+                pos["epoch"] = 0
+                pos["stage"] += 1
+                opt = _optimiser(loop, cfg)  # Coconut resets the optimiser at each stage
+            _save_state(loop, opt, state_dir, cfg, pos)
+    meta = {"method": cfg.method, "base_model": cfg.model, "base_weights_sha256": base_sha,
+            "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
+                      "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+                      "train_s": round(time.time() - t0, 1)}}
+    save_loop(loop.eval(), out, meta, half=True)
+    return {"out": str(out), "steps": pos["step"], **meta["train"]}
+
+
+def _optimiser(loop: LatentLoop, cfg: LatentTrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in loop.parameters() if p.requires_grad], lr=cfg.lr,
+                             weight_decay=0.0)
+
+
+def _save_state(loop, opt, state_dir: Path, cfg: LatentTrainConfig, pos: dict) -> None:
+    tmp = state_dir.with_name(state_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in loop.state_dict().items()
+               if not k.endswith("lm_head.weight")}, tmp / "model.safetensors")
+    names = {id(p): n for n, p in loop.named_parameters()}
+    tensors = {f"{names[id(p)]}::{k}": v.detach().contiguous()
+               for g in opt.param_groups for p in g["params"]
+               for k, v in opt.state.get(p, {}).items() if torch.is_tensor(v)}
+    save_file(tensors, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"config": asdict(cfg), "pos": pos}))
+    old = state_dir.with_name(state_dir.name + ".old")
+    if state_dir.exists():
+        state_dir.rename(old)
+    tmp.rename(state_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_opt(opt, loop, state_dir: Path) -> None:
+    params = dict(loop.named_parameters())
+    for key, val in load_file(state_dir / "optimizer.safetensors").items():
+        name, slot = key.split("::")
+        opt.state[params[name]][slot] = val

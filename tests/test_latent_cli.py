@@ -1,0 +1,74 @@
+"""``attractor latent train`` and ``latent eval`` end to end on a random tiny model."""
+import json
+
+import pandas as pd
+import pytest
+from safetensors import safe_open
+
+from helpers import attractor
+
+TRAIN = ["--task", "synthetic:prosqa:n=8,seed=3", "--stages", "2", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(random_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("latent") / "slr"
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--out", str(out))
+    return out
+
+
+def test_train_writes_a_float16_safetensors_checkpoint(checkpoint, random_model_dir):
+    meta = json.loads((checkpoint / "loop.json").read_text())
+    assert meta["method"] == "slr" and meta["loop"]["lora_rank"] > 0
+    assert meta["loop"]["max_thoughts"] == 2 and meta["train"]["steps"] == 3 * 2  # 3 stages x 2
+    with safe_open(checkpoint / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+        assert any(k.endswith(".b") for k in keys) and any(k.startswith("timestep") for k in keys)
+        assert all(str(f.get_tensor(k).dtype) == "torch.float16" for k in keys
+                   if f.get_tensor(k).is_floating_point())
+    # rerunning the finished command resumes at its end and trains nothing more
+    again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
+                      "--out", str(checkpoint))
+    assert "resumed at stage 3" in again.stdout
+
+
+def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
+    attractor("latent", "eval", str(checkpoint), "--model", str(random_model_dir), "--task",
+              "synthetic:prosqa:n=4,seed=1", "--out", str(tmp_path))
+    df = pd.read_parquet(tmp_path / "latent_eval.parquet")
+    assert df["method"].tolist() == ["no-cot", "cot", "slr", "slr-adaptive"]
+    for col in ("accuracy", "forward_passes", "wall_s", "iterations", "final_change"):
+        assert col in df.columns
+    slr = df.set_index("method").loc["slr"]
+    assert slr["iterations"] == 2 and slr["forward_passes"] >= 1 + 2 + 1
+
+
+def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from attractor.models.tiny_tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    other = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2))
+    other.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    proc = attractor("latent", "eval", str(checkpoint), "--model", str(tmp_path / "m"),
+                     "--task", "synthetic:prosqa:n=2", check=False)
+    assert proc.returncode == 2 and "another base model" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--stages", "0"], ["--epsilon", "0"], ["--halting", "never"]])
+def test_bad_training_options_exit_2(random_model_dir, tmp_path, args):
+    proc = attractor("latent", "train", "--model", str(random_model_dir), "--task",
+                     "synthetic:prosqa:n=2", "--out", str(tmp_path / "x"), *args, check=False)
+    assert proc.returncode == 2 and len((proc.stderr + proc.stdout).strip().splitlines()) == 1
+
+
+def test_task_without_steps_exits_2(random_model_dir, tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    proc = attractor("latent", "train", "--model", str(random_model_dir), "--task", str(data),
+                     "--out", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 2 and "no CoT steps" in proc.stderr + proc.stdout
