@@ -10,21 +10,22 @@ from attractor.tasks.prosqa import generate_prosqa
 
 def _cfg(out, steps):
     return TinyTrainConfig(out=str(out), steps=steps, batch_size=3, eval_every=1000, eval_size=2,
-                           ckpt_every=2, threads=1, warmup=2)
+                           ckpt_every=2, threads=1, warmup=2, lookup_steps=3, curriculum=2)
 
 
 def test_resumed_training_equals_uninterrupted_training(tmp_path):
-    straight = train_tiny(_cfg(tmp_path / "a", 4), log=lambda _: None)
+    # the run crosses from the look-up warm-up (steps 1-3) to ProsQA graphs (4-5)
+    straight = train_tiny(_cfg(tmp_path / "a", 5), log=lambda _: None)
     train_tiny(_cfg(tmp_path / "b", 2), log=lambda _: None)   # "killed" after step 2 ...
-    resumed = train_tiny(_cfg(tmp_path / "b", 4), log=lambda _: None)  # ... and run again
-    assert straight["steps"] == resumed["steps"] == 4
+    resumed = train_tiny(_cfg(tmp_path / "b", 5), log=lambda _: None)  # ... and run again
+    assert straight["steps"] == resumed["steps"] == 5
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     log = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 4
+    assert log[-1]["step"] == 5
 
 
 def test_tokenizer_makes_every_domain_word_one_token_and_round_trips():
@@ -47,3 +48,18 @@ def test_training_labels_cover_only_the_completion():
         target = labels[labels != -100].tolist()
         assert target[-1] == tok.eos_token_id
         assert tok.decode(target[:-1]).endswith(f"### {p.gold}")
+
+
+def test_lookup_warmup_problems_are_answerable_from_their_sentences():
+    import random
+
+    from attractor.models.tiny_recipe import lookup_sentences
+
+    for seed in range(50):
+        text, pairs = lookup_sentences(random.Random(seed), 12)
+        assert text.count(".") == 12 and pairs
+        for concept, parent in pairs:
+            # the parent is the subject of the one sentence whose object is the concept
+            subjects = [s.split(" is a ")[0].split()[-1] for s in text.split(". ")
+                        if s.rstrip(".").endswith(" is a " + concept)]
+            assert subjects == [parent]
