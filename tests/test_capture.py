@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from attractor.models.tiny_recipe import ARCH
 from attractor.capture.positions import parse_layers, parse_positions, resolve
 from attractor.errors import ConfigError
 from attractor.pipeline.capture import answer_token_index
@@ -60,7 +61,7 @@ def test_latents_api_shape_order_and_resume(sampled_run, tmp_path):
     store = RunStore(run)
     qid = store.rollouts()["question_id"].iloc[0]
     x = store.latents(qid, layer=4, position="frac:0.25")
-    assert x.shape == (3, 160) and x.dtype == np.float32
+    assert x.shape == (3, ARCH["hidden_size"]) and x.dtype == np.float32
     idx = pd.read_parquet(run / "latents" / "index.parquet")
     sub = idx[(idx.question_id == qid) & (idx.layer == 4) & (idx.position == "frac:0.25")]
     assert sorted(sub.sample_id) == [0, 1, 2]
@@ -121,7 +122,7 @@ def test_imported_rollouts_are_tokenised_once(random_model_dir, tmp_path):
               "--positions", "answer,last:1")
     m = json.loads((run / "manifest.json").read_text())
     assert m["stages"]["capture"]["retokenized"] is True
-    assert RunStore(run).latents("a", layer=4, position="answer").shape == (2, 160)
+    assert RunStore(run).latents("a", layer=4, position="answer").shape == (2, ARCH["hidden_size"])
 
 
 def test_position_resolution_and_answer_token(random_model):
