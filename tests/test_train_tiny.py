@@ -63,3 +63,21 @@ def test_lookup_warmup_problems_are_answerable_from_their_sentences():
             subjects = [s.split(" is a ")[0].split()[-1] for s in text.split(". ")
                         if s.rstrip(".").endswith(" is a " + concept)]
             assert subjects == [parent]
+
+
+def test_root_drill_marks_only_the_person_asked_about():
+    import random
+
+    from attractor.models.train_tiny import _root_drill_row
+
+    tok = build_tokenizer()
+    hash_id = tok(" ###", add_special_tokens=False)["input_ids"][0]
+    dot_id = tok(" .", add_special_tokens=False)["input_ids"][0]
+    for p in generate_prosqa(10, seed=4):
+        _, ids, labels = _root_drill_row(p, tok, random.Random(0))
+        marked = [ids[i - 1] for i, lab in enumerate(labels) if lab == hash_id]
+        root = tok(" " + p.meta["idx_to_symbol"][p.meta["root"]],
+                   add_special_tokens=False)["input_ids"]
+        assert marked == root
+        n_people = len(set(range(len(p.meta["idx_to_symbol"]))) - {b for _, b in p.meta["edges"]})
+        assert labels.count(dot_id) == n_people - 1

@@ -34,6 +34,9 @@ def train_tiny_cmd(
     threads: int = typer.Option(2, help="torch CPU threads."),
     init_from: Optional[str] = typer.Option(None, help="Start from a saved model directory (e.g. src/attractor/models/tiny) to continue its training."),
     drill: float = typer.Option(0.5, help="Share of examples that are look-up drills (concept -> parent pairs) instead of proofs."),
+    root_drill: float = typer.Option(0.0, help="Share of examples that are root drills (is this person the one asked about?)."),
+    warmup: int = typer.Option(300, help="Linear learning-rate warm-up steps."),
+    stop_after: Optional[int] = typer.Option(None, help="Stop after this step (the learning-rate schedule still follows --steps)."),
     curriculum: int = typer.Option(1000, help="Steps over which graphs grow from 8-10 nodes to full ProsQA size (0: full size throughout)."),
     export_to: Optional[str] = typer.Option(None, help="Afterwards, evaluate on ProsQA validation and install the model here (the package's models/tiny to ship it)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of prosqa_valid.json (for --export-to)."),
@@ -47,7 +50,8 @@ def train_tiny_cmd(
     cfg = TinyTrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           eval_every=eval_every, threads=threads, curriculum=curriculum,
                           drill=drill, init_from=init_from, lookup_steps=lookup_steps,
-                          lookup_gate=lookup_gate, lookup_max=lookup_max, eval_size=eval_size)
+                          lookup_gate=lookup_gate, lookup_max=lookup_max, eval_size=eval_size,
+                          root_drill=root_drill, warmup=warmup, stop_after=stop_after)
     result = train_tiny(cfg, log=console.print)
     console.print(f"trained: {result}")
     if export_to:

@@ -61,6 +61,9 @@ def export_tiny(train_out: Path, dest: Path, data_dir: str | None = None,
         "tokens_per_s": [r["tokens_per_s"] for r in log if "tokens_per_s" in r][-1:],
         "prosqa_valid": evaluate_prosqa(model_dir, data_dir),
     }
+    init = state["config"].get("init_from")
+    if init and (Path(init) / "training_stage.json").exists():
+        record["previous_stage"] = json.loads((Path(init) / "training_stage.json").read_text())
     dest.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES:
         shutil.copyfile(model_dir / name, dest / name)
@@ -74,11 +77,13 @@ def training_markdown(record: dict[str, Any]) -> str:
     cfg = record["config"]
     lines = ["# The embedded tiny model: how it was trained", "",
              "Reproduce (seeded; a killed run resumes when the same command runs again):", "",
-             "```bash", record["command"], "```", "",
+             "```bash"] + ([record["previous_stage"]["command"]] if record.get("previous_stage")
+                           else []) + [record["command"], "```", "",
              f"Steps {record['steps']}, batch {cfg['batch_size']}, peak lr {cfg['lr']}, "
              f"warm-up {cfg['warmup']}, curriculum {cfg.get('curriculum', 0)} steps, seed "
              f"{cfg['seed']}; final training loss {record['final_loss']} "
              f"(mean over completion tokens).", "",
+             ] + _previous_lines(record) + [
              "Greedy accuracy on generated dev problems (another seed than training) during "
              "training:", "", "| step | dev accuracy |", "|---|---|"]
     lines += [f"| {r['step']} | {r['accuracy']:.3f} |" for r in record["dev_accuracy"]]
@@ -90,3 +95,15 @@ def training_markdown(record: dict[str, Any]) -> str:
                   "| hops | questions | accuracy |", "|---|---|---|"]
         lines += [f"| {h} | {v['n']} | {v['accuracy']:.3f} |" for h, v in pv["by_hops"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _previous_lines(record: dict[str, Any]) -> list[str]:
+    prev = record.get("previous_stage")
+    if not prev:
+        return []
+    c = prev["config"]
+    return [f"It continues a first stage (the first command): {prev['steps']} steps "
+            f"(schedule of {c['steps']}), look-up warm-up {c.get('lookup_steps', 0)} steps "
+            f"reaching {prev.get('lookup_sentences')} sentences, curriculum "
+            f"{c.get('curriculum', 0)} steps, batch {c['batch_size']}, peak lr {c['lr']}, "
+            f"seed {c['seed']}.", ""]

@@ -45,6 +45,12 @@ class TinyTrainConfig:
     drill: float = field(default=0.5, metadata={
         "help": "Share of training examples that are look-up drills (concept -> parent pairs "
                 "after the question) instead of proofs."})
+    stop_after: int | None = field(default=None, metadata={
+        "help": "Stop (and save the model) after this step; the schedule still follows --steps."})
+    root_drill: float = field(default=0.0, metadata={
+        "help": "Share of training examples that are root drills: the people of the graph, "
+                "each followed by ' ###' if it is the person asked about, else ' .' (the "
+                "decision that ends a proof chain)."})
     init_from: str | None = field(default=None, metadata={
         "help": "Start from this saved model (and its tokenizer) instead of random weights, "
                 "e.g. the shipped tiny model, to continue its training."})
@@ -64,8 +70,9 @@ class TinyTrainConfig:
 
         if self.steps <= 0 or self.batch_size <= 0:
             raise ConfigError("--steps and --batch-size must be positive")
-        if not 0.0 <= self.drill < 1.0:
-            raise ConfigError(f"--drill must be in [0, 1), got {self.drill}")
+        if not 0.0 <= self.drill < 1.0 or not 0.0 <= self.root_drill < 1.0 - self.drill:
+            raise ConfigError(f"--drill and --root-drill must be >= 0 with a sum below 1, got "
+                              f"{self.drill} and {self.root_drill}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
 
@@ -120,15 +127,39 @@ def _pad(rows, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels}
 
 
+ROOT_MARK = "%"
+
+
+def _root_drill_row(p, tok: PreTrainedTokenizerFast, rng: random.Random) -> tuple[list, list, list]:
+    """The people of ``p``'s graph in random order, each labelled ' ###' when it is the person
+    the question asks about and ' .' otherwise: the comparison that ends a backward chain."""
+    m = p.meta
+    has_parent = {b for _, b in m["edges"]}
+    people = [i for i in range(len(m["idx_to_symbol"])) if i not in has_parent]
+    rng.shuffle(people)
+    prompt = tok(prompt_text(p.question) + ROOT_MARK)["input_ids"]
+    ids, labels = [], []
+    for i in people:
+        who = tok(" " + m["idx_to_symbol"][i], add_special_tokens=False)["input_ids"]
+        mark = tok(" ###" if i == m["root"] else " .", add_special_tokens=False)["input_ids"]
+        ids += who + mark
+        labels += [-100] * len(who) + mark
+    return prompt, ids + [tok.eos_token_id], labels + [tok.eos_token_id]
+
+
 def encode_batch(problems, tok: PreTrainedTokenizerFast, seed: int,
-                 drill: float = 0.0) -> dict[str, torch.Tensor]:
+                 drill: float = 0.0, root_drill: float = 0.0) -> dict[str, torch.Tensor]:
     """Right-padded input ids and labels (-100 on prompt, padding and drill queries) for a
     training batch; a ``drill`` share of the problems become look-up drills."""
     rows = []
     for p in problems:
         rng = random.Random(f"cot:{seed}:{p.id}")
-        if drill > 0 and rng.random() < drill:
+        u = rng.random()
+        if u < drill:
             rows.append(_drill_row(p, tok, rng))
+            continue
+        if u < drill + root_drill:
+            rows.append(_root_drill_row(p, tok, rng))
             continue
         prompt = tok(prompt_text(p.question))["input_ids"]
         comp = tok(completion_text(p, rng))["input_ids"] + [tok.eos_token_id]
@@ -252,14 +283,15 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     logf = open(out / "train_log.jsonl", "a")
     t0, tokens = time.time(), 0
     loss_avg = None
-    while step < cfg.steps:
+    last = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
+    while step < last:
         warm = step < cfg.lookup_steps
         if warm:
             batch = lookup_batch(step, k, cfg, tok)
         else:
             problems = generate_prosqa(cfg.batch_size, seed=cfg.seed,
                                        start=step * cfg.batch_size, **graph_size_at(step, cfg))
-            batch = encode_batch(problems, tok, cfg.seed, cfg.drill)
+            batch = encode_batch(problems, tok, cfg.seed, cfg.drill, cfg.root_drill)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         out_ = model(**batch)
@@ -285,18 +317,23 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
                       "tokens_per_s": round(rate)}
             if warm:
                 record.update({"lookup_sentences": k, "drill_accuracy": round(drill_acc, 3)})
-        if (step % cfg.eval_every == 0 and step > cfg.lookup_steps) or step == cfg.steps:
+        if (step % cfg.eval_every == 0 and step > cfg.lookup_steps) or step == last:
             acc, _ = greedy_accuracy(model, tok, dev)
             record.update({"step": step, "dev_accuracy": acc})
         if record:
             log(json.dumps(record))
             logf.write(json.dumps(record) + "\n")
             logf.flush()
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == last:
             _save_checkpoint(ckpt, model, opt, step, cfg,
                              {"lookup_k": k, "drill_acc": drill_acc})
     final = out / "model"
     model.save_pretrained(final)
     tok.save_pretrained(final)
+    # what made these weights, so a later stage (--init-from) can cite it in its record
+    (final / "training_stage.json").write_text(json.dumps({
+        "command": "attractor " + " ".join(__import__("sys").argv[1:]), "config": asdict(cfg),
+        "steps": step, "lookup_sentences": k, "lookup_drill_accuracy": round(drill_acc, 4)},
+        indent=2))
     acc, _ = greedy_accuracy(model, tok, dev)
     return {"dev_accuracy": acc, "steps": step, "params": n_params, "out": str(final)}
