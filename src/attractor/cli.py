@@ -28,6 +28,7 @@ def train_tiny_cmd(
     lookup_steps: int = typer.Option(6000, help="Steps of look-up warm-up on small random sentence sets before ProsQA graphs."),
     lookup_gate: float = typer.Option(0.85, help="Warm-up drill accuracy above which a sentence is added."),
     lookup_max: int = typer.Option(40, help="Most sentences in a warm-up problem."),
+    lookup_start: int = typer.Option(3, help="Sentences a warm-up problem starts with."),
     eval_size: int = typer.Option(128, help="Generated dev problems per evaluation."),
     seed: int = typer.Option(0, help="Seed of initialisation and data."),
     eval_every: int = typer.Option(500, help="Steps between dev evaluations."),
@@ -51,7 +52,8 @@ def train_tiny_cmd(
                           eval_every=eval_every, threads=threads, curriculum=curriculum,
                           drill=drill, init_from=init_from, lookup_steps=lookup_steps,
                           lookup_gate=lookup_gate, lookup_max=lookup_max, eval_size=eval_size,
-                          root_drill=root_drill, warmup=warmup, stop_after=stop_after)
+                          root_drill=root_drill, warmup=warmup, stop_after=stop_after,
+                          lookup_start=lookup_start)
     result = train_tiny(cfg, log=console.print)
     console.print(f"trained: {result}")
     if export_to:

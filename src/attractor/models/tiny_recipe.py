@@ -131,3 +131,22 @@ def lookup_sentences(rng: random.Random, k: int) -> tuple[str, list[tuple[str, s
     pairs = [(c, ps[0]) for c, ps in parents.items() if len(ps) == 1]
     rng.shuffle(pairs)
     return text, pairs
+
+
+def root_question(rng: random.Random, text: str) -> tuple[str, list[tuple[str, bool]]]:
+    """A root-drill warm-up problem over a look-up warm-up text: the text plus a ProsQA-style
+    question "Is {root} a {A} or {B}?" about one of its people, and every person of the text
+    with whether it is the one asked about (the decision that ends a backward chain)."""
+    from attractor.tasks.prosqa import CONCEPTS, PEOPLE
+
+    words = text.replace(".", " ").split()
+    people = sorted({w for w in words if w in PEOPLE})
+    while len(people) < 2:  # ProsQA graphs have 2-6 people: add sentences about more
+        extra = rng.choice([x for x in PEOPLE if x not in people])
+        people.append(extra)
+        text = f"{text} {extra} is a {rng.choice(CONCEPTS)}."
+    root = rng.choice(people)
+    a, b = rng.sample(CONCEPTS, 2)
+    order = people[:]
+    rng.shuffle(order)
+    return f"{text} Is {root} a {a} or {b}?", [(p, p == root) for p in order]

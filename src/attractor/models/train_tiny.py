@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 from attractor.models.tiny_recipe import (DRILL_MARK, completion_text, lookup_drill,
-                                          lookup_sentences, prompt_text, tiny_config)
+                                          lookup_sentences, prompt_text, root_question,
+                                          tiny_config)
 from attractor.models.tiny_tokenizer import build_tokenizer
 from attractor.tasks.prosqa import generate_prosqa
 
@@ -60,6 +61,7 @@ class TinyTrainConfig:
                 "accuracy passes --lookup-gate."})
     lookup_gate: float = field(default=0.85, metadata={
         "help": "Drill accuracy (moving average) above which the warm-up adds a sentence."})
+    lookup_start: int = field(default=3, metadata={"help": "Sentences the warm-up starts at."})
     lookup_max: int = field(default=40, metadata={"help": "Most sentences in the warm-up."})
     curriculum: int = field(default=1000, metadata={
         "help": "Steps over which graphs grow from 8-10 nodes (3-4 hops) to full ProsQA size; "
@@ -77,6 +79,7 @@ class TinyTrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
 
 
+ROOT_MARK = "%"
 DEV_SEED_OFFSET = 1_000_003  # dev problems come from another seed than training problems
 
 
@@ -107,8 +110,17 @@ def lookup_batch(step: int, k: int, cfg: "TinyTrainConfig",
     for b in range(cfg.batch_size):
         rng = random.Random(f"lookup:{cfg.seed}:{step}:{b}")
         text, pairs = lookup_sentences(rng, rng.randint(max(2, k // 2), k))
-        prompt = tok(prompt_text(text) + DRILL_MARK)["input_ids"]
         ids, labels = [], []
+        if cfg.root_drill > 0 and rng.random() < cfg.root_drill:  # root drill, small context
+            question, people = root_question(rng, text)
+            for who, is_root in people:
+                w = tok(" " + who, add_special_tokens=False)["input_ids"]
+                mark = tok(" ###" if is_root else " .", add_special_tokens=False)["input_ids"]
+                ids += w + mark
+                labels += [-100] * len(w) + mark
+            rows.append((tok(prompt_text(question) + ROOT_MARK)["input_ids"], ids, labels))
+            continue
+        prompt = tok(prompt_text(text) + DRILL_MARK)["input_ids"]
         for node, parent in pairs:
             a, b2 = (tok(" " + w, add_special_tokens=False)["input_ids"] for w in (node, parent))
             ids += a + b2
@@ -125,9 +137,6 @@ def _pad(rows, pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, : len(a) + len(b)] = torch.tensor(a + b)
         labels[i, len(a): len(a) + len(b)] = torch.tensor(lab)
     return {"input_ids": ids, "labels": labels}
-
-
-ROOT_MARK = "%"
 
 
 def _root_drill_row(p, tok: PreTrainedTokenizerFast, rng: random.Random) -> tuple[list, list, list]:
@@ -273,7 +282,7 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     ckpt = out / "checkpoint"
     step, extra = (_load_checkpoint(ckpt, model, opt) if (ckpt / "state.json").exists()
                    else (0, {}))
-    k = int(extra.get("lookup_k", 3))  # sentences per warm-up problem (grows with accuracy)
+    k = int(extra.get("lookup_k", cfg.lookup_start))  # sentences per warm-up problem (grows with accuracy)
     drill_acc = float(extra.get("drill_acc", 0.0))
     if step:
         log(f"resumed from {ckpt} at step {step}")
