@@ -38,16 +38,18 @@ def test_save_load_round_trip_keeps_logits(tmp_path):
     assert torch.equal(before, after)
 
 
-def test_greedy_answers_are_gradeable_and_match_the_shipped_record():
-    """Every greedy completion ends in a gradeable answer sentence, and the accuracy equals the
-    one recorded in training.json."""
+def test_greedy_answers_reproduce_the_shipped_record():
+    """Greedy accuracy and the count of completions without an answer equal the ones recorded in
+    training.json, and the model is above chance (0.5) on the released split."""
     require_data("prosqa_valid.json")
     record = json.loads((TINY_DIR / "training.json").read_text())["prosqa_valid"]
     model, tok = load("tiny", device="cpu")
     problems, _ = load_task("prosqa", data_dir=DATA_DIR)
     acc, texts = greedy_accuracy(model, tok, problems, max_new_tokens=160)
-    assert all(extract_answer(t, "prosqa") is not None for t in texts)
+    no_answer = sum(extract_answer(t, "prosqa") is None for t in texts)
+    assert abs(no_answer - record["no_answer"]) <= 2
     assert abs(acc - record["overall"]) <= 2 / len(problems)
+    assert acc >= 0.55
 
 
 def test_training_record_ships_with_the_model():
