@@ -202,3 +202,19 @@ class HFEngine:
 def entropy_bits(nats: float) -> float:
     """Convert an entropy in nats to bits."""
     return nats / math.log(2)
+
+
+def generate_requests(engine: HFEngine, requests: list[tuple[str, list[int], int, int]],
+                      cfg: SamplingConfig) -> list[list[Rollout]]:
+    """Rollouts for requests ``(question id, prompt, first sample, count)`` (one group per
+    request, in request order); requests with the same count share a batch."""
+    by_count: dict[int, list[int]] = {}
+    for i, (_, _, _, count) in enumerate(requests):
+        by_count.setdefault(count, []).append(i)
+    out: list[list[Rollout]] = [[] for _ in requests]
+    for count, idx in by_count.items():
+        groups = engine.generate([requests[i][0] for i in idx], [requests[i][1] for i in idx],
+                                 cfg, first_sample=[requests[i][2] for i in idx], count=count)
+        for i, group in zip(idx, groups):
+            out[i] = group
+    return out

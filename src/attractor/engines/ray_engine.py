@@ -51,16 +51,14 @@ class _HFWorker:
         requests = contiguous_requests(list(batch["question_id"]), list(batch["sample_id"]))
         prompt_of = {q: list(p) for q, p in zip(batch["question_id"], batch["prompt_token_ids"])}
         out: dict[str, list] = {k: [] for k in ROLLOUT_FIELDS}
-        by_count: dict[int, list[tuple[str, int]]] = {}
-        for qid, first, count in requests:
-            by_count.setdefault(count, []).append((qid, first))
-        for count, items in by_count.items():
-            groups = self.engine.generate([q for q, _ in items], [prompt_of[q] for q, _ in items],
-                                          cfg, first_sample=[f for _, f in items], count=count)
-            for group in groups:
-                for r in group:
-                    for k in ROLLOUT_FIELDS:
-                        out[k].append(getattr(r, k))
+        from attractor.engines.hf import generate_requests
+
+        groups = generate_requests(self.engine, [(q, prompt_of[q], first, count)
+                                                 for q, first, count in requests], cfg)
+        for group in groups:
+            for r in group:
+                for k in ROLLOUT_FIELDS:
+                    out[k].append(getattr(r, k))
         return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from attractor.config import RunConfig
+from attractor.engines.hf import generate_requests
 from attractor.scaling.allocate import QuestionState, next_batch
 from attractor.store.run_store import RunStore
 from attractor.tasks.problem import Problem
@@ -40,16 +41,11 @@ def run_budgeted(store: RunStore, problems: list[Problem], prompts: list[list[in
                                cfg.sampling.samples, max_rows)
             if not batch:
                 break
-            by_count: dict[int, list[tuple[int, int]]] = {}
-            for q, first, count in batch:  # the engine makes the same count for every prompt
-                by_count.setdefault(count, []).append((q, first))
+            groups = generate_requests(engine, [(problems[q].id, prompts[q], first, count)
+                                                for q, first, count in batch], cfg.sampling)
             rows: list[dict[str, Any]] = []
-            for count, items in by_count.items():
-                groups = engine.generate([problems[q].id for q, _ in items],
-                                         [prompts[q] for q, _ in items], cfg.sampling,
-                                         first_sample=[f for _, f in items], count=count)
-                for (q, _), group in zip(items, groups):
-                    rows += to_rows(group, problems[q])
+            for (q, _, _), group in zip(batch, groups):
+                rows += to_rows(group, problems[q])
             store.write_rollouts(store.shard_path(len(store.rollout_shards())), rows)
             tokens = sum(r["n_tokens"] for r in rows)
             new_rows += len(rows)
