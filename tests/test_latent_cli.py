@@ -72,3 +72,35 @@ def test_task_without_steps_exits_2(random_model_dir, tmp_path):
     proc = attractor("latent", "train", "--model", str(random_model_dir), "--task", str(data),
                      "--out", str(tmp_path / "x"), check=False)
     assert proc.returncode == 2 and "no CoT steps" in proc.stderr + proc.stdout
+
+
+def test_inspect_reads_thoughts_and_measures_flip_rates(checkpoint, random_model_dir, tmp_path):
+    attractor("latent", "inspect", str(checkpoint), "--model", str(random_model_dir), "--task",
+              "synthetic:prosqa:n=4,seed=2", "--limit", "4", "--sigma", "0.01,100",
+              "--out", str(tmp_path))
+    th = pd.read_parquet(tmp_path / "thoughts.parquet")
+    assert len(th) == 4 * 2 and set(th["thought"]) == {1, 2}
+    assert th["node"].notna().all() and th["top_tokens"].map(len).eq(5).all()
+    assert ((th["frontier_mass"] >= 0) & (th["frontier_mass"] <= 1 + 1e-6)).all()
+    rb = pd.read_parquet(tmp_path / "robustness.parquet")
+    assert len(rb) == 2 * 2 and rb["flip_rate"].between(0, 1).all()
+    assert (tmp_path / "flip_rate.png").stat().st_size > 1000
+
+
+def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):
+    import copy
+
+    import torch
+
+    from attractor.latent.config import LoopConfig
+    from attractor.latent.loop import LatentLoop
+
+    model, tok = random_model
+    loop = LatentLoop(copy.deepcopy(model).float().eval(), tok, LoopConfig(max_thoughts=3))
+    ids = [tok("Every wumpus is a rorpus. Is Tom a rorpus or lempus?\n")["input_ids"]]
+    with torch.no_grad():
+        clean = loop.think(ids).states
+        loop.perturbation = (1, 0.5, torch.Generator().manual_seed(0))
+        noisy = loop.think(ids).states
+    assert torch.allclose(clean[1], noisy[1])          # before the perturbed thought: unchanged
+    assert not torch.allclose(clean[2], noisy[2], atol=1e-3)  # the thought fed with noise moves

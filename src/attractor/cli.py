@@ -373,6 +373,71 @@ def latent_eval_cmd(
                          for r in df.itertuples(index=False)]))
 
 
+@latent_app.command("inspect")
+def latent_inspect_cmd(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory."),
+    task: str = typer.Option("prosqa", help="Task to read the thoughts on."),
+    model: str = typer.Option("tiny", help="Base model spec the checkpoint was trained on."),
+    limit: Optional[int] = typer.Option(100, help="Only the first Q questions."),
+    sigma: str = typer.Option("0.1,0.3,1.0", help="Relative noise scales for the flip rate."),
+    out: str = typer.Option(..., "--out", help="Directory for thoughts.parquet, robustness.parquet, flip_rate.png."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
+) -> None:
+    """Logit lens of every thought (graph node, path and frontier on ProsQA) and the answer flip
+    rate under Gaussian noise on each thought."""
+    from pathlib import Path
+
+    from attractor.latent.checkpoint import load_loop
+    from attractor.latent.inspect import flip_rates, thought_table
+    from attractor.models.load import load
+    from attractor.store.run_store import atomic_write_bytes
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+    from attractor.ui import console, table
+
+    try:
+        sigmas = [float(x) for x in sigma.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--sigma must be comma-separated numbers, got {sigma!r}") from None
+    if not sigmas or any(x <= 0 for x in sigmas):
+        raise ConfigError(f"--sigma values must be > 0, got {sigma!r}")
+    problems, _ = load_task(task, data_dir=data_dir, limit=limit)
+    base, tok = load(model, dtype="float32", device="cpu")
+    loop, _ = load_loop(Path(checkpoint), base, tok)
+    prompts = [prompt_ids(p, tok, True) for p in problems]
+    thoughts = thought_table(loop, problems, prompts)
+    robust = flip_rates(loop, problems, prompts, sigmas)
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dest / "thoughts.parquet", thoughts.to_parquet(index=False))
+    atomic_write_bytes(dest / "robustness.parquet", robust.to_parquet(index=False))
+    if "node" in thoughts:
+        per_t = thoughts.groupby("thought").agg(on_path=("on_path_at_t", "mean"),
+                                                frontier_mass=("frontier_mass", "mean"),
+                                                node_prob=("node_prob", "mean")).reset_index()
+        console.print(table("thoughts (logit lens)", list(per_t.columns),
+                            [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
+                             for r in per_t.itertuples(index=False)]))
+    console.print(table("answer flip rate under noise on one thought", list(robust.columns),
+                        [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
+                         for r in robust.itertuples(index=False)]))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for t, sub in robust.groupby("thought"):
+        ax.plot(sub["sigma"], sub["flip_rate"], marker="o", label=f"thought {t}")
+    ax.set_xscale("log")
+    ax.set_xlabel("relative noise scale sigma")
+    ax.set_ylabel("answer flip rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(dest / "flip_rate.png", dpi=120)
+    console.print(f"written: {dest}/thoughts.parquet, robustness.parquet, flip_rate.png")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors print one line and exit 2; other failures exit 1."""
     command = typer.main.get_command(app)

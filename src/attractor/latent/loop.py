@@ -64,6 +64,8 @@ class LatentLoop(nn.Module):
             if cfg.end_marker else []
         eos = tokenizer.eos_token_id
         self.stop_ids = {eos} if isinstance(eos, int) else set(eos or [])
+        # (thought index, relative scale, generator): Gaussian noise on that fed-back thought
+        self.perturbation: tuple[int, float, torch.Generator] | None = None
 
     # -- pieces ------------------------------------------------------------------------------
     @property
@@ -97,6 +99,10 @@ class LatentLoop(nn.Module):
             x = x * (target / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         if self.timestep is not None:
             x = self.timestep(x, t)
+        if self.perturbation is not None and self.perturbation[0] == t:
+            _, sigma, gen = self.perturbation
+            noise = torch.randn(x.shape, generator=gen, device="cpu").to(x.device, x.dtype)
+            x = x + sigma * x.norm(dim=-1, keepdim=True) * noise / x.shape[-1] ** 0.5
         return x
 
     # -- the loop ----------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""Looking inside continuous thoughts: the logit lens of each thought (its top tokens and, on
+ProsQA, the graph node it points at and whether that node lies t hops from the root along the
+path, or among the nodes t hops away: Coconut's breadth-first reading), and the answer flip rate
+under Gaussian noise on one thought (the latent-stability measure)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import torch
+
+from attractor.grading.extract import extract_answer
+from attractor.latent.loop import LatentLoop
+from attractor.tasks.prosqa import distances
+
+
+@torch.no_grad()
+def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int = 5
+                  ) -> pd.DataFrame:
+    """One row per (question, thought): top tokens of the logit lens and, for ProsQA problems
+    with their graph, the node with the highest lens probability among the graph's nodes."""
+    rows: list[dict[str, Any]] = []
+    for i in range(0, len(prompts), 32):
+        out = loop.generate(prompts[i:i + 32], max_new_tokens=1)
+        for p, states in zip(problems[i:i + 32], out.states):
+            lens = loop.logit_lens(states.to(loop.device))  # (T + 1, vocab)
+            node_ids = _node_token_ids(loop.tok, p)
+            reach = (distances(len(p.meta["idx_to_symbol"]), p.meta["edges"], p.meta["root"])
+                     if node_ids else None)
+            path = _path_nodes(p) if node_ids else None
+            for t in range(1, lens.shape[0]):
+                probs = lens[t].exp()
+                vals, idx = probs.topk(top)
+                row = {"question_id": p.id, "thought": t,
+                       "top_tokens": [loop.tok.decode([j]).strip() for j in idx.tolist()],
+                       "top_probs": [round(v, 4) for v in vals.tolist()]}
+                if node_ids:
+                    node_p = probs[[tid for _, tid in node_ids]]
+                    best = int(node_p.argmax())
+                    node = node_ids[best][0]
+                    row.update({"node": p.meta["idx_to_symbol"][node],
+                                "node_prob": float(node_p[best]),
+                                "node_hops_from_root": int(reach[node]),
+                                "on_path_at_t": bool(path is not None and t < len(path)
+                                                     and path[t] == node),
+                                "frontier_mass": float(sum(node_p[k] for k, (n, _) in
+                                                           enumerate(node_ids) if reach[n] == t))})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def flip_rates(loop: LatentLoop, problems, prompts: list[list[int]], sigmas: list[float],
+               seed: int = 0, max_new_tokens: int = 32) -> pd.DataFrame:
+    """Share of questions whose extracted answer changes when thought t gets Gaussian noise of
+    relative scale sigma, for every t < T and sigma."""
+    base = _answers(loop, problems, prompts, max_new_tokens)
+    rows = []
+    for t in range(loop.cfg.max_thoughts):
+        for sigma in sigmas:
+            loop.perturbation = (t, sigma, torch.Generator().manual_seed(seed))
+            try:
+                got = _answers(loop, problems, prompts, max_new_tokens)
+            finally:
+                loop.perturbation = None
+            flips = [a != b for a, b in zip(base, got)]
+            rows.append({"thought": t + 1, "sigma": sigma, "flip_rate": sum(flips) / len(flips),
+                         "n": len(flips)})
+    return pd.DataFrame(rows)
+
+
+def _answers(loop, problems, prompts, max_new_tokens) -> list[str | None]:
+    texts: list[str] = []
+    for i in range(0, len(prompts), 32):
+        texts += loop.generate(prompts[i:i + 32], max_new_tokens=max_new_tokens).texts
+    return [extract_answer(t, p.kind) for t, p in zip(texts, problems)]
+
+
+def _node_token_ids(tok, p) -> list[tuple[int, int]]:
+    """(node index, its one-token id) for the graph's nodes; empty without a graph or when a
+    node name is not one token."""
+    sym = (p.meta or {}).get("idx_to_symbol")
+    if not sym:
+        return []
+    out = []
+    for i, name in enumerate(sym):
+        ids = tok(" " + name, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            return []
+        out.append((i, ids[0]))
+    return out
+
+
+def _path_nodes(p) -> list[int] | None:
+    """Root, then the node each step reaches ("Every X is a Y." -> Y), from the problem's steps."""
+    sym = p.meta["idx_to_symbol"]
+    nodes = [p.meta["root"]]
+    for step in p.steps or []:
+        last = step.rstrip(".").split()[-1]
+        if last not in sym:
+            return None
+        nodes.append(sym.index(last))
+    return nodes
