@@ -62,9 +62,8 @@ class HFEngine:
                  window: int = 2048) -> list[list[Rollout]]:
         """Sample completions ``first_sample .. first_sample + count - 1`` (default: all
         ``cfg.samples``) of each prompt (``first_sample`` may differ per prompt), all prompts
-        in one batch; sample ``i`` uses seed
-        ``cfg.seed + i`` whatever the batch, so samples made in separate calls equal those of
-        one call.
+        in one batch; sample ``i`` uses seed ``cfg.seed + i`` whatever the batch, so samples
+        made in separate calls equal those of one call.
 
         ``cut_below`` (one threshold or None per prompt) is DeepConf's online early stop: a row
         stops, with ``finish_reason = "early_stop"``, at the first token where the mean token

@@ -16,6 +16,7 @@ from typing import Any
 
 from attractor.config import SamplingConfig
 from attractor.engines.base import Rollout
+from attractor.engines.hf import generate_requests
 from attractor.errors import ConfigError
 
 ROLLOUT_FIELDS = ("question_id", "sample_id", "seed", "prompt_token_ids", "completion_token_ids",
@@ -51,8 +52,6 @@ class _HFWorker:
         requests = contiguous_requests(list(batch["question_id"]), list(batch["sample_id"]))
         prompt_of = {q: list(p) for q, p in zip(batch["question_id"], batch["prompt_token_ids"])}
         out: dict[str, list] = {k: [] for k in ROLLOUT_FIELDS}
-        from attractor.engines.hf import generate_requests
-
         groups = generate_requests(self.engine, [(q, prompt_of[q], first, count)
                                                  for q, first, count in requests], cfg)
         for group in groups:

@@ -25,16 +25,15 @@ from attractor.latent.loop import LatentLoop
 
 
 def _correct(texts: list[str], problems) -> list[bool]:
-    return [extract_answer(t, p.kind) is not None
-            and extract_answer(t, p.kind) == extract_answer(p.gold, p.kind, gold=True)
-            for t, p in zip(texts, problems)]
+    got = [extract_answer(t, p.kind) for t, p in zip(texts, problems)]
+    return [a is not None and a == extract_answer(p.gold, p.kind, gold=True)
+            for a, p in zip(got, problems)]
 
 
 @torch.no_grad()
 def eval_cot(model, tok, problems, prompts, max_new_tokens: int, prefix: str = ""
              ) -> dict[str, Any]:
     """Greedy decoding after each prompt (plus ``prefix``), batched with left padding."""
-    tok.padding_side = "left"
     t0 = time.perf_counter()
     texts, passes = [], []
     extra = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []

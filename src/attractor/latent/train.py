@@ -13,7 +13,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,9 +73,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     torch.set_num_threads(cfg.threads)
     problems, source = load_task(cfg.task, data_dir=data_dir)
     check_steps(problems, cfg.task)
-    loop_cfg = preset(cfg.method, max_thoughts=cfg.stages * cfg.thoughts_per_step)
-    loop_cfg.halting, loop_cfg.epsilon = cfg.halting, cfg.epsilon
-    loop_cfg.__post_init__()
+    loop_cfg = replace(preset(cfg.method, max_thoughts=cfg.stages * cfg.thoughts_per_step),
+                       halting=cfg.halting, epsilon=cfg.epsilon)
     model, tok = load(cfg.model, dtype="float32", device="cpu")
     base_sha = describe(cfg.model, model, tok)["weights_sha256"]
     torch.manual_seed(cfg.seed)

@@ -113,12 +113,8 @@ def lookup_batch(step: int, k: int, cfg: "TinyTrainConfig",
         ids, labels = [], []
         if cfg.root_drill > 0 and rng.random() < cfg.root_drill:  # root drill, small context
             question, people = root_question(rng, text)
-            for who, is_root in people:
-                w = tok(" " + who, add_special_tokens=False)["input_ids"]
-                mark = tok(" ###" if is_root else " .", add_special_tokens=False)["input_ids"]
-                ids += w + mark
-                labels += [-100] * len(w) + mark
-            rows.append((tok(prompt_text(question) + ROOT_MARK)["input_ids"], ids, labels))
+            rows.append((tok(prompt_text(question) + ROOT_MARK)["input_ids"],
+                         *_labelled_people(tok, people)))
             continue
         prompt = tok(prompt_text(text) + DRILL_MARK)["input_ids"]
         for node, parent in pairs:
@@ -139,6 +135,19 @@ def _pad(rows, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels}
 
 
+def _labelled_people(tok: PreTrainedTokenizerFast, people: list[tuple[str, bool]]
+                     ) -> tuple[list[int], list[int]]:
+    """Ids and labels of a root drill: each person, then ' ###' if it is the person asked about
+    else ' .' (loss on the marks only)."""
+    ids, labels = [], []
+    for who, is_root in people:
+        w = tok(" " + who, add_special_tokens=False)["input_ids"]
+        mark = tok(" ###" if is_root else " .", add_special_tokens=False)["input_ids"]
+        ids += w + mark
+        labels += [-100] * len(w) + mark
+    return ids, labels
+
+
 def _root_drill_row(p, tok: PreTrainedTokenizerFast, rng: random.Random) -> tuple[list, list, list]:
     """The people of ``p``'s graph in random order, each labelled ' ###' when it is the person
     the question asks about and ' .' otherwise: the comparison that ends a backward chain."""
@@ -147,12 +156,7 @@ def _root_drill_row(p, tok: PreTrainedTokenizerFast, rng: random.Random) -> tupl
     people = [i for i in range(len(m["idx_to_symbol"])) if i not in has_parent]
     rng.shuffle(people)
     prompt = tok(prompt_text(p.question) + ROOT_MARK)["input_ids"]
-    ids, labels = [], []
-    for i in people:
-        who = tok(" " + m["idx_to_symbol"][i], add_special_tokens=False)["input_ids"]
-        mark = tok(" ###" if i == m["root"] else " .", add_special_tokens=False)["input_ids"]
-        ids += who + mark
-        labels += [-100] * len(who) + mark
+    ids, labels = _labelled_people(tok, [(m["idx_to_symbol"][i], i == m["root"]) for i in people])
     return prompt, ids + [tok.eos_token_id], labels + [tok.eos_token_id]
 
 

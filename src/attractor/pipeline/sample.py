@@ -107,9 +107,9 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
     budgeted = cfg.budget is not None
     todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
-    if budgeted and old.get("stages", {}).get("sample", {}).get("status") != "done":
-        todo = ["budget"]
-    if not todo:
+    complete = (old.get("stages", {}).get("sample", {}).get("status") == "done" if budgeted
+                else not todo)
+    if complete:
         log(f"{store.path}: run already complete ({len(problems)} questions x {n} samples); "
             "nothing to do")
         return {"status": "complete", "new_rollouts": 0, "questions": len(problems)}
@@ -127,8 +127,10 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
                                                                            None))},
             "grading": {"grader": grader_for(source.kind, cfg.grader), "extraction": EXTRACTION_DOC,
                         "math_verify": "verify(gold, pred), gold first, per-answer timeout 5 s"},
-            "logprobs": {"distribution": "sampling distribution (after temperature, top-k, top-p);"
-                         " model distribution at T=1 for greedy", "entropy_log_base": "e",
+            "logprobs": {"distribution": getattr(
+                             engine, "logprobs_distribution",
+                             "sampling distribution (after temperature, top-k, top-p); model "
+                             "distribution at T=1 for greedy"), "entropy_log_base": "e",
                          "entropy_unit": "nats"},
             "questions_per_shard": qps,
             **environment(),
@@ -141,27 +143,27 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     prompts = {p.id: prompt_ids(p, tok, cfg.chat_template) for p in problems}
     t0, new_tokens, new_rows = time.time(), 0, 0
     kind = grader_for(problems[0].kind, cfg.grader)
-    if budgeted:
-        from attractor.pipeline.sample_budget import run_budgeted
+    with MathVerifier(workers=2 if kind == "math" else 0) as verifier:
+        if budgeted:
+            from attractor.pipeline.sample_budget import run_budgeted
 
-        with MathVerifier(workers=2 if kind == "math" else 0) as verifier:
             new_rows, new_tokens = run_budgeted(
                 store, problems, [prompts[p.id] for p in problems], engine, cfg, max_batch_rows,
                 lambda group, p: rollout_rows(group, p, cfg, engine.name, verifier),
                 show_progress)
-        todo = []
-    with MathVerifier(workers=2 if kind == "math" else 0) as verifier, \
-            progress_bar(show_progress) as bar:
-        task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
-        for k, groups in _chunk_results(engine, chunks, todo, prompts, cfg, rule, verifier):
-            chunk = chunks[k]
-            rows: list[dict[str, Any]] = []
-            for p, group in zip(chunk, groups):
-                rows += rollout_rows(group, p, cfg, engine.name, verifier)
-            store.write_rollouts(store.shard_path(k), rows)
-            new_tokens += sum(r["n_tokens"] for r in rows)
-            new_rows += len(rows)
-            bar.update(task_id, advance=len(chunk) * n)
+        else:
+            with progress_bar(show_progress) as bar:
+                task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
+                for k, groups in _chunk_results(engine, chunks, todo, prompts, cfg, rule,
+                                                verifier):
+                    chunk = chunks[k]
+                    rows: list[dict[str, Any]] = []
+                    for p, group in zip(chunk, groups):
+                        rows += rollout_rows(group, p, cfg, engine.name, verifier)
+                    store.write_rollouts(store.shard_path(k), rows)
+                    new_tokens += sum(r["n_tokens"] for r in rows)
+                    new_rows += len(rows)
+                    bar.update(task_id, advance=len(chunk) * n)
     elapsed = time.time() - t0
     store.update_stage("sample", status="done", finished=now(),
                        n_rollouts=len(store.rollouts(["sample_id"])), elapsed_s=round(elapsed, 2))

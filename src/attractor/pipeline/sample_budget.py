@@ -33,6 +33,7 @@ def run_budgeted(store: RunStore, problems: list[Problem], prompts: list[list[in
     """Sample until the budget is spent; returns (new rollouts, new tokens)."""
     new_rows = new_tokens = 0
     states = states_from_store(store, problems)
+    index = {p.id: q for q, p in enumerate(problems)}
     with progress_bar(show_progress) as bar:
         task = bar.add_task(f"{cfg.allocate} allocation (tokens)", total=cfg.budget,
                             completed=min(cfg.budget, sum(s.tokens for s in states)))
@@ -50,7 +51,6 @@ def run_budgeted(store: RunStore, problems: list[Problem], prompts: list[list[in
             tokens = sum(r["n_tokens"] for r in rows)
             new_rows += len(rows)
             new_tokens += tokens
-            index = {p.id: q for q, p in enumerate(problems)}
             for r in rows:  # rows of a question come in sample order
                 st = states[index[r["question_id"]]]
                 st.classes.append(r["answer_class"])
