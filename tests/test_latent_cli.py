@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
+from attractor.models.tiny_recipe import QUESTION_RE
+from attractor.tasks.loaders import load_task
 from helpers import attractor
 
 TRAIN = ["--task", "synthetic:prosqa:n=8,seed=3", "--stages", "2", "--batch-size", "4"]
@@ -29,7 +31,7 @@ def test_train_writes_a_float16_safetensors_checkpoint(checkpoint, random_model_
     # rerunning the finished command resumes at its end and trains nothing more
     again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
                       "--out", str(checkpoint))
-    assert "resumed at stage 3" in again.stdout
+    assert "resumed at phase 3 of 3" in again.stdout
 
 
 def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
@@ -39,8 +41,28 @@ def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
     assert df["method"].tolist() == ["no-cot", "cot", "slr", "slr-adaptive"]
     for col in ("accuracy", "forward_passes", "wall_s", "iterations", "final_change"):
         assert col in df.columns
+    assert df["checkpoint"].tolist() == ["base", "base", str(checkpoint), str(checkpoint)]
     slr = df.set_index("method").loc["slr"]
     assert slr["iterations"] == 2 and slr["forward_passes"] >= 1 + 2 + 1
+
+
+def test_baselines_train_on_the_same_data_and_a_loop_starts_from_cot(random_model_dir, tmp_path):
+    cot, nocot, slr = tmp_path / "cot", tmp_path / "no-cot", tmp_path / "slr"
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--method", "cot",
+              "--out", str(cot))
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--method", "no-cot",
+              "--out", str(nocot))
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--init", str(cot),
+              "--first-stage", "1", "--out", str(slr))
+    steps = {d.name: json.loads((d / "loop.json").read_text())["train"]["steps"]
+             for d in (cot, nocot, slr)}
+    assert steps == {"cot": 2, "no-cot": 2, "slr": 4}  # stage 0 / direct / stages 1-2
+    assert json.loads((slr / "loop.json").read_text())["init_method"] == "cot"
+    attractor("latent", "eval", str(nocot), str(cot), str(slr), "--model", str(random_model_dir),
+              "--task", "synthetic:prosqa:n=3,seed=1", "--out", str(tmp_path))
+    df = pd.read_parquet(tmp_path / "latent_eval.parquet").set_index("method")
+    assert df.loc["cot", "checkpoint"] == str(cot) and df.loc["no-cot", "checkpoint"] == str(nocot)
+    assert list(df.index) == ["no-cot", "cot", "slr", "slr-adaptive"]
 
 
 def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
@@ -59,7 +81,8 @@ def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
     assert proc.returncode == 2 and "another base model" in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("args", [["--stages", "0"], ["--epsilon", "0"], ["--halting", "never"]])
+@pytest.mark.parametrize("args", [["--stages", "0"], ["--epsilon", "0"], ["--halting", "never"],
+                                  ["--first-stage", "9"], ["--cot-format", "x"]])
 def test_bad_training_options_exit_2(random_model_dir, tmp_path, args):
     proc = attractor("latent", "train", "--model", str(random_model_dir), "--task",
                      "synthetic:prosqa:n=2", "--out", str(tmp_path / "x"), *args, check=False)
@@ -79,12 +102,21 @@ def test_inspect_reads_thoughts_and_measures_flip_rates(checkpoint, random_model
               "synthetic:prosqa:n=4,seed=2", "--limit", "4", "--sigma", "0.01,100",
               "--out", str(tmp_path))
     th = pd.read_parquet(tmp_path / "thoughts.parquet")
-    assert len(th) == 4 * 2 and set(th["thought"]) == {1, 2}
+    assert len(th) == 4 * 3 and set(th["thought"]) == {0, 1, 2}
     assert th["node"].notna().all() and th["top_tokens"].map(len).eq(5).all()
+    # thought 0 (the state after the question) names the first option exactly when it is the
+    # node 0 hops above it
+    problems, _ = load_task("synthetic:prosqa:n=4,seed=2")
+    first = {p.id: QUESTION_RE.search(p.question).group(2) for p in problems}
+    t0 = th[th["thought"] == 0]
+    assert (t0["on_chain_at_t"] == (t0["node"] == t0["question_id"].map(first))).all()
     assert ((th["frontier_mass"] >= 0) & (th["frontier_mass"] <= 1 + 1e-6)).all()
     rb = pd.read_parquet(tmp_path / "robustness.parquet")
     assert len(rb) == 2 * 2 and rb["flip_rate"].between(0, 1).all()
     assert (tmp_path / "flip_rate.png").stat().st_size > 1000
+    assert (tmp_path / "lens.png").stat().st_size > 1000
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("<img") == 2 and "Top tokens of each thought" in page
 
 
 def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):

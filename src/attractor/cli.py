@@ -302,16 +302,18 @@ def demo_cmd(
 latent_app = typer.Typer(no_args_is_help=True,
                          help="Stable Latent Reasoning: train and evaluate continuous-thought loops.")
 app.add_typer(latent_app, name="latent")
-RELEASED = "latent/released"
 
 
 @latent_app.command("train")
 def latent_train_cmd(
     task: str = typer.Option("synthetic:prosqa:n=2000,seed=11", help="Training task with CoT steps (never a test split)."),
     model: str = typer.Option("tiny", help="Base model spec."),
-    method: str = typer.Option("slr", help="coconut, slr, slr-minus-timestep|lora|residual|norm."),
+    method: str = typer.Option("slr", help="coconut, slr, slr-minus-timestep|lora|residual|norm, or the baselines cot, no-cot."),
     out: str = typer.Option(..., "--out", help="Checkpoint directory (resumed if it exists)."),
+    init: Optional[str] = typer.Option(None, help="Start from this checkpoint's weights (e.g. a cot checkpoint)."),
+    cot_format: str = typer.Option("task", help="CoT steps: the task's (task) or the tiny model's ProsQA backward proof (backward-proof)."),
     stages: int = typer.Option(6, help="Latent stages; the last makes every step latent."),
+    first_stage: int = typer.Option(0, help="First stage (1 skips the CoT stage when the base already writes this CoT)."),
     thoughts_per_step: int = typer.Option(1, help="c: thoughts replacing one CoT step."),
     epochs_per_stage: int = typer.Option(1, help="Passes over the data per stage."),
     mix: float = typer.Option(0.0, help="Chance of training an example at an earlier stage."),
@@ -320,16 +322,18 @@ def latent_train_cmd(
     halting: str = typer.Option("fixed", help="fixed, state or kl."),
     epsilon: float = typer.Option(1e-2, help="Halting threshold (> 0)."),
     seed: int = typer.Option(0, help="Seed of the data order."),
+    threads: int = typer.Option(2, help="torch CPU threads."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
     """Train a latent loop with the Coconut curriculum (resumable: run it again to resume)."""
     from attractor.latent.train import LatentTrainConfig, train_latent
     from attractor.ui import console
 
-    cfg = LatentTrainConfig(task=task, model=model, method=method, out=out, stages=stages,
+    cfg = LatentTrainConfig(task=task, model=model, method=method, out=out, init=init,
+                            cot_format=cot_format, first_stage=first_stage, stages=stages,
                             thoughts_per_step=thoughts_per_step, epochs_per_stage=epochs_per_stage,
                             mix=mix, batch_size=batch_size, lr=lr, halting=halting, epsilon=epsilon,
-                            seed=seed)
+                            seed=seed, threads=threads)
     res = train_latent(cfg, log=console.print, data_dir=data_dir)
     console.print(f"checkpoint: {res['out']} ({res['steps']} steps, final loss {res['final_loss']:.3f})")
 
@@ -354,23 +358,20 @@ def latent_eval_cmd(
 
     if epsilon <= 0:
         raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
-    if not checkpoints:
-        released = Path(__file__).parent / RELEASED
-        checkpoints = sorted(str(p) for p in released.glob("*") if (p / "loop.json").exists())
-        if not checkpoints:
-            raise UserError(f"no released latent checkpoints in {released}; name checkpoint "
-                            "directories (made by 'attractor latent train')")
-    frames = [evaluate(t, [Path(c) for c in checkpoints], model_spec=model, limit=limit,
-                       data_dir=data_dir, epsilon=epsilon) for t in task]
+    frames = [evaluate(t, [Path(c) for c in checkpoints] if checkpoints else None,
+                       model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon)
+              for t in task]
     df = pd.concat(frames, ignore_index=True)
     if out:
         from attractor.store.run_store import atomic_write_bytes
 
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(Path(out) / "latent_eval.parquet", df.to_parquet(index=False))
-    console.print(table("latent eval", list(df.columns),
-                        [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
-                         for r in df.itertuples(index=False)]))
+    cols = ["method", "n", "accuracy", "forward_passes", "wall_s", "iterations", "final_change"]
+    for name, sub in df.groupby("task", sort=False):
+        console.print(table(f"latent eval: {name}", cols,
+                            [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
+                             for r in sub[cols].itertuples(index=False)]))
 
 
 @latent_app.command("inspect")
@@ -380,7 +381,7 @@ def latent_inspect_cmd(
     model: str = typer.Option("tiny", help="Base model spec the checkpoint was trained on."),
     limit: Optional[int] = typer.Option(100, help="Only the first Q questions."),
     sigma: str = typer.Option("0.1,0.3,1.0", help="Relative noise scales for the flip rate."),
-    out: str = typer.Option(..., "--out", help="Directory for thoughts.parquet, robustness.parquet, flip_rate.png."),
+    out: str = typer.Option(..., "--out", help="Directory for thoughts.parquet, robustness.parquet, figures and index.html."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
     """Logit lens of every thought (graph node, path and frontier on ProsQA) and the answer flip
@@ -389,6 +390,7 @@ def latent_inspect_cmd(
 
     from attractor.latent.checkpoint import load_loop
     from attractor.latent.inspect import flip_rates, thought_table
+    from attractor.report.latent import per_thought, write_latent_report
     from attractor.models.load import load
     from attractor.store.run_store import atomic_write_bytes
     from attractor.tasks.loaders import load_task
@@ -412,30 +414,15 @@ def latent_inspect_cmd(
     atomic_write_bytes(dest / "thoughts.parquet", thoughts.to_parquet(index=False))
     atomic_write_bytes(dest / "robustness.parquet", robust.to_parquet(index=False))
     if "node" in thoughts:
-        per_t = thoughts.groupby("thought").agg(on_path=("on_path_at_t", "mean"),
-                                                frontier_mass=("frontier_mass", "mean"),
-                                                node_prob=("node_prob", "mean")).reset_index()
+        per_t = per_thought(thoughts)
         console.print(table("thoughts (logit lens)", list(per_t.columns),
                             [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
                              for r in per_t.itertuples(index=False)]))
     console.print(table("answer flip rate under noise on one thought", list(robust.columns),
                         [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
                          for r in robust.itertuples(index=False)]))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for t, sub in robust.groupby("thought"):
-        ax.plot(sub["sigma"], sub["flip_rate"], marker="o", label=f"thought {t}")
-    ax.set_xscale("log")
-    ax.set_xlabel("relative noise scale sigma")
-    ax.set_ylabel("answer flip rate")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(dest / "flip_rate.png", dpi=120)
-    console.print(f"written: {dest}/thoughts.parquet, robustness.parquet, flip_rate.png")
+    page = write_latent_report(dest, f"latent thoughts: {checkpoint} on {task}", thoughts, robust)
+    console.print(f"written: {dest}/thoughts.parquet, robustness.parquet, figures; report {page}")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -47,6 +47,41 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise UserError(f"{f}: not valid JSON ({e.msg}, line {e.lineno})") from None
 
 
+def check_base(path: Path, model, meta: dict[str, Any]) -> None:
+    """Refuse a checkpoint trained on a base model of another shape (one line naming the
+    fields that differ)."""
+    got, want = fingerprint(model), meta.get("base_fingerprint", {})
+    if got != want:
+        diff = ", ".join(f"{k}={want.get(k)} (model has {got.get(k)})" for k in FINGERPRINT_KEYS
+                         if got.get(k) != want.get(k))
+        raise UserError(f"{path}: checkpoint was trained on another base model: {diff}")
+
+
+def load_base_weights(path: Path, model) -> dict[str, Any]:
+    """Copy a checkpoint's fine-tuned base weights (not its stabilisers) into ``model``: a
+    curriculum starts from a ``cot`` checkpoint this way. Returns the checkpoint's meta."""
+    meta = read_meta(path)
+    check_base(path, model, meta)
+    state = {k[len("base."):]: v.float() for k, v in
+             load_file(Path(path) / "model.safetensors").items() if k.startswith("base.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.endswith("lm_head.weight")]
+    if bad or unexpected:
+        raise UserError(f"{path}: weights do not fit the model ({bad[:2]} missing, "
+                        f"{unexpected[:2]} unexpected)")
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return meta
+
+
+RELEASED = Path(__file__).parent / "released"
+
+
+def released_checkpoints(kind: str) -> list[Path]:
+    """The checkpoints shipped for a task kind (``released/<kind>/<method>/``)."""
+    return sorted(p.parent for p in (RELEASED / kind).glob("*/loop.json"))
+
+
 def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[LatentLoop, dict]:
     """Rebuild a checkpoint's loop on its base model (``model``/``tok`` if given, else the base
     it names), refusing a base of another shape."""
@@ -55,11 +90,7 @@ def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[La
     meta = read_meta(path)
     if model is None:
         model, tok = load(meta["base_model"], dtype="float32", device=device)
-    got, want = fingerprint(model), meta.get("base_fingerprint", {})
-    if got != want:
-        diff = ", ".join(f"{k}={want.get(k)} (model has {got.get(k)})" for k in FINGERPRINT_KEYS
-                         if got.get(k) != want.get(k))
-        raise UserError(f"{path}: checkpoint was trained on another base model: {diff}")
+    check_base(path, model, meta)
     loop = LatentLoop(model, tok, LoopConfig.from_dict(meta["loop"]))
     state = {k: v.float() for k, v in load_file(Path(path) / "model.safetensors").items()}
     missing, unexpected = loop.load_state_dict(state, strict=False)

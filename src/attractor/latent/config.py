@@ -34,7 +34,9 @@ class LoopConfig:
                        "none")
     residual_alpha: float = _h("Loop residual weight alpha.", 0.5)
     norm_match: bool = _h("Rescale fed-back states to the mean token-embedding norm.", False)
-    end_marker: str = _h("Text fed after the thoughts, before the answer is decoded.", " ###")
+    end_marker: str = _h("Text fed after the thoughts before decoding (Coconut's <eot>); empty: "
+                         "the text simply continues after the thoughts, as they replace the "
+                         "first CoT steps.", "")
 
     def __post_init__(self) -> None:
         if self.max_thoughts < 1:
@@ -69,9 +71,12 @@ class LoopConfig:
 
 # The stabiliser presets the evaluation table compares (``method`` names).
 def preset(method: str, max_thoughts: int = 6) -> LoopConfig:
-    """``coconut`` (the bare loop), ``slr`` (every stabiliser) and ``slr-minus-<name>``."""
+    """``coconut`` (the bare loop), ``slr`` (every stabiliser) and ``slr-minus-<name>``; the
+    ``cot`` and ``no-cot`` baselines are plain models (a loop that never thinks)."""
     full = dict(max_thoughts=max_thoughts, timestep="sinusoidal", lora_rank=4, residual="h0",
                 norm_match=True)
+    if method in ("cot", "no-cot"):
+        return LoopConfig(max_thoughts=1)
     if method == "coconut":
         return LoopConfig(max_thoughts=max_thoughts)
     if method == "slr":
@@ -80,5 +85,5 @@ def preset(method: str, max_thoughts: int = 6) -> LoopConfig:
             "slr-minus-residual": {"residual": "none"}, "slr-minus-norm": {"norm_match": False}}
     if method in drop:
         return LoopConfig(**{**full, **drop[method]})
-    raise ConfigError(f"unknown loop method {method!r}; expected coconut, slr or "
+    raise ConfigError(f"unknown loop method {method!r}; expected cot, no-cot, coconut, slr or "
                       + ", ".join(drop))

@@ -1,15 +1,28 @@
 """The Coconut curriculum: at stage k the first k CoT steps of an example are replaced by
-k * c continuous thoughts; at the last stage every step is latent. The model is then trained on
-the remaining steps and the answer (``steps ... ### answer``)."""
+k * c continuous thoughts; at the last stage every step is latent and the example gets the full
+T = stages * c thoughts (the count the loop runs at inference). The model is trained on the
+text after the thoughts: the remaining steps and the answer (``steps ... ### answer``).
+
+Two baselines train on the same data (Coconut's table has both): ``cot`` (stage 0 only: the
+model fine-tuned on the full chain of thought) and ``no-cot`` (the answer right after the
+question, no thoughts).
+
+The steps are the task's own (``cot_format="task"``) or, on ProsQA, the backward proof the
+embedded tiny model writes (``"backward-proof"``: one node name per step), so a curriculum that
+starts from that model starts from the chain it already knows.
+"""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
-from attractor.errors import DataError
+from attractor.errors import ConfigError, DataError
 from attractor.tasks.problem import Problem
 
 ANSWER_MARK = "###"
+COT_FORMATS = ("task", "backward-proof")
+BASELINES = ("cot", "no-cot")
+DIRECT = -1  # the no-cot "stage": no thoughts, no steps
 
 
 @dataclass
@@ -29,10 +42,24 @@ def check_steps(problems: list[Problem], source: str) -> None:
                         f"steps (first: {missing[0]}); latent training needs a task with steps")
 
 
-def target_text(p: Problem, k: int, final_stage: bool) -> str:
-    """The text after the thoughts at stage ``k``: remaining steps, ``###``, the answer."""
-    rest = [] if final_stage else list(p.steps[k:])
-    return " " + " ".join(rest + [ANSWER_MARK, p.gold])
+def cot_steps(problems: list[Problem], cot_format: str, seed: int) -> list[list[str]]:
+    """The CoT steps the curriculum replaces, per problem."""
+    if cot_format == "task":
+        return [list(p.steps) for p in problems]
+    if cot_format != "backward-proof":
+        raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
+                          f"got {cot_format!r}")
+    from attractor.models.tiny_recipe import backward_proof
+
+    bad = [p.id for p in problems if not {"edges", "root", "target"} <= set(p.meta or {})]
+    if bad:
+        raise DataError(f"--cot-format backward-proof needs ProsQA graphs; {bad[0]} has none")
+    return [backward_proof(p, random.Random(f"{seed}:{p.id}")) for p in problems]
+
+
+def target_text(steps: list[str], gold: str, k: int) -> str:
+    """The text after the thoughts once the first ``k`` steps are latent."""
+    return " " + " ".join(list(steps[k:]) + [ANSWER_MARK, gold])
 
 
 def stage_of(stage: int, mix: float, rng: random.Random) -> int:
@@ -43,13 +70,17 @@ def stage_of(stage: int, mix: float, rng: random.Random) -> int:
     return stage
 
 
-def build_example(p: Problem, prompt: list[int], tok, stage: int, stages: int, per_step: int
-                  ) -> Example:
-    """The example of ``p`` at ``stage`` (0 = plain CoT) with ``per_step`` thoughts per step."""
-    k = min(stage, len(p.steps))
-    final = stage >= stages
-    if final:
-        k = len(p.steps)
-    target = tok(target_text(p, k, final), add_special_tokens=False)["input_ids"]
+def build_example(steps: list[str], gold: str, prompt: list[int], tok, stage: int, stages: int,
+                  per_step: int) -> Example:
+    """The example at ``stage`` (0 = plain CoT, ``DIRECT`` = answer only) with ``per_step``
+    thoughts per replaced step; the last stage gets all ``stages * per_step`` thoughts."""
+    if stage == DIRECT:
+        k, thoughts = len(steps), 0
+    elif stage >= stages:
+        k, thoughts = len(steps), stages * per_step
+    else:
+        k = min(stage, len(steps))
+        thoughts = k * per_step
+    target = tok(target_text(steps, gold, k), add_special_tokens=False)["input_ids"]
     eos = tok.eos_token_id
-    return Example(prompt, k * per_step, target + ([eos] if isinstance(eos, int) else []))
+    return Example(prompt, thoughts, target + ([eos] if isinstance(eos, int) else []))

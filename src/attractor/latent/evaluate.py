@@ -1,11 +1,12 @@
 """``attractor latent eval``: accuracy, forward passes, wall time, iterations and final state
 change of No-CoT, CoT and latent-loop checkpoints on a task, as one Parquet table.
 
-- ``no-cot``: the base model answers right after the question (``###`` is fed, the answer
-  decoded greedily).
-- ``cot``: the base model's own greedy chain of thought (forward passes = tokens generated).
-- every checkpoint: its loop (its own halting), and with ``--adaptive`` also state-halting
+- ``no-cot`` and ``cot``: a trained baseline checkpoint of that method when one is given
+  (greedy decoding of its fine-tuned model), else the base model (no-cot: ``###`` is fed right
+  after the question; cot: its own greedy chain of thought).
+- every loop checkpoint: its loop (its own halting), and with ``adaptive`` also state-halting
   (``<method>-adaptive``).
+The ``checkpoint`` column names where each row's weights came from (``base`` or a directory).
 Forward passes count every model call per question: prefill, thoughts, marker, decoding steps.
 """
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
-from attractor.latent.checkpoint import load_loop
-from attractor.latent.curriculum import ANSWER_MARK
+from attractor.latent.checkpoint import load_loop, read_meta, released_checkpoints
+from attractor.latent.curriculum import ANSWER_MARK, BASELINES
 from attractor.latent.loop import LatentLoop
 
 
@@ -72,34 +74,51 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int) -> dict[str, Any]:
             "final_change": float(pd.Series(change).mean())}
 
 
-def evaluate(task: str, checkpoints: list[Path], model_spec: str = "tiny", limit: int | None = None,
-             data_dir: str | None = None, adaptive: bool = True, epsilon: float = 1e-2,
-             max_new_tokens: int = 48) -> pd.DataFrame:
-    """One row per method on ``task``."""
+def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
+             limit: int | None = None, data_dir: str | None = None, adaptive: bool = True,
+             epsilon: float = 1e-2, max_new_tokens: int = 96) -> pd.DataFrame:
+    """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
+    kind (ProsQA or ProntoQA)."""
     from attractor.models.load import load
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
 
     problems, _ = load_task(task, data_dir=data_dir, limit=limit)
+    if checkpoints is None:
+        checkpoints = released_checkpoints(problems[0].kind)
+        if not checkpoints:
+            raise UserError(f"{task}: no released latent checkpoints for {problems[0].kind} "
+                            "tasks; name checkpoint directories (made by 'attractor latent "
+                            "train')")
     model, tok = load(model_spec, dtype="float32", device="cpu")
     prompts = [prompt_ids(p, tok, True) for p in problems]
     rows = []
 
-    def add(method: str, res: dict[str, Any]) -> None:
+    def add(method: str, source: str, res: dict[str, Any]) -> None:
         ok = _correct(res["texts"], problems)
         rows.append({"task": task, "method": method, "n": len(problems),
                      "accuracy": sum(ok) / len(ok),
                      "forward_passes": sum(res["forward_passes"]) / len(ok),
                      "wall_s": res["wall_s"], "iterations": res["iterations"],
-                     "final_change": res["final_change"]})
+                     "final_change": res["final_change"], "checkpoint": source})
 
-    add("no-cot", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix=" " + ANSWER_MARK))
-    add("cot", eval_cot(model, tok, problems, prompts, max_new_tokens))
+    trained = {read_meta(ck)["method"]: ck for ck in checkpoints}
+    for method in BASELINES[::-1]:  # no-cot, then cot
+        if method in trained:
+            base, btok = load(model_spec, dtype="float32", device="cpu")
+            loop, _ = load_loop(trained[method], base, btok)
+            add(method, str(trained[method]),
+                eval_cot(loop.base, btok, problems, prompts, max_new_tokens))
+        else:
+            prefix = " " + ANSWER_MARK if method == "no-cot" else ""
+            add(method, "base", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix))
     for ck in checkpoints:
+        if read_meta(ck)["method"] in BASELINES:
+            continue
         base, btok = load(model_spec, dtype="float32", device="cpu")
         loop, meta = load_loop(ck, base, btok)
-        add(meta["method"], eval_loop(loop, prompts, max_new_tokens))
+        add(meta["method"], str(ck), eval_loop(loop, prompts, max_new_tokens))
         if adaptive and loop.cfg.halting == "fixed":
             loop.cfg = replace(loop.cfg, halting="state", epsilon=epsilon)
-            add(meta["method"] + "-adaptive", eval_loop(loop, prompts, max_new_tokens))
+            add(meta["method"] + "-adaptive", str(ck), eval_loop(loop, prompts, max_new_tokens))
     return pd.DataFrame(rows)

@@ -1,7 +1,11 @@
 """Looking inside continuous thoughts: the logit lens of each thought (its top tokens and, on
 ProsQA, the graph node it points at and whether that node lies t hops from the root along the
-path, or among the nodes t hops away: Coconut's breadth-first reading), and the answer flip rate
-under Gaussian noise on one thought (the latent-stability measure)."""
+path, or among the nodes t hops away: Coconut's breadth-first reading, or t hops above the
+question's first option: the backward proof the tiny model's curriculum replaces), and the
+answer flip rate under Gaussian noise on one thought (the latent-stability measure).
+
+Thought t's row reads the state h_t that thought t produced (and that is fed back as thought
+t + 1); thought 0 is the state after the question."""
 from __future__ import annotations
 
 from typing import Any
@@ -28,7 +32,8 @@ def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int
             reach = (distances(len(p.meta["idx_to_symbol"]), p.meta["edges"], p.meta["root"])
                      if node_ids else None)
             path = _path_nodes(p) if node_ids else None
-            for t in range(1, lens.shape[0]):
+            above = _above_first_option(p) if node_ids else None
+            for t in range(lens.shape[0]):
                 probs = lens[t].exp()
                 vals, idx = probs.topk(top)
                 row = {"question_id": p.id, "thought": t,
@@ -43,6 +48,7 @@ def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int
                                 "node_hops_from_root": int(reach[node]),
                                 "on_path_at_t": bool(path is not None and t < len(path)
                                                      and path[t] == node),
+                                "on_chain_at_t": bool(above is not None and above[node] == t),
                                 "frontier_mass": float(sum(node_p[k] for k, (n, _) in
                                                            enumerate(node_ids) if reach[n] == t))})
                 rows.append(row)
@@ -89,6 +95,18 @@ def _node_token_ids(tok, p) -> list[tuple[int, int]]:
             return []
         out.append((i, ids[0]))
     return out
+
+
+def _above_first_option(p) -> list[int] | None:
+    """Hops from the question's first option up to each node (-1: not an ancestor)."""
+    from attractor.models.tiny_recipe import QUESTION_RE
+
+    m = QUESTION_RE.search(p.question)
+    sym = p.meta["idx_to_symbol"]
+    if m is None or m.group(2) not in sym:
+        return None
+    reverse = [[b, a] for a, b in p.meta["edges"]]
+    return distances(len(sym), reverse, sym.index(m.group(2)))
 
 
 def _path_nodes(p) -> list[int] | None:

@@ -3,8 +3,11 @@
 Stage 0 trains on the full CoT; stage k replaces the first k steps with k * c thoughts; the last
 stage makes every step latent. Each stage runs ``epochs_per_stage`` passes over the training
 questions in a seeded order, and the optimiser is reset at each stage switch (as Coconut does).
-The base model and the stabilisers train together. A checkpoint (model, optimiser, position in
-the curriculum) is written every ``ckpt_every`` steps as safetensors; running the same command
+The base model and the stabilisers train together. ``--first-stage 1`` skips stage 0 when the
+base already writes this chain of thought (the tiny model on ProsQA with ``--cot-format
+backward-proof``, or a model started ``--init`` from a ``cot`` checkpoint). The baselines train
+on the same data: ``--method cot`` runs stage 0 only, ``--method no-cot`` the answer alone.
+A checkpoint (model, optimiser, position in the curriculum) is written every ``ckpt_every`` steps as safetensors; running the same command
 again resumes from it.
 """
 from __future__ import annotations
@@ -21,9 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from attractor.errors import ConfigError, UserError
-from attractor.latent.checkpoint import save_loop
+from attractor.latent.checkpoint import load_base_weights, save_loop
 from attractor.latent.config import preset
-from attractor.latent.curriculum import build_example, check_steps, stage_of
+from attractor.latent.curriculum import (COT_FORMATS, DIRECT, build_example, check_steps,
+                                         cot_steps, stage_of)
 from attractor.latent.loop import LatentLoop
 
 
@@ -34,7 +38,14 @@ class LatentTrainConfig:
     task: str = field(default="synthetic:prosqa:n=2000,seed=11",
                       metadata={"help": "Training task (with CoT steps; never a test split)."})
     model: str = field(default="tiny", metadata={"help": "Base model spec."})
-    method: str = field(default="slr", metadata={"help": "coconut, slr or slr-minus-<name>."})
+    method: str = field(default="slr", metadata={"help": "coconut, slr, slr-minus-<name>, or "
+                                                         "the baselines cot and no-cot."})
+    init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
+                                                             "weights (e.g. a cot checkpoint)."})
+    cot_format: str = field(default="task", metadata={"help": "Steps: the task's (task) or the "
+                                                              "tiny model's ProsQA backward proof."})
+    first_stage: int = field(default=0, metadata={"help": "First curriculum stage (1 skips the "
+                                                          "CoT stage)."})
     out: str = field(default="train-out/latent", metadata={"help": "Checkpoint directory."})
     stages: int = field(default=6, metadata={"help": "Latent stages (the last: all latent)."})
     thoughts_per_step: int = field(default=1, metadata={"help": "c: thoughts per CoT step."})
@@ -54,6 +65,19 @@ class LatentTrainConfig:
             raise ConfigError("--stages, --thoughts-per-step and --epochs-per-stage must be >= 1")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.mix < 1:
             raise ConfigError("--batch-size >= 1, --lr > 0 and --mix in [0, 1) are required")
+        if not 0 <= self.first_stage <= self.stages:
+            raise ConfigError(f"--first-stage must be in 0..{self.stages}, got {self.first_stage}")
+        if self.cot_format not in COT_FORMATS:
+            raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
+                              f"got {self.cot_format!r}")
+
+    def schedule(self) -> list[int]:
+        """The stages this run trains, in order (``DIRECT`` = the no-cot baseline)."""
+        if self.method == "cot":
+            return [0]
+        if self.method == "no-cot":
+            return [DIRECT]
+        return list(range(self.first_stage, self.stages + 1))
 
 
 def _order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
@@ -73,26 +97,30 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     torch.set_num_threads(cfg.threads)
     problems, source = load_task(cfg.task, data_dir=data_dir)
     check_steps(problems, cfg.task)
+    steps = cot_steps(problems, cfg.cot_format, cfg.seed)
     loop_cfg = replace(preset(cfg.method, max_thoughts=cfg.stages * cfg.thoughts_per_step),
                        halting=cfg.halting, epsilon=cfg.epsilon)
     model, tok = load(cfg.model, dtype="float32", device="cpu")
     base_sha = describe(cfg.model, model, tok)["weights_sha256"]
+    init_meta = load_base_weights(Path(cfg.init), model) if cfg.init else None
     torch.manual_seed(cfg.seed)
     loop = LatentLoop(model, tok, loop_cfg)
     loop.train()
     out = Path(cfg.out)
     state_dir = out / "train-state"
-    pos = {"stage": 0, "epoch": 0, "batch": 0, "step": 0}
+    plan = cfg.schedule()
+    pos = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
     if (state_dir / "state.json").exists():
         saved = json.loads((state_dir / "state.json").read_text())
         if saved["config"] != asdict(cfg):
             raise UserError(f"{out}: holds a run of another configuration; use another --out")
         loop.load_state_dict(load_file(state_dir / "model.safetensors"), strict=False)
         pos = saved["pos"]
-        log(f"resumed at stage {pos['stage']}, epoch {pos['epoch']}, batch {pos['batch']}")
+        log(f"resumed at phase {pos['phase']} of {len(plan)}, epoch {pos['epoch']}, "
+            f"batch {pos['batch']}")
     prompts = [prompt_ids(p, tok, True) for p in problems]
     n_batches = -(-len(problems) // cfg.batch_size)
-    total = (cfg.stages + 1) * cfg.epochs_per_stage * n_batches
+    total = len(plan) * cfg.epochs_per_stage * n_batches
     opt = _optimiser(loop, cfg)
     if (state_dir / "optimizer.safetensors").exists():
         _load_opt(opt, loop, state_dir)
@@ -100,13 +128,14 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     t0 = time.time()
     with progress_bar(True) as bar:
         task = bar.add_task(f"latent train ({cfg.method})", total=total, completed=pos["step"])
-        while pos["stage"] <= cfg.stages:
-            order = _order(len(problems), cfg.seed, pos["stage"], pos["epoch"])
+        while pos["phase"] < len(plan):
+            stage = plan[pos["phase"]]
+            order = _order(len(problems), cfg.seed, stage, pos["epoch"])
             while pos["batch"] < n_batches:
                 idx = order[pos["batch"] * cfg.batch_size:(pos["batch"] + 1) * cfg.batch_size]
                 rng = random.Random(f"mix:{cfg.seed}:{pos['step']}")
-                exs = [build_example(problems[i], prompts[i], tok,
-                                     stage_of(pos["stage"], cfg.mix, rng), cfg.stages,
+                exs = [build_example(steps[i], problems[i].gold, prompts[i], tok,
+                                     stage_of(stage, cfg.mix, rng), cfg.stages,
                                      cfg.thoughts_per_step) for i in idx]
                 loss = loop.loss([e.prompt for e in exs], [e.thoughts for e in exs],
                                  [e.target for e in exs])
@@ -117,7 +146,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 losses.append(loss.item())
                 pos["batch"] += 1
                 pos["step"] += 1
-                bar.update(task, advance=1, description=f"stage {pos['stage']} loss "
+                bar.update(task, advance=1, description=f"stage {stage} loss "
                                                         f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 if pos["step"] % cfg.ckpt_every == 0:
                     _save_state(loop, opt, state_dir, cfg, pos)
@@ -125,10 +154,11 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
             pos["epoch"] += 1
             if pos["epoch"] >= cfg.epochs_per_stage:
                 pos["epoch"] = 0
-                pos["stage"] += 1
+                pos["phase"] += 1
                 opt = _optimiser(loop, cfg)  # Coconut resets the optimiser at each stage
             _save_state(loop, opt, state_dir, cfg, pos)
     meta = {"method": cfg.method, "base_model": cfg.model, "base_weights_sha256": base_sha,
+            "init_method": init_meta["method"] if init_meta else None,
             "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
                       "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
                       "train_s": round(time.time() - t0, 1)}}

@@ -29,7 +29,7 @@ from attractor.tasks.prosqa import distances
 ARCH = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=4, max_position_embeddings=1024, rope_theta=10000.0,
             tie_word_embeddings=True, rms_norm_eps=1e-6)
-_Q_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
+QUESTION_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
 ANSWER_MARK = "###"
 
 
@@ -54,7 +54,7 @@ def backward_proof(p: Problem, rng: random.Random) -> list[str]:
     m = p.meta
     sym, edges, root, target = m["idx_to_symbol"], m["edges"], m["root"], m["target"]
     n = len(sym)
-    match = _Q_RE.search(p.question)
+    match = QUESTION_RE.search(p.question)
     if match is None:
         raise ValueError(f"{p.id}: question does not end in 'Is X a A or B?'")
     first = sym.index(match.group(2))

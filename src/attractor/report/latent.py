@@ -1,0 +1,95 @@
+"""The HTML report of ``attractor latent inspect``: what each continuous thought reads as under
+the logit lens, and how robust the answer is to noise on each thought."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from attractor.store.run_store import atomic_write_bytes  # noqa: E402
+
+READINGS = (("on_chain_at_t", "node t hops above the first option (backward proof)"),
+            ("on_path_at_t", "node t hops along the root-to-answer path"),
+            ("frontier_mass", "lens mass on all nodes t hops from the root (breadth-first)"))
+
+
+def flip_rate_figure(robust: pd.DataFrame):
+    """Answer flip rate against noise scale, one line per perturbed thought."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for t, sub in robust.groupby("thought"):
+        ax.plot(sub["sigma"], sub["flip_rate"], marker="o", label=f"thought {t}")
+    ax.set_xscale("log")
+    ax.set_xlabel("relative noise scale sigma")
+    ax.set_ylabel("answer flip rate")
+    ax.set_title("latent stability: answer flips under noise")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def lens_figure(per_t: pd.DataFrame):
+    """Share of thoughts whose logit lens names the node each reading expects, per thought."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for col, label in READINGS:
+        if col in per_t:
+            ax.plot(per_t["thought"], per_t[col], marker="o", label=label)
+    ax.set_xlabel("thought t (state after t thoughts)")
+    ax.set_ylabel("share / mass")
+    ax.set_ylim(0, 1)
+    ax.set_title("what the thoughts point at (logit lens)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def per_thought(thoughts: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each lens reading per thought."""
+    cols = [c for c, _ in READINGS if c in thoughts] + ["node_prob"]
+    return thoughts.groupby("thought")[cols].mean().reset_index()
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_latent_report(dest: Path, title: str, thoughts: pd.DataFrame, robust: pd.DataFrame,
+                        examples: int = 3) -> Path:
+    """Write ``flip_rate.png``, ``lens.png`` (on ProsQA) and ``index.html`` into ``dest``."""
+    figs: list[tuple[str, str, str]] = []
+    f = _png(flip_rate_figure(robust))
+    figs.append(("flip_rate", "Answer flip rate under Gaussian noise on one thought", f))
+    tables = []
+    if "node" in thoughts:
+        pt = per_thought(thoughts)
+        figs.append(("lens", "Which graph node each thought points at", _png(lens_figure(pt))))
+        tables.append(("Logit-lens readings per thought", pt))
+    qids = list(dict.fromkeys(thoughts["question_id"]))[:examples]
+    ex = thoughts[thoughts["question_id"].isin(qids)]
+    keep = [c for c in ("question_id", "thought", "top_tokens", "top_probs", "node",
+                        "node_hops_from_root", "on_chain_at_t") if c in ex]
+    tables.append((f"Top tokens of each thought, first {len(qids)} questions", ex[keep]))
+    tables.append(("Answer flip rate", robust))
+    for name, _, data in figs:
+        atomic_write_bytes(dest / f"{name}.png", base64.b64decode(data))
+    parts = [f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{d}'>"
+             f"<figcaption>{html.escape(t)}</figcaption></figure>" for _, t, d in figs]
+    parts += [f"<h2>{html.escape(t)}</h2>" + df.to_html(index=False, float_format="%.3f", border=0)
+              for t, df in tables]
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;max-width:1000px;
+margin:2em auto;color:#222}} img{{max-width:100%}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head><body>
+<h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>"""
+    path = dest / "index.html"
+    atomic_write_bytes(path, page.encode())
+    return path

@@ -1,0 +1,68 @@
+"""The Coconut curriculum's examples: which steps become thoughts, and what is left as text."""
+import random
+
+import pytest
+
+from attractor.errors import ConfigError, DataError
+from attractor.latent.curriculum import DIRECT, build_example, cot_steps, target_text
+from attractor.latent.train import LatentTrainConfig
+from attractor.models.tiny_recipe import completion_text
+from attractor.models.tiny_tokenizer import build_tokenizer
+from attractor.tasks.loaders import load_task
+
+STEPS = ["Tom is a terpus.", "Every terpus is a brimpus.", "Every brimpus is a lempus."]
+GOLD = "Tom is a lempus."
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def _text(tok, ex):
+    return tok.decode(ex.target, skip_special_tokens=True)
+
+
+def test_stage_k_replaces_the_first_k_steps(tok):
+    for k in range(3):
+        ex = build_example(STEPS, GOLD, [1, 2], tok, k, stages=4, per_step=2)
+        assert ex.thoughts == 2 * k
+        assert _text(tok, ex) == target_text(STEPS, GOLD, k) == " " + " ".join(STEPS[k:]) + " ### " + GOLD
+    # a stage past the chain's length makes every step latent but spends only its steps' thoughts
+    ex = build_example(STEPS, GOLD, [1, 2], tok, 3, stages=4, per_step=2)
+    assert ex.thoughts == 6 and _text(tok, ex) == " ### " + GOLD
+    assert ex.target[-1] == tok.eos_token_id
+
+
+def test_last_stage_gets_all_thoughts_and_no_cot_none(tok):
+    final = build_example(STEPS, GOLD, [1], tok, 4, stages=4, per_step=1)
+    assert final.thoughts == 4 and _text(tok, final) == " ### " + GOLD  # T at inference
+    direct = build_example(STEPS, GOLD, [1], tok, DIRECT, stages=4, per_step=1)
+    assert direct.thoughts == 0 and _text(tok, direct) == " ### " + GOLD
+
+
+def test_schedules_of_the_methods():
+    assert LatentTrainConfig(method="slr", stages=3).schedule() == [0, 1, 2, 3]
+    assert LatentTrainConfig(method="slr", stages=3, first_stage=1).schedule() == [1, 2, 3]
+    assert LatentTrainConfig(method="cot", stages=3).schedule() == [0]
+    assert LatentTrainConfig(method="no-cot", stages=3).schedule() == [DIRECT]
+    with pytest.raises(ConfigError):
+        LatentTrainConfig(first_stage=7, stages=6)
+    with pytest.raises(ConfigError):
+        LatentTrainConfig(cot_format="forward")
+
+
+def test_backward_proof_steps_are_the_tiny_models_chain():
+    problems, _ = load_task("synthetic:prosqa:n=20,seed=5")
+    steps = cot_steps(problems, "backward-proof", seed=0)
+    for p, s in zip(problems, steps):
+        # the same chain the embedded model was trained to write, one node per step
+        assert target_text(s, p.gold, 0) == completion_text(p, random.Random(f"0:{p.id}"))
+        assert all(" " not in step for step in s)
+    assert cot_steps(problems, "task", 0) == [p.steps for p in problems]
+
+
+def test_backward_proof_needs_graphs():
+    problems, _ = load_task("synthetic:prontoqa:n=2,seed=5")
+    with pytest.raises(DataError, match="ProsQA graphs"):
+        cot_steps(problems, "backward-proof", seed=0)
