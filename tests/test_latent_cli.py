@@ -38,10 +38,11 @@ def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
     attractor("latent", "eval", str(checkpoint), "--model", str(random_model_dir), "--task",
               "synthetic:prosqa:n=4,seed=1", "--out", str(tmp_path))
     df = pd.read_parquet(tmp_path / "latent_eval.parquet")
-    assert df["method"].tolist() == ["no-cot", "cot", "slr", "slr-adaptive"]
+    assert df["method"].tolist() == ["no-cot", "cot", "soft-thinking", "slr", "slr-adaptive"]
     for col in ("accuracy", "forward_passes", "wall_s", "iterations", "final_change"):
         assert col in df.columns
-    assert df["checkpoint"].tolist() == ["base", "base", str(checkpoint), str(checkpoint)]
+    assert df["checkpoint"].tolist() == ["base"] * 3 + [str(checkpoint)] * 2
+    assert 1 <= df.set_index("method").loc["soft-thinking", "iterations"] <= 12
     slr = df.set_index("method").loc["slr"]
     assert slr["iterations"] == 2 and slr["forward_passes"] >= 1 + 2 + 1
 
@@ -62,7 +63,7 @@ def test_baselines_train_on_the_same_data_and_a_loop_starts_from_cot(random_mode
               "--task", "synthetic:prosqa:n=3,seed=1", "--out", str(tmp_path))
     df = pd.read_parquet(tmp_path / "latent_eval.parquet").set_index("method")
     assert df.loc["cot", "checkpoint"] == str(cot) and df.loc["no-cot", "checkpoint"] == str(nocot)
-    assert list(df.index) == ["no-cot", "cot", "slr", "slr-adaptive"]
+    assert list(df.index) == ["no-cot", "cot", "soft-thinking", "slr", "slr-adaptive"]
 
 
 def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):

@@ -92,3 +92,36 @@ def test_stabilisers_switch_on_and_train(random_model):
 def test_bad_loop_config(kw):
     with pytest.raises(ConfigError):
         LoopConfig(**kw)
+
+
+def test_cold_soft_thoughts_are_the_greedy_tokens(random_model):
+    """Soft Thinking's thought is the lens-weighted mix of token embeddings: at a temperature
+    near zero it is the embedding of the greedy token, so the thoughts reproduce greedy decoding
+    with the tokens fed as text."""
+    loop, tok = _loop(random_model, max_thoughts=3, feedback="soft", soft_temperature=1e-4)
+    prompt = _ids(tok)[0]
+    with torch.no_grad():
+        run = loop.think([prompt])
+        greedy = loop.base.generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False,
+                                    pad_token_id=0)[0, len(prompt):]
+        emb = loop.base.get_input_embeddings()
+        for t, h in enumerate(run.states[:-1]):
+            assert torch.allclose(loop.feed(h, t)[0], emb(greedy[t]), atol=1e-4)
+        text = loop.base(greedy[None, :3].new_tensor([prompt + greedy[:3].tolist()])).logits
+    assert torch.equal(loop.logit_lens(run.states[-1])[0].argmax(), text[0, -1].argmax())
+
+
+def test_token_halting_stops_where_the_lens_names_the_halt_token(random_model):
+    fixed, tok = _loop(random_model, max_thoughts=4, feedback="soft", soft_temperature=1e-4)
+    ids = _ids(tok)
+    with torch.no_grad():
+        run = fixed.think(ids)
+    tops = [int(fixed.logit_lens(s)[0].argmax()) for s in run.states[1:]]
+    named = tok.decode([tops[0]])   # what row 0's lens names after its first thought
+    never = next(w for w in (" wumpus", " rorpus", " Tom", " lempus")
+                 if tok(w, add_special_tokens=False)["input_ids"][0] not in tops)
+    for halt, want in ((named, 1), (never, 4)):
+        loop, _ = _loop(random_model, max_thoughts=4, feedback="soft", soft_temperature=1e-4,
+                        halting="token", halt_token=halt)
+        with torch.no_grad():
+            assert int(loop.think(ids).iterations[0]) == want

@@ -346,9 +346,10 @@ def latent_eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Only the first Q questions."),
     out: Optional[str] = typer.Option(None, help="Directory for latent_eval.parquet."),
     epsilon: float = typer.Option(1e-2, help="Threshold of the adaptive-halting rows."),
+    soft_thoughts: int = typer.Option(12, help="Most soft thoughts of the training-free soft-thinking row (0: no row)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
-    """No-CoT, CoT and each checkpoint: accuracy, forward passes, wall time, iterations."""
+    """No-CoT, CoT, soft thinking and each checkpoint: accuracy, forward passes, wall time, iterations."""
     from pathlib import Path
 
     import pandas as pd
@@ -358,8 +359,11 @@ def latent_eval_cmd(
 
     if epsilon <= 0:
         raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
+    if soft_thoughts < 0:
+        raise ConfigError(f"--soft-thoughts must be >= 0, got {soft_thoughts}")
     frames = [evaluate(t, [Path(c) for c in checkpoints] if checkpoints else None,
-                       model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon)
+                       model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon,
+                       soft_thoughts=soft_thoughts)
               for t in task]
     df = pd.concat(frames, ignore_index=True)
     if out:

@@ -6,10 +6,11 @@ from typing import Any
 
 from attractor.errors import ConfigError
 
+FEEDBACKS = ("hidden", "soft")
 TIMESTEPS = ("none", "sinusoidal", "learned")
 TIMESTEP_MODES = ("add", "concat")
 RESIDUALS = ("none", "h0", "prev")
-HALTING = ("fixed", "state", "kl")
+HALTING = ("fixed", "state", "kl", "token")
 
 
 def _h(text: str, default: Any) -> Any:
@@ -21,9 +22,15 @@ class LoopConfig:
     """Continuous thoughts and their stabilisers (every one switchable)."""
 
     max_thoughts: int = _h("T: thoughts per question (the most, under adaptive halting).", 6)
-    halting: str = _h("fixed (always T), state (relative change of the state < epsilon) or kl "
-                      "(KL between successive logit-lens distributions < epsilon).", "fixed")
+    feedback: str = _h("What a thought feeds back: hidden (the last hidden state, Coconut) or "
+                       "soft (the logit lens's probability-weighted mix of token embeddings: "
+                       "Soft Thinking / CoT2, works on an untrained model).", "hidden")
+    soft_temperature: float = _h("Temperature of the soft feedback's distribution.", 1.0)
+    halting: str = _h("fixed (always T), state (relative change of the state < epsilon), kl "
+                      "(KL between successive logit-lens distributions < epsilon) or token (the "
+                      "lens's top token is halt_token: Soft Thinking's end of thinking).", "fixed")
     epsilon: float = _h("Halting threshold.", 1e-2)
+    halt_token: str = _h("Text whose first token ends thinking under halting=token.", " ###")
     timestep: str = _h("Timestep embedding e_t: none, sinusoidal or learned.", "none")
     timestep_mode: str = _h("How e_t joins the thought: add, or concat then project.", "add")
     lora_rank: int = _h("Rank of the loop-wise LoRA (one adapter per iteration); 0 disables.", 0)
@@ -43,7 +50,10 @@ class LoopConfig:
             raise ConfigError(f"thoughts (T) must be >= 1, got {self.max_thoughts}")
         if self.epsilon <= 0:
             raise ConfigError(f"epsilon must be > 0, got {self.epsilon}")
-        for name, value, allowed in (("halting", self.halting, HALTING),
+        if self.soft_temperature <= 0:
+            raise ConfigError(f"soft_temperature must be > 0, got {self.soft_temperature}")
+        for name, value, allowed in (("feedback", self.feedback, FEEDBACKS),
+                                     ("halting", self.halting, HALTING),
                                      ("timestep", self.timestep, TIMESTEPS),
                                      ("timestep_mode", self.timestep_mode, TIMESTEP_MODES),
                                      ("residual", self.residual, RESIDUALS)):
@@ -77,6 +87,9 @@ def preset(method: str, max_thoughts: int = 6) -> LoopConfig:
                 norm_match=True)
     if method in ("cot", "no-cot"):
         return LoopConfig(max_thoughts=1)
+    if method == "soft-thinking":
+        return LoopConfig(max_thoughts=max_thoughts, feedback="soft", soft_temperature=0.3,
+                          halting="token")
     if method == "coconut":
         return LoopConfig(max_thoughts=max_thoughts)
     if method == "slr":
@@ -85,5 +98,5 @@ def preset(method: str, max_thoughts: int = 6) -> LoopConfig:
             "slr-minus-residual": {"residual": "none"}, "slr-minus-norm": {"norm_match": False}}
     if method in drop:
         return LoopConfig(**{**full, **drop[method]})
-    raise ConfigError(f"unknown loop method {method!r}; expected cot, no-cot, coconut, slr or "
+    raise ConfigError(f"unknown loop method {method!r}; expected cot, no-cot, soft-thinking, coconut, slr or "
                       + ", ".join(drop))

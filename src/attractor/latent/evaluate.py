@@ -4,6 +4,8 @@ change of No-CoT, CoT and latent-loop checkpoints on a task, as one Parquet tabl
 - ``no-cot`` and ``cot``: a trained baseline checkpoint of that method when one is given
   (greedy decoding of its fine-tuned model), else the base model (no-cot: ``###`` is fed right
   after the question; cot: its own greedy chain of thought).
+- ``soft-thinking``: the base model, untrained, with T soft thoughts (Soft Thinking / CoT2:
+  each thought is the logit lens's probability-weighted mix of token embeddings), then text.
 - every loop checkpoint: its loop (its own halting), and with ``adaptive`` also state-halting
   (``<method>-adaptive``).
 The ``checkpoint`` column names where each row's weights came from (``base`` or a directory).
@@ -21,6 +23,7 @@ import torch
 
 from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
+from attractor.latent.config import preset
 from attractor.latent.checkpoint import load_loop, read_meta, released_checkpoints
 from attractor.latent.curriculum import ANSWER_MARK, BASELINES
 from attractor.latent.loop import LatentLoop
@@ -76,9 +79,11 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int) -> dict[str, Any]:
 
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
              limit: int | None = None, data_dir: str | None = None, adaptive: bool = True,
-             epsilon: float = 1e-2, max_new_tokens: int = 96) -> pd.DataFrame:
+             epsilon: float = 1e-2, max_new_tokens: int = 96, soft_thoughts: int = 12
+             ) -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
-    kind (ProsQA or ProntoQA)."""
+    kind (ProsQA or ProntoQA). ``soft_thoughts`` > 0 adds ``soft-thinking``: the base model,
+    untrained, with that many soft thoughts before it goes on in text."""
     from attractor.models.load import load
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
@@ -112,6 +117,10 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
         else:
             prefix = " " + ANSWER_MARK if method == "no-cot" else ""
             add(method, "base", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix))
+    if soft_thoughts:
+        add("soft-thinking", "base",
+            eval_loop(LatentLoop(model, tok, preset("soft-thinking", soft_thoughts)), prompts,
+                      max_new_tokens))
     for ck in checkpoints:
         if read_meta(ck)["method"] in BASELINES:
             continue

@@ -8,6 +8,9 @@ positions (its later thought slots are masked out of attention), so batching nev
 answer. After the thoughts, ``cfg.end_marker`` is fed and the answer is decoded greedily, also on
 the cache.
 
+With ``feedback="soft"`` a thought is instead the logit lens's probability-weighted mixture of
+token embeddings (Soft Thinking / CoT2): a training-free continuous thought.
+
 Stabilisers (see :mod:`attractor.latent.stabilisers`), applied to the state ``h_t`` before it is
 fed back as thought ``t + 1``: loop residual (``h_t = f(h_{t-1}) + alpha * h_0`` or
 ``+ alpha * h_{t-1}``), norm matching to the token-embedding norm, timestep embedding; loop-wise
@@ -62,6 +65,8 @@ class LatentLoop(nn.Module):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.end_ids = tokenizer(cfg.end_marker, add_special_tokens=False)["input_ids"] \
             if cfg.end_marker else []
+        halt = tokenizer(cfg.halt_token, add_special_tokens=False)["input_ids"]
+        self.halt_id = halt[0] if halt else -1
         eos = tokenizer.eos_token_id
         self.stop_ids = {eos} if isinstance(eos, int) else set(eos or [])
         # (thought index, relative scale, generator): Gaussian noise on that fed-back thought
@@ -94,6 +99,10 @@ class LatentLoop(nn.Module):
     def feed(self, h: torch.Tensor, t: int) -> torch.Tensor:
         """The input embedding of thought ``t`` (0-based) made from state ``h``."""
         x = h
+        if self.cfg.feedback == "soft":
+            probs = (self.base.get_output_embeddings()(h).float()
+                     / self.cfg.soft_temperature).softmax(-1)
+            x = (probs @ self.base.get_input_embeddings().weight.float()).to(h.dtype)
         if self.cfg.norm_match:
             target = embedding_norm(self.base.get_input_embeddings()).to(x.dtype)
             x = x * (target / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
@@ -152,6 +161,9 @@ class LatentLoop(nn.Module):
             if adaptive:
                 if cfg.halting == "state":
                     crit = rel
+                elif cfg.halting == "token":
+                    top = self.base.get_output_embeddings()(new.detach()).argmax(-1)
+                    crit = torch.where(top == self.halt_id, 0.0, float("inf"))
                 else:
                     lens = self.logit_lens(new.detach())
                     crit = (lens.exp() * (lens - prev_lens)).sum(-1)
