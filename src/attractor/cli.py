@@ -323,6 +323,7 @@ def latent_train_cmd(
     epsilon: float = typer.Option(1e-2, help="Halting threshold (> 0)."),
     seed: int = typer.Option(0, help="Seed of the data order."),
     threads: int = typer.Option(2, help="torch CPU threads."),
+    device: str = typer.Option("auto", help="cpu, cuda[:i] or auto (bfloat16 autocast on a GPU)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
     """Train a latent loop with the Coconut curriculum (resumable: run it again to resume)."""
@@ -333,7 +334,7 @@ def latent_train_cmd(
                             cot_format=cot_format, first_stage=first_stage, stages=stages,
                             thoughts_per_step=thoughts_per_step, epochs_per_stage=epochs_per_stage,
                             mix=mix, batch_size=batch_size, lr=lr, halting=halting, epsilon=epsilon,
-                            seed=seed, threads=threads)
+                            seed=seed, threads=threads, device=device)
     res = train_latent(cfg, log=console.print, data_dir=data_dir)
     console.print(f"checkpoint: {res['out']} ({res['steps']} steps, final loss {res['final_loss']:.3f})")
 
@@ -347,6 +348,7 @@ def latent_eval_cmd(
     out: Optional[str] = typer.Option(None, help="Directory for latent_eval.parquet."),
     epsilon: float = typer.Option(1e-2, help="Threshold of the adaptive-halting rows."),
     soft_thoughts: int = typer.Option(12, help="Most soft thoughts of the training-free soft-thinking row (0: no row)."),
+    device: str = typer.Option("auto", help="cpu, cuda[:i] or auto."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
     """No-CoT, CoT, soft thinking and each checkpoint: accuracy, forward passes, wall time, iterations."""
@@ -363,7 +365,7 @@ def latent_eval_cmd(
         raise ConfigError(f"--soft-thoughts must be >= 0, got {soft_thoughts}")
     frames = [evaluate(t, [Path(c) for c in checkpoints] if checkpoints else None,
                        model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon,
-                       soft_thoughts=soft_thoughts)
+                       soft_thoughts=soft_thoughts, device=device)
               for t in task]
     df = pd.concat(frames, ignore_index=True)
     if out:

@@ -62,16 +62,23 @@ def load_base_weights(path: Path, model) -> dict[str, Any]:
     curriculum starts from a ``cot`` checkpoint this way. Returns the checkpoint's meta."""
     meta = read_meta(path)
     check_base(path, model, meta)
-    state = {k[len("base."):]: v.float() for k, v in
+    state = {k[len("base."):]: v for k, v in
              load_file(Path(path) / "model.safetensors").items() if k.startswith("base.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    _load_into(model, model, state, path)
+    return meta
+
+
+def _load_into(module, model, state: dict, path: Path) -> None:
+    """Load float32 copies of ``state`` into ``module`` (the tied LM head may be absent), then
+    re-tie ``model``'s embeddings."""
+    missing, unexpected = module.load_state_dict({k: v.float() for k, v in state.items()},
+                                                 strict=False)
     bad = [k for k in missing if not k.endswith("lm_head.weight")]
     if bad or unexpected:
-        raise UserError(f"{path}: weights do not fit the model ({bad[:2]} missing, "
+        raise UserError(f"{path}: weights do not fit ({bad[:2]} missing, "
                         f"{unexpected[:2]} unexpected)")
     if getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()
-    return meta
 
 
 RELEASED = Path(__file__).parent / "released"
@@ -92,12 +99,5 @@ def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[La
         model, tok = load(meta["base_model"], dtype="float32", device=device)
     check_base(path, model, meta)
     loop = LatentLoop(model, tok, LoopConfig.from_dict(meta["loop"]))
-    state = {k: v.float() for k, v in load_file(Path(path) / "model.safetensors").items()}
-    missing, unexpected = loop.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.endswith("lm_head.weight")]
-    if bad or unexpected:
-        raise UserError(f"{path}: weights do not fit the loop ({bad[:2]} missing, "
-                        f"{unexpected[:2]} unexpected)")
-    if getattr(model.config, "tie_word_embeddings", False):
-        model.tie_weights()
+    _load_into(loop, model, load_file(Path(path) / "model.safetensors"), path)
     return loop.to(device).eval(), meta

@@ -46,8 +46,9 @@ def eval_cot(model, tok, problems, prompts, max_new_tokens: int, prefix: str = "
         chunk = [p + extra for p in prompts[i:i + 32]]
         width = max(len(p) for p in chunk)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk],
+                            device=model.device)
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=pad)
         for row in out[:, width:].tolist():
@@ -79,12 +80,12 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int) -> dict[str, Any]:
 
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
              limit: int | None = None, data_dir: str | None = None, adaptive: bool = True,
-             epsilon: float = 1e-2, max_new_tokens: int = 96, soft_thoughts: int = 12
-             ) -> pd.DataFrame:
+             epsilon: float = 1e-2, max_new_tokens: int = 96, soft_thoughts: int = 12,
+             device: str = "auto") -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
     kind (ProsQA or ProntoQA). ``soft_thoughts`` > 0 adds ``soft-thinking``: the base model,
     untrained, with that many soft thoughts before it goes on in text."""
-    from attractor.models.load import load
+    from attractor.models.load import load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
 
@@ -95,7 +96,8 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
             raise UserError(f"{task}: no released latent checkpoints for {problems[0].kind} "
                             "tasks; name checkpoint directories (made by 'attractor latent "
                             "train')")
-    model, tok = load(model_spec, dtype="float32", device="cpu")
+    dev = resolve_device(device)
+    model, tok = load(model_spec, dtype="float32", device=dev)
     prompts = [prompt_ids(p, tok, True) for p in problems]
     rows = []
 
@@ -110,8 +112,8 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
     trained = {read_meta(ck)["method"]: ck for ck in checkpoints}
     for method in BASELINES[::-1]:  # no-cot, then cot
         if method in trained:
-            base, btok = load(model_spec, dtype="float32", device="cpu")
-            loop, _ = load_loop(trained[method], base, btok)
+            base, btok = load(model_spec, dtype="float32", device=dev)
+            loop, _ = load_loop(trained[method], base, btok, device=dev)
             add(method, str(trained[method]),
                 eval_cot(loop.base, btok, problems, prompts, max_new_tokens))
         else:
@@ -124,8 +126,8 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
     for ck in checkpoints:
         if read_meta(ck)["method"] in BASELINES:
             continue
-        base, btok = load(model_spec, dtype="float32", device="cpu")
-        loop, meta = load_loop(ck, base, btok)
+        base, btok = load(model_spec, dtype="float32", device=dev)
+        loop, meta = load_loop(ck, base, btok, device=dev)
         add(meta["method"], str(ck), eval_loop(loop, prompts, max_new_tokens))
         if adaptive and loop.cfg.halting == "fixed":
             loop.cfg = replace(loop.cfg, halting="state", epsilon=epsilon)

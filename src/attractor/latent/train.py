@@ -12,6 +12,7 @@ again resumes from it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -59,6 +60,9 @@ class LatentTrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the data order."})
     ckpt_every: int = field(default=50, metadata={"help": "Steps between checkpoints."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda[:i] or auto; on a GPU the "
+                                                          "forward runs under bfloat16 autocast "
+                                                          "(float32 weights and optimiser)."})
 
     def __post_init__(self) -> None:
         if self.stages < 1 or self.thoughts_per_step < 1 or self.epochs_per_stage < 1:
@@ -89,7 +93,7 @@ def _order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
 def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                  data_dir: str | None = None) -> dict[str, Any]:
     """Train (or resume) one loop variant; returns a summary."""
-    from attractor.models.load import describe, load
+    from attractor.models.load import describe, load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import progress_bar
@@ -100,7 +104,10 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     steps = cot_steps(problems, cfg.cot_format, cfg.seed)
     loop_cfg = replace(preset(cfg.method, max_thoughts=cfg.stages * cfg.thoughts_per_step),
                        halting=cfg.halting, epsilon=cfg.epsilon)
-    model, tok = load(cfg.model, dtype="float32", device="cpu")
+    dev = resolve_device(cfg.device)
+    model, tok = load(cfg.model, dtype="float32", device=dev)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda")
+                else contextlib.nullcontext())
     base_sha = describe(cfg.model, model, tok)["weights_sha256"]
     init_meta = load_base_weights(Path(cfg.init), model) if cfg.init else None
     torch.manual_seed(cfg.seed)
@@ -114,7 +121,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
         saved = json.loads((state_dir / "state.json").read_text())
         if saved["config"] != asdict(cfg):
             raise UserError(f"{out}: holds a run of another configuration; use another --out")
-        loop.load_state_dict(load_file(state_dir / "model.safetensors"), strict=False)
+        loop.load_state_dict(load_file(state_dir / "model.safetensors", device=dev), strict=False)
         pos = saved["pos"]
         log(f"resumed at phase {pos['phase']} of {len(plan)}, epoch {pos['epoch']}, "
             f"batch {pos['batch']}")
@@ -137,8 +144,9 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 exs = [build_example(steps[i], problems[i].gold, prompts[i], tok,
                                      stage_of(stage, cfg.mix, rng), cfg.stages,
                                      cfg.thoughts_per_step) for i in idx]
-                loss = loop.loss([e.prompt for e in exs], [e.thoughts for e in exs],
-                                 [e.target for e in exs])
+                with autocast:
+                    loss = loop.loss([e.prompt for e in exs], [e.thoughts for e in exs],
+                                     [e.target for e in exs])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(loop.parameters(), 1.0)
@@ -192,6 +200,6 @@ def _save_state(loop, opt, state_dir: Path, cfg: LatentTrainConfig, pos: dict) -
 
 def _load_opt(opt, loop, state_dir: Path) -> None:
     params = dict(loop.named_parameters())
-    for key, val in load_file(state_dir / "optimizer.safetensors").items():
+    for key, val in load_file(state_dir / "optimizer.safetensors", device=str(loop.device)).items():
         name, slot = key.split("::")
         opt.state[params[name]][slot] = val
