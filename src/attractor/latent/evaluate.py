@@ -23,10 +23,18 @@ import torch
 
 from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
+from attractor.latent.checkpoint import RELEASED, load_loop, read_meta, released_checkpoints
 from attractor.latent.config import preset
-from attractor.latent.checkpoint import load_loop, read_meta, released_checkpoints
 from attractor.latent.curriculum import ANSWER_MARK, BASELINES
 from attractor.latent.loop import LatentLoop
+
+
+def _source(ck: Path) -> str:
+    """How a row names its checkpoint: ``released:<kind>/<method>`` for a shipped one."""
+    try:
+        return "released:" + Path(ck).resolve().relative_to(RELEASED.resolve()).as_posix()
+    except ValueError:
+        return str(ck)
 
 
 def _correct(texts: list[str], problems) -> list[bool]:
@@ -114,7 +122,7 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
         if method in trained:
             base, btok = load(model_spec, dtype="float32", device=dev)
             loop, _ = load_loop(trained[method], base, btok, device=dev)
-            add(method, str(trained[method]),
+            add(method, _source(trained[method]),
                 eval_cot(loop.base, btok, problems, prompts, max_new_tokens))
         else:
             prefix = " " + ANSWER_MARK if method == "no-cot" else ""
@@ -128,8 +136,9 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
             continue
         base, btok = load(model_spec, dtype="float32", device=dev)
         loop, meta = load_loop(ck, base, btok, device=dev)
-        add(meta["method"], str(ck), eval_loop(loop, prompts, max_new_tokens))
+        add(meta["method"], _source(ck), eval_loop(loop, prompts, max_new_tokens))
         if adaptive and loop.cfg.halting == "fixed":
             loop.cfg = replace(loop.cfg, halting="state", epsilon=epsilon)
-            add(meta["method"] + "-adaptive", str(ck), eval_loop(loop, prompts, max_new_tokens))
+            add(meta["method"] + "-adaptive", _source(ck),
+                eval_loop(loop, prompts, max_new_tokens))
     return pd.DataFrame(rows)
