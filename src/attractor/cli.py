@@ -319,7 +319,7 @@ def latent_train_cmd(
     mix: float = typer.Option(0.0, help="Chance of training an example at an earlier stage."),
     batch_size: int = typer.Option(16, help="Questions per step."),
     lr: float = typer.Option(3e-4, help="AdamW learning rate."),
-    halting: str = typer.Option("fixed", help="fixed, state or kl."),
+    halting: str = typer.Option("fixed", help="fixed, state, kl or token."),
     epsilon: float = typer.Option(1e-2, help="Halting threshold (> 0)."),
     seed: int = typer.Option(0, help="Seed of the data order."),
     threads: int = typer.Option(2, help="torch CPU threads."),
@@ -396,8 +396,8 @@ def latent_inspect_cmd(
 
     from attractor.latent.checkpoint import load_loop
     from attractor.latent.inspect import flip_rates, thought_table
-    from attractor.report.latent import per_thought, write_latent_report
     from attractor.models.load import load
+    from attractor.report.latent import per_thought, write_latent_report
     from attractor.store.run_store import atomic_write_bytes
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids

@@ -98,5 +98,5 @@ def preset(method: str, max_thoughts: int = 6) -> LoopConfig:
             "slr-minus-residual": {"residual": "none"}, "slr-minus-norm": {"norm_match": False}}
     if method in drop:
         return LoopConfig(**{**full, **drop[method]})
-    raise ConfigError(f"unknown loop method {method!r}; expected cot, no-cot, soft-thinking, coconut, slr or "
-                      + ", ".join(drop))
+    raise ConfigError(f"unknown loop method {method!r}; expected cot, no-cot, soft-thinking, "
+                      "coconut, slr or " + ", ".join(drop))

@@ -117,7 +117,8 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
                      "wall_s": res["wall_s"], "iterations": res["iterations"],
                      "final_change": res["final_change"], "checkpoint": source})
 
-    trained = {read_meta(ck)["method"]: ck for ck in checkpoints}
+    method_of = {ck: read_meta(ck)["method"] for ck in checkpoints}
+    trained = {m: ck for ck, m in method_of.items()}
     for method in BASELINES[::-1]:  # no-cot, then cot
         if method in trained:
             base, btok = load(model_spec, dtype="float32", device=dev)
@@ -132,7 +133,7 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
             eval_loop(LatentLoop(model, tok, preset("soft-thinking", soft_thoughts)), prompts,
                       max_new_tokens))
     for ck in checkpoints:
-        if read_meta(ck)["method"] in BASELINES:
+        if method_of[ck] in BASELINES:
             continue
         base, btok = load(model_spec, dtype="float32", device=dev)
         loop, meta = load_loop(ck, base, btok, device=dev)

@@ -7,8 +7,8 @@ The base model and the stabilisers train together. ``--first-stage 1`` skips sta
 base already writes this chain of thought (the tiny model on ProsQA with ``--cot-format
 backward-proof``, or a model started ``--init`` from a ``cot`` checkpoint). The baselines train
 on the same data: ``--method cot`` runs stage 0 only, ``--method no-cot`` the answer alone.
-A checkpoint (model, optimiser, position in the curriculum) is written every ``ckpt_every`` steps as safetensors; running the same command
-again resumes from it.
+A checkpoint (model, optimiser, position in the curriculum) is written every ``ckpt_every``
+steps as safetensors; running the same command again resumes from it.
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class LatentTrainConfig:
     init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
                                                              "weights (e.g. a cot checkpoint)."})
     cot_format: str = field(default="task", metadata={"help": "Steps: the task's (task) or the "
-                                                              "tiny model's ProsQA backward proof."})
+                                                              "tiny model's ProsQA backward "
+                                                              "proof."})
     first_stage: int = field(default=0, metadata={"help": "First curriculum stage (1 skips the "
                                                           "CoT stage)."})
     out: str = field(default="train-out/latent", metadata={"help": "Checkpoint directory."})
@@ -154,8 +155,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 losses.append(loss.item())
                 pos["batch"] += 1
                 pos["step"] += 1
-                bar.update(task, advance=1, description=f"stage {stage} loss "
-                                                        f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+                recent = sum(losses[-20:]) / len(losses[-20:])
+                bar.update(task, advance=1, description=f"stage {stage} loss {recent:.3f}")
                 if pos["step"] % cfg.ckpt_every == 0:
                     _save_state(loop, opt, state_dir, cfg, pos)
             pos["batch"] = 0
