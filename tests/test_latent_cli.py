@@ -32,6 +32,7 @@ def test_train_writes_a_float16_safetensors_checkpoint(checkpoint, random_model_
     again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
                       "--out", str(checkpoint))
     assert "resumed at phase 3 of 3" in again.stdout
+    assert json.loads((checkpoint / "loop.json").read_text()) == meta  # its record is kept
 
 
 def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):

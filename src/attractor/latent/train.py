@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from attractor.errors import ConfigError, UserError
-from attractor.latent.checkpoint import load_base_weights, save_loop
+from attractor.latent.checkpoint import load_base_weights, read_meta, save_loop
 from attractor.latent.config import preset
 from attractor.latent.curriculum import (COT_FORMATS, DIRECT, build_example, check_steps,
                                          cot_steps, stage_of)
@@ -129,6 +129,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     prompts = [prompt_ids(p, tok, True) for p in problems]
     n_batches = -(-len(problems) // cfg.batch_size)
     total = len(plan) * cfg.epochs_per_stage * n_batches
+    start_step = pos["step"]
     opt = _optimiser(loop, cfg)
     if (state_dir / "optimizer.safetensors").exists():
         _load_opt(opt, loop, state_dir)
@@ -166,6 +167,9 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 pos["phase"] += 1
                 opt = _optimiser(loop, cfg)  # Coconut resets the optimiser at each stage
             _save_state(loop, opt, state_dir, cfg, pos)
+    if pos["step"] == start_step and (out / "loop.json").exists():
+        # already finished: keep the record it wrote (this call trained nothing to report)
+        return {"out": str(out), **read_meta(out)["train"]}
     meta = {"method": cfg.method, "base_model": cfg.model, "base_weights_sha256": base_sha,
             "init_method": init_meta["method"] if init_meta else None,
             "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
