@@ -64,6 +64,7 @@ def test_baselines_train_on_the_same_data_and_a_loop_starts_from_cot(random_mode
               "--task", "synthetic:prosqa:n=3,seed=1", "--out", str(tmp_path))
     df = pd.read_parquet(tmp_path / "latent_eval.parquet").set_index("method")
     assert df.loc["cot", "checkpoint"] == str(cot) and df.loc["no-cot", "checkpoint"] == str(nocot)
+    assert df.loc["soft-thinking", "checkpoint"] == str(cot)  # soft thoughts of the CoT model
     assert list(df.index) == ["no-cot", "cot", "soft-thinking", "slr", "slr-adaptive"]
 
 

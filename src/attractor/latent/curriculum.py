@@ -7,9 +7,10 @@ Two baselines train on the same data (Coconut's table has both): ``cot`` (stage 
 model fine-tuned on the full chain of thought) and ``no-cot`` (the answer right after the
 question, no thoughts).
 
-The steps are the task's own (``cot_format="task"``) or, on ProsQA, the backward proof the
-embedded tiny model writes (``"backward-proof"``: one node name per step), so a curriculum that
-starts from that model starts from the chain it already knows.
+The steps are the task's own (``cot_format="task"``) or the backward proof the embedded tiny
+model writes on ProsQA (``"backward-proof"``: one node name per step), so a curriculum that
+starts from that model starts from the chain it already knows; on ProntoQA the same format is
+:mod:`attractor.tasks.prontoqa_proof` (one concept per step, learnt with ``--method cot``).
 """
 from __future__ import annotations
 
@@ -49,12 +50,25 @@ def cot_steps(problems: list[Problem], cot_format: str, seed: int) -> list[list[
     if cot_format != "backward-proof":
         raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
                           f"got {cot_format!r}")
+    return [_backward_proof(p, seed) for p in problems]
+
+
+def _backward_proof(p: Problem, seed: int) -> list[str]:
+    """The tiny model's backward proof of one ProsQA (graph in ``meta``) or ProntoQA problem."""
+    if p.kind == "prontoqa":
+        from attractor.tasks.prontoqa_proof import prontoqa_backward_proof
+
+        steps, answer = prontoqa_backward_proof(p)
+        if answer != p.gold:
+            raise DataError(f"{p.id}: the backward proof gives {answer}, the gold answer is "
+                            f"{p.gold}")
+        return steps
     from attractor.models.tiny_recipe import backward_proof
 
-    bad = [p.id for p in problems if not {"edges", "root", "target"} <= set(p.meta or {})]
-    if bad:
-        raise DataError(f"--cot-format backward-proof needs ProsQA graphs; {bad[0]} has none")
-    return [backward_proof(p, random.Random(f"{seed}:{p.id}")) for p in problems]
+    if not {"edges", "root", "target"} <= set(p.meta or {}):
+        raise DataError(f"--cot-format backward-proof needs ProsQA graphs or ProntoQA "
+                        f"questions; {p.id} is neither")
+    return backward_proof(p, random.Random(f"{seed}:{p.id}"))
 
 
 def target_text(steps: list[str], gold: str, k: int) -> str:

@@ -4,8 +4,9 @@ change of No-CoT, CoT and latent-loop checkpoints on a task, as one Parquet tabl
 - ``no-cot`` and ``cot``: a trained baseline checkpoint of that method when one is given
   (greedy decoding of its fine-tuned model), else the base model (no-cot: ``###`` is fed right
   after the question; cot: its own greedy chain of thought).
-- ``soft-thinking``: the base model, untrained, with T soft thoughts (Soft Thinking / CoT2:
-  each thought is the logit lens's probability-weighted mix of token embeddings), then text.
+- ``soft-thinking``: the CoT model (the trained ``cot`` checkpoint when one is given, else the
+  base), with no further training, with T soft thoughts (Soft Thinking / CoT2: each thought is
+  the logit lens's probability-weighted mix of token embeddings), then text.
 - every loop checkpoint: its loop (its own halting), and with ``adaptive`` also state-halting
   (``<method>-adaptive``).
 The ``checkpoint`` column names where each row's weights came from (``base`` or a directory).
@@ -119,19 +120,22 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
 
     method_of = {ck: read_meta(ck)["method"] for ck in checkpoints}
     trained = {m: ck for ck, m in method_of.items()}
+    cot_model, cot_source = model, "base"
     for method in BASELINES[::-1]:  # no-cot, then cot
         if method in trained:
             base, btok = load(model_spec, dtype="float32", device=dev)
             loop, _ = load_loop(trained[method], base, btok, device=dev)
             add(method, _source(trained[method]),
                 eval_cot(loop.base, btok, problems, prompts, max_new_tokens))
+            if method == "cot":
+                cot_model, cot_source = loop.base, _source(trained[method])
         else:
             prefix = " " + ANSWER_MARK if method == "no-cot" else ""
             add(method, "base", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix))
     if soft_thoughts:
-        add("soft-thinking", "base",
-            eval_loop(LatentLoop(model, tok, preset("soft-thinking", soft_thoughts)), prompts,
-                      max_new_tokens))
+        add("soft-thinking", cot_source,
+            eval_loop(LatentLoop(cot_model, tok, preset("soft-thinking", soft_thoughts)),
+                      prompts, max_new_tokens))
     for ck in checkpoints:
         if method_of[ck] in BASELINES:
             continue
