@@ -122,6 +122,25 @@ def test_inspect_reads_thoughts_and_measures_flip_rates(checkpoint, random_model
     assert page.count("<img") == 2 and "Top tokens of each thought" in page
 
 
+def test_inspect_reads_prontoqa_thoughts_as_proof_steps(checkpoint, random_model_dir, tmp_path):
+    from attractor.tasks.prontoqa_proof import prontoqa_backward_proof
+
+    attractor("latent", "inspect", str(checkpoint), "--model", str(random_model_dir), "--task",
+              "synthetic:prontoqa:n=3,seed=4", "--limit", "3", "--sigma", "0.1",
+              "--out", str(tmp_path))
+    th = pd.read_parquet(tmp_path / "thoughts.parquet")
+    problems, _ = load_task("synthetic:prontoqa:n=3,seed=4")
+    for p in problems:
+        steps, _ = prontoqa_backward_proof(p)
+        rows = th[th["question_id"] == p.id].sort_values("thought")
+        # thought t is read against step t of the proof (step 0: the query's predicate)
+        assert rows["proof_step"].tolist() == steps[:len(rows)]
+        assert rows["proof_token_prob"].between(0, 1).all()
+        top_is_step = [tt[0] == s.split()[0] for tt, s in zip(rows["top_tokens"], steps)]
+        assert rows["on_proof_at_t"].tolist() == top_is_step
+    assert (tmp_path / "lens.png").stat().st_size > 1000
+
+
 def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):
     import copy
 

@@ -390,8 +390,8 @@ def latent_inspect_cmd(
     out: str = typer.Option(..., "--out", help="Directory for thoughts.parquet, robustness.parquet, figures and index.html."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
-    """Logit lens of every thought (graph node, path and frontier on ProsQA) and the answer flip
-    rate under Gaussian noise on each thought."""
+    """Logit lens of every thought (graph node, path and frontier on ProsQA; proof step on
+    ProntoQA) and the answer flip rate under Gaussian noise on each thought."""
     from pathlib import Path
 
     from attractor.latent.checkpoint import load_loop
@@ -419,7 +419,7 @@ def latent_inspect_cmd(
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest / "thoughts.parquet", thoughts.to_parquet(index=False))
     atomic_write_bytes(dest / "robustness.parquet", robust.to_parquet(index=False))
-    if "node" in thoughts:
+    if "node" in thoughts or "on_proof_at_t" in thoughts:
         per_t = per_thought(thoughts)
         console.print(table("thoughts (logit lens)", list(per_t.columns),
                             [[f"{v:.3f}" if isinstance(v, float) else v for v in r]

@@ -1,8 +1,9 @@
 """Looking inside continuous thoughts: the logit lens of each thought (its top tokens and, on
 ProsQA, the graph node it points at and whether that node lies t hops from the root along the
 path, or among the nodes t hops away: Coconut's breadth-first reading, or t hops above the
-question's first option: the backward proof the tiny model's curriculum replaces), and the
-answer flip rate under Gaussian noise on one thought (the latent-stability measure).
+question's first option: the backward proof the tiny model's curriculum replaces; on ProntoQA,
+whether it names step t of the backward proof of :mod:`attractor.tasks.prontoqa_proof`), and
+the answer flip rate under Gaussian noise on one thought (the latent-stability measure).
 
 Thought t's row reads the state h_t that thought t produced (and that is fed back as thought
 t + 1); thought 0 is the state after the question."""
@@ -33,6 +34,7 @@ def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int
                      if node_ids else None)
             path = _path_nodes(p) if node_ids else None
             above = _above_first_option(p) if node_ids else None
+            proof = _proof_tokens(loop.tok, p)
             for t in range(lens.shape[0]):
                 probs = lens[t].exp()
                 vals, idx = probs.topk(top)
@@ -51,6 +53,11 @@ def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int
                                 "on_chain_at_t": bool(above is not None and above[node] == t),
                                 "frontier_mass": float(sum(node_p[k] for k, (n, _) in
                                                            enumerate(node_ids) if reach[n] == t))})
+                if proof is not None:
+                    step, tid = proof[t] if t < len(proof) else (None, None)
+                    row.update({"proof_step": step,
+                                "proof_token_prob": float(probs[tid]) if tid is not None else 0.0,
+                                "on_proof_at_t": bool(tid is not None and int(idx[0]) == tid)})
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -95,6 +102,21 @@ def _node_token_ids(tok, p) -> list[tuple[int, int]]:
             return []
         out.append((i, ids[0]))
     return out
+
+
+def _proof_tokens(tok, p) -> list[tuple[str, int]] | None:
+    """(step, its first token id) for each step of a ProntoQA problem's backward proof; None for
+    other tasks or a question the proof cannot read."""
+    if p.kind != "prontoqa":
+        return None
+    from attractor.errors import DataError
+    from attractor.tasks.prontoqa_proof import prontoqa_backward_proof
+
+    try:
+        steps, _ = prontoqa_backward_proof(p)
+    except DataError:
+        return None
+    return [(s, tok(" " + s, add_special_tokens=False)["input_ids"][0]) for s in steps]
 
 
 def _above_first_option(p) -> list[int] | None:

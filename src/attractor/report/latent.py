@@ -17,7 +17,9 @@ from attractor.store.run_store import atomic_write_bytes  # noqa: E402
 
 READINGS = (("on_chain_at_t", "node t hops above the first option (backward proof)"),
             ("on_path_at_t", "node t hops along the root-to-answer path"),
-            ("frontier_mass", "lens mass on all nodes t hops from the root (breadth-first)"))
+            ("frontier_mass", "lens mass on all nodes t hops from the root (breadth-first)"),
+            ("on_proof_at_t", "top token is step t of the backward proof (ProntoQA)"),
+            ("proof_token_prob", "lens probability of that step's token (ProntoQA)"))
 
 
 def flip_rate_figure(robust: pd.DataFrame):
@@ -51,7 +53,8 @@ def lens_figure(per_t: pd.DataFrame):
 
 def per_thought(thoughts: pd.DataFrame) -> pd.DataFrame:
     """Mean of each lens reading per thought."""
-    cols = [c for c, _ in READINGS if c in thoughts] + ["node_prob"]
+    cols = [c for c, _ in READINGS if c in thoughts] + (["node_prob"] if "node" in thoughts
+                                                         else [])
     return thoughts.groupby("thought")[cols].mean().reset_index()
 
 
@@ -64,19 +67,20 @@ def _png(fig) -> str:
 
 def write_latent_report(dest: Path, title: str, thoughts: pd.DataFrame, robust: pd.DataFrame,
                         examples: int = 3) -> Path:
-    """Write ``flip_rate.png``, ``lens.png`` (on ProsQA) and ``index.html`` into ``dest``."""
+    """Write ``flip_rate.png``, ``lens.png`` (ProsQA, ProntoQA) and ``index.html`` into ``dest``."""
     figs: list[tuple[str, str, str]] = []
     f = _png(flip_rate_figure(robust))
     figs.append(("flip_rate", "Answer flip rate under Gaussian noise on one thought", f))
     tables = []
-    if "node" in thoughts:
+    if "node" in thoughts or "on_proof_at_t" in thoughts:
         pt = per_thought(thoughts)
-        figs.append(("lens", "Which graph node each thought points at", _png(lens_figure(pt))))
+        figs.append(("lens", "What each thought points at", _png(lens_figure(pt))))
         tables.append(("Logit-lens readings per thought", pt))
     qids = list(dict.fromkeys(thoughts["question_id"]))[:examples]
     ex = thoughts[thoughts["question_id"].isin(qids)]
     keep = [c for c in ("question_id", "thought", "top_tokens", "top_probs", "node",
-                        "node_hops_from_root", "on_chain_at_t") if c in ex]
+                        "node_hops_from_root", "on_chain_at_t", "proof_step", "on_proof_at_t")
+            if c in ex]
     tables.append((f"Top tokens of each thought, first {len(qids)} questions", ex[keep]))
     tables.append(("Answer flip rate", robust))
     for name, _, data in figs:
