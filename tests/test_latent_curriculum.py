@@ -62,7 +62,7 @@ def test_backward_proof_steps_are_the_tiny_models_chain():
     assert cot_steps(problems, "task", 0) == [p.steps for p in problems]
 
 
-def test_backward_proof_needs_graphs():
-    problems, _ = load_task("synthetic:prontoqa:n=2,seed=5")
-    with pytest.raises(DataError, match="ProsQA graphs"):
+def test_backward_proof_needs_prosqa_graphs_or_prontoqa_questions():
+    problems, _ = load_task("synthetic:arith:n=2,seed=5")
+    with pytest.raises(DataError, match="needs ProsQA graphs or ProntoQA questions"):
         cot_steps(problems, "backward-proof", seed=0)
