@@ -51,3 +51,10 @@ def test_proof_proves_the_gold_answer_on_generated_and_real_questions(spec):
         # the proof ends at the person asked about, after one chain (True) or two (False)
         assert steps[-1] == p.question.split("True or false: ")[1].split()[0]
         assert steps.count(".") == (answer == "False")
+
+
+def test_unreadable_sentence_is_a_clear_error():
+    p = Problem(id="q3", question="Every lorpus is. Stella is a lorpus. True or false: Stella is "
+                                  "floral.", gold="True", steps=["x"], kind="prontoqa")
+    with pytest.raises(DataError, match="q3: cannot read the sentence 'Every lorpus is'"):
+        prontoqa_backward_proof(p)

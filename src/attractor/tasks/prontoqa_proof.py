@@ -54,11 +54,14 @@ def parse(question: str, pid: str) -> tuple[dict[str, list[str]], list[tuple[str
         elif w[1] in ("is", "are"):
             subj, rest = (_singular(w[0]) if w[1] == "are" else w[0]), w[2:]
         else:
+            rest = []
+        if not rest:
             raise DataError(f"{pid}: cannot read the sentence {sentence!r}")
-        if rest and rest[0] in ("a", "an") and len(rest) == 2:
+        if rest[0] in ("a", "an") and len(rest) == 2:
             parents.setdefault(rest[1], []).append(subj)
         elif w[1] == "are" and len(rest) == 1 and rest[0].endswith("es") and w[0].endswith("es"):
-            # "Xes are Yes.": an is-a rule; "Xes are floral." has no plural object
+            # "Xes are Yes." is an is-a rule, "Xes are floral." a property: ProntoQA's fictional
+            # concepts all end in "-pus" (plural "-puses"); a concept seen before also counts
             if rest[0].endswith("uses") or _singular(rest[0]) in parents:
                 parents.setdefault(_singular(rest[0]), []).append(subj)
             else:
