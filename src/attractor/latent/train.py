@@ -44,8 +44,8 @@ class LatentTrainConfig:
     init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
                                                              "weights (e.g. a cot checkpoint)."})
     cot_format: str = field(default="task", metadata={"help": "Steps: the task's (task) or the "
-                                                              "tiny model's ProsQA backward "
-                                                              "proof."})
+                                                              "tiny model's backward proof on "
+                                                              "ProsQA or ProntoQA."})
     first_stage: int = field(default=0, metadata={"help": "First curriculum stage (1 skips the "
                                                           "CoT stage)."})
     out: str = field(default="train-out/latent", metadata={"help": "Checkpoint directory."})
