@@ -54,8 +54,13 @@ def test_baselines_train_on_the_same_data_and_a_loop_starts_from_cot(random_mode
               "--out", str(cot))
     attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--method", "no-cot",
               "--out", str(nocot))
-    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--init", str(cot),
-              "--first-stage", "1", "--out", str(slr))
+    run = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--init",
+                    str(cot), "--first-stage", "1", "--out", str(slr), "--dev-task",
+                    "synthetic:prosqa:n=3,seed=1")
+    curve = json.loads((slr / "loop.json").read_text())["train"]["stage_curve"]
+    assert [(pt["stage"], pt["thoughts"]) for pt in curve] == [(1, 1), (2, 2)]
+    assert all(0 <= pt["dev_accuracy"] <= 1 and pt["state_norm"] > 0 for pt in curve)
+    assert "stage curve" in run.stdout
     steps = {d.name: json.loads((d / "loop.json").read_text())["train"]["steps"]
              for d in (cot, nocot, slr)}
     assert steps == {"cot": 2, "no-cot": 2, "slr": 4}  # stage 0 / direct / stages 1-2
@@ -85,7 +90,8 @@ def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--stages", "0"], ["--epsilon", "0"], ["--halting", "never"],
-                                  ["--first-stage", "9"], ["--cot-format", "x"]])
+                                  ["--first-stage", "9"], ["--cot-format", "x"],
+                                  ["--dev-limit", "0"]])
 def test_bad_training_options_exit_2(random_model_dir, tmp_path, args):
     proc = attractor("latent", "train", "--model", str(random_model_dir), "--task",
                      "synthetic:prosqa:n=2", "--out", str(tmp_path / "x"), *args, check=False)

@@ -322,20 +322,27 @@ def latent_train_cmd(
     halting: str = typer.Option("fixed", help="fixed, state, kl or token."),
     epsilon: float = typer.Option(1e-2, help="Halting threshold (> 0)."),
     seed: int = typer.Option(0, help="Seed of the data order."),
+    dev_task: Optional[str] = typer.Option(None, help="Task scored after every stage (the stage curve in loop.json; never a test split)."),
+    dev_limit: int = typer.Option(200, help="Questions of --dev-task scored."),
     threads: int = typer.Option(2, help="torch CPU threads."),
     device: str = typer.Option("auto", help="cpu, cuda[:i] or auto (bfloat16 autocast on a GPU)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
     """Train a latent loop with the Coconut curriculum (resumable: run it again to resume)."""
     from attractor.latent.train import LatentTrainConfig, train_latent
-    from attractor.ui import console
+    from attractor.ui import console, table
 
     cfg = LatentTrainConfig(task=task, model=model, method=method, out=out, init=init,
                             cot_format=cot_format, first_stage=first_stage, stages=stages,
                             thoughts_per_step=thoughts_per_step, epochs_per_stage=epochs_per_stage,
                             mix=mix, batch_size=batch_size, lr=lr, halting=halting, epsilon=epsilon,
-                            seed=seed, threads=threads, device=device)
+                            seed=seed, dev_task=dev_task, dev_limit=dev_limit, threads=threads,
+                            device=device)
     res = train_latent(cfg, log=console.print, data_dir=data_dir)
+    if res.get("stage_curve"):
+        cols = ["stage", "thoughts", "loss", "dev_accuracy", "state_norm"]
+        console.print(table(f"stage curve on {dev_task}", cols,
+                            [[pt[c] for c in cols] for pt in res["stage_curve"]]))
     console.print(f"checkpoint: {res['out']} ({res['steps']} steps, final loss {res['final_loss']:.3f})")
 
 

@@ -198,9 +198,13 @@ class LatentLoop(nn.Module):
                                            labels.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], max_new_tokens: int = 32) -> LoopOutput:
-        """Thoughts, then ``end_marker``, then greedy decoding of the answer, batched."""
-        run = self.think(prompts)
+    def generate(self, prompts: list[list[int]], max_new_tokens: int = 32,
+                 n_thoughts: int | None = None) -> LoopOutput:
+        """Thoughts, then ``end_marker``, then greedy decoding of the answer, batched.
+        ``n_thoughts`` fixes the thought count (a curriculum stage's), else the configured
+        halting decides."""
+        run = (self.think(prompts) if n_thoughts is None
+               else self.think(prompts, [n_thoughts] * len(prompts), adaptive=False))
         b, dev = len(prompts), self.device
         passes = 1 + run.iterations.clone()
         cache, mask = run.cache, run.mask

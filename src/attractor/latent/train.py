@@ -60,6 +60,10 @@ class LatentTrainConfig:
     epsilon: float = field(default=1e-2, metadata={"help": "Halting threshold."})
     seed: int = field(default=0, metadata={"help": "Seed of the data order."})
     ckpt_every: int = field(default=50, metadata={"help": "Steps between checkpoints."})
+    dev_task: str | None = field(default=None, metadata={"help": "Task scored after every stage "
+                                                                  "(greedy, that stage's thoughts "
+                                                                  "then text): the stage curve."})
+    dev_limit: int = field(default=200, metadata={"help": "Questions of --dev-task scored."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda[:i] or auto; on a GPU the "
                                                           "forward runs under bfloat16 autocast "
@@ -72,6 +76,8 @@ class LatentTrainConfig:
             raise ConfigError("--batch-size >= 1, --lr > 0 and --mix in [0, 1) are required")
         if not 0 <= self.first_stage <= self.stages:
             raise ConfigError(f"--first-stage must be in 0..{self.stages}, got {self.first_stage}")
+        if self.dev_limit < 1:
+            raise ConfigError(f"--dev-limit must be >= 1, got {self.dev_limit}")
         if self.cot_format not in COT_FORMATS:
             raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
                               f"got {self.cot_format!r}")
@@ -127,6 +133,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
         log(f"resumed at phase {pos['phase']} of {len(plan)}, epoch {pos['epoch']}, "
             f"batch {pos['batch']}")
     prompts = [prompt_ids(p, tok, True) for p in problems]
+    dev_set = _dev_set(cfg, data_dir, tok) if cfg.dev_task else None
     n_batches = -(-len(problems) // cfg.batch_size)
     total = len(plan) * cfg.epochs_per_stage * n_batches
     start_step = pos["step"]
@@ -163,6 +170,12 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
             pos["batch"] = 0
             pos["epoch"] += 1
             if pos["epoch"] >= cfg.epochs_per_stage:
+                if dev_set is not None:
+                    point = _stage_point(loop, dev_set, stage, cfg, sum(losses[-20:]) /
+                                         max(1, len(losses[-20:])))
+                    pos.setdefault("curve", []).append(point)
+                    log(f"stage {stage}: dev accuracy {point['dev_accuracy']:.3f} with "
+                        f"{point['thoughts']} thoughts (loss {point['loss']:.3f})")
                 pos["epoch"] = 0
                 pos["phase"] += 1
                 opt = _optimiser(loop, cfg)  # Coconut resets the optimiser at each stage
@@ -174,9 +187,42 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
             "init_method": init_meta["method"] if init_meta else None,
             "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
                       "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-                      "train_s": round(time.time() - t0, 1)}}
+                      "train_s": round(time.time() - t0, 1),
+                      "stage_curve": pos.get("curve", [])}}
     save_loop(loop.eval(), out, meta, half=True)
     return {"out": str(out), "steps": pos["step"], **meta["train"]}
+
+
+def _dev_set(cfg: LatentTrainConfig, data_dir: str | None, tok) -> tuple[list, list]:
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+
+    problems, _ = load_task(cfg.dev_task, data_dir=data_dir, limit=cfg.dev_limit)
+    return problems, [prompt_ids(p, tok, True) for p in problems]
+
+
+@torch.no_grad()
+def _stage_point(loop: LatentLoop, dev_set: tuple[list, list], stage: int,
+                 cfg: LatentTrainConfig, loss: float) -> dict[str, Any]:
+    """Greedy dev accuracy with ``stage``'s thought count, then the model's own text."""
+    from attractor.latent.evaluate import _correct
+
+    problems, prompts = dev_set
+    if stage == DIRECT:
+        thoughts = 0
+    else:
+        thoughts = (cfg.stages if stage >= cfg.stages else stage) * cfg.thoughts_per_step
+    loop.eval()
+    texts, norms = [], []
+    for i in range(0, len(prompts), 32):
+        out = loop.generate(prompts[i:i + 32], max_new_tokens=96, n_thoughts=thoughts)
+        texts += out.texts
+        norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
+    loop.train()
+    ok = _correct(texts, problems)
+    return {"stage": stage, "thoughts": thoughts, "loss": round(loss, 4),
+            "dev_accuracy": sum(ok) / len(ok),
+            "state_norm": round(sum(norms) / len(norms), 3) if norms else None}
 
 
 def _optimiser(loop: LatentLoop, cfg: LatentTrainConfig) -> torch.optim.Optimizer:
