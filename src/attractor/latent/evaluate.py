@@ -38,7 +38,8 @@ def _source(ck: Path) -> str:
         return str(ck)
 
 
-def _correct(texts: list[str], problems) -> list[bool]:
+def correct_answers(texts: list[str], problems) -> list[bool]:
+    """Whether each generated text's extracted answer equals its problem's gold answer."""
     got = [extract_answer(t, p.kind) for t, p in zip(texts, problems)]
     return [a is not None and a == extract_answer(p.gold, p.kind, gold=True)
             for a, p in zip(got, problems)]
@@ -111,7 +112,7 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
     rows = []
 
     def add(method: str, source: str, res: dict[str, Any]) -> None:
-        ok = _correct(res["texts"], problems)
+        ok = correct_answers(res["texts"], problems)
         rows.append({"task": task, "method": method, "n": len(problems),
                      "accuracy": sum(ok) / len(ok),
                      "forward_passes": sum(res["forward_passes"]) / len(ok),

@@ -205,7 +205,7 @@ def _dev_set(cfg: LatentTrainConfig, data_dir: str | None, tok) -> tuple[list, l
 def _stage_point(loop: LatentLoop, dev_set: tuple[list, list], stage: int,
                  cfg: LatentTrainConfig, loss: float) -> dict[str, Any]:
     """Greedy dev accuracy with ``stage``'s thought count, then the model's own text."""
-    from attractor.latent.evaluate import _correct
+    from attractor.latent.evaluate import correct_answers
 
     problems, prompts = dev_set
     if stage == DIRECT:
@@ -219,7 +219,7 @@ def _stage_point(loop: LatentLoop, dev_set: tuple[list, list], stage: int,
         texts += out.texts
         norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
     loop.train()
-    ok = _correct(texts, problems)
+    ok = correct_answers(texts, problems)
     return {"stage": stage, "thoughts": thoughts, "loss": round(loss, 4),
             "dev_accuracy": sum(ok) / len(ok),
             "state_norm": round(sum(norms) / len(norms), 3) if norms else None}
