@@ -84,17 +84,22 @@ def stage_of(stage: int, mix: float, rng: random.Random) -> int:
     return stage
 
 
+def thoughts_at(stage: int, stages: int, per_step: int, n_steps: int | None = None) -> int:
+    """Thoughts at ``stage``: none for ``DIRECT``, ``stages * per_step`` at the last stage, else
+    ``k * per_step`` for the ``k = stage`` first steps (capped at ``n_steps`` when given)."""
+    if stage == DIRECT:
+        return 0
+    if stage >= stages:
+        return stages * per_step
+    return (stage if n_steps is None else min(stage, n_steps)) * per_step
+
+
 def build_example(steps: list[str], gold: str, prompt: list[int], tok, stage: int, stages: int,
                   per_step: int) -> Example:
     """The example at ``stage`` (0 = plain CoT, ``DIRECT`` = answer only) with ``per_step``
     thoughts per replaced step; the last stage gets all ``stages * per_step`` thoughts."""
-    if stage == DIRECT:
-        k, thoughts = len(steps), 0
-    elif stage >= stages:
-        k, thoughts = len(steps), stages * per_step
-    else:
-        k = min(stage, len(steps))
-        thoughts = k * per_step
+    k = len(steps) if stage == DIRECT or stage >= stages else min(stage, len(steps))
+    thoughts = thoughts_at(stage, stages, per_step, len(steps))
     target = tok(target_text(steps, gold, k), add_special_tokens=False)["input_ids"]
     eos = tok.eos_token_id
     return Example(prompt, thoughts, target + ([eos] if isinstance(eos, int) else []))

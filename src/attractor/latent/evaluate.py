@@ -72,20 +72,25 @@ def eval_cot(model, tok, problems, prompts, max_new_tokens: int, prefix: str = "
 
 
 @torch.no_grad()
-def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int) -> dict[str, Any]:
-    """The loop on every prompt, batched."""
+def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int, n_thoughts: int | None = None
+              ) -> dict[str, Any]:
+    """The loop on every prompt, batched (``n_thoughts``: a fixed thought count instead of the
+    loop's halting); ``state_norm`` is the mean norm of the thought states."""
     t0 = time.perf_counter()
-    texts, passes, iters, change = [], [], [], []
+    texts, passes, iters, change, norms = [], [], [], [], []
     for i in range(0, len(prompts), 32):
-        out = loop.generate(prompts[i:i + 32], max_new_tokens=max_new_tokens)
+        out = loop.generate(prompts[i:i + 32], max_new_tokens=max_new_tokens,
+                            n_thoughts=n_thoughts)
         texts += out.texts
         passes += out.forward_passes
         iters += out.iterations
         change += out.final_change
+        norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
     wall = time.perf_counter() - t0
     return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
             "iterations": sum(iters) / len(iters),
-            "final_change": float(pd.Series(change).mean())}
+            "final_change": float(pd.Series(change).mean()),
+            "state_norm": sum(norms) / len(norms) if norms else None}
 
 
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",

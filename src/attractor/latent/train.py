@@ -28,7 +28,7 @@ from attractor.errors import ConfigError, UserError
 from attractor.latent.checkpoint import load_base_weights, read_meta, save_loop
 from attractor.latent.config import preset
 from attractor.latent.curriculum import (COT_FORMATS, DIRECT, build_example, check_steps,
-                                         cot_steps, stage_of)
+                                         cot_steps, stage_of, thoughts_at)
 from attractor.latent.loop import LatentLoop
 
 
@@ -204,25 +204,20 @@ def _dev_set(cfg: LatentTrainConfig, data_dir: str | None, tok) -> tuple[list, l
 @torch.no_grad()
 def _stage_point(loop: LatentLoop, dev_set: tuple[list, list], stage: int,
                  cfg: LatentTrainConfig, loss: float) -> dict[str, Any]:
-    """Greedy dev accuracy with ``stage``'s thought count, then the model's own text."""
-    from attractor.latent.evaluate import correct_answers
+    """Greedy dev accuracy with ``stage``'s thought count (``k * c``, also for a proof shorter
+    than ``k``), then the model's own text."""
+    from attractor.latent.evaluate import correct_answers, eval_loop
 
     problems, prompts = dev_set
-    if stage == DIRECT:
-        thoughts = 0
-    else:
-        thoughts = (cfg.stages if stage >= cfg.stages else stage) * cfg.thoughts_per_step
+    thoughts = thoughts_at(stage, cfg.stages, cfg.thoughts_per_step)
     loop.eval()
-    texts, norms = [], []
-    for i in range(0, len(prompts), 32):
-        out = loop.generate(prompts[i:i + 32], max_new_tokens=96, n_thoughts=thoughts)
-        texts += out.texts
-        norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
+    res = eval_loop(loop, prompts, max_new_tokens=96, n_thoughts=thoughts)
     loop.train()
-    ok = correct_answers(texts, problems)
+    ok = correct_answers(res["texts"], problems)
+    norm = res["state_norm"]
     return {"stage": stage, "thoughts": thoughts, "loss": round(loss, 4),
             "dev_accuracy": sum(ok) / len(ok),
-            "state_norm": round(sum(norms) / len(norms), 3) if norms else None}
+            "state_norm": round(norm, 3) if norm is not None else None}
 
 
 def _optimiser(loop: LatentLoop, cfg: LatentTrainConfig) -> torch.optim.Optimizer:
