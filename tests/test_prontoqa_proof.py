@@ -5,7 +5,7 @@ from attractor.errors import DataError
 from attractor.latent.curriculum import cot_steps
 from attractor.tasks.loaders import load_task
 from attractor.tasks.problem import Problem
-from attractor.tasks.prontoqa_proof import prontoqa_backward_proof
+from attractor.tasks.prontoqa_proof import prontoqa_backward_proof, prontoqa_sentence_proof
 from conftest import require_data
 
 RULES = ("Every lorpus is floral. Gorpuses are rompuses. Each rompus is a lorpus. "
@@ -26,6 +26,24 @@ def test_proof_traces_the_sentence_that_says_what_the_query_says():
     assert prontoqa_backward_proof(_problem("Stella is not floral.", "False")) == (
         ["not floral", "dumpus", "numpus", ".", "floral", "lorpus", "rompus", "gorpus", "Stella"],
         "False")
+
+
+def test_sentence_proof_quotes_the_premises_one_per_step():
+    # the same chains, each step the question's own sentence, the dead end still a "."
+    assert prontoqa_sentence_proof(_problem("Stella is floral.", "True")) == (
+        ["Every lorpus is floral.", "Each rompus is a lorpus.", "Gorpuses are rompuses.",
+         "Stella is a gorpus."], "True")
+    assert prontoqa_sentence_proof(_problem("Stella is not floral.", "False")) == (
+        ["Dumpuses are not floral.", "Numpuses are dumpuses.", ".", "Every lorpus is floral.",
+         "Each rompus is a lorpus.", "Gorpuses are rompuses.", "Stella is a gorpus."], "False")
+    # the curriculum uses it under --cot-format backward-sentences, and only on ProntoQA
+    assert cot_steps([_problem("Stella is floral.", "True")], "backward-sentences", 0) == [
+        ["Every lorpus is floral.", "Each rompus is a lorpus.", "Gorpuses are rompuses.",
+         "Stella is a gorpus."]]
+    prosqa = Problem(id="g1", question="Tom is a wumpus. Is Tom a yumpus or a zumpus?",
+                     gold="yumpus", steps=["x"], kind="prosqa")
+    with pytest.raises(DataError, match="needs ProntoQA questions; g1 is prosqa"):
+        cot_steps([prosqa], "backward-sentences", 0)
 
 
 def test_curriculum_refuses_a_proof_that_contradicts_the_gold_answer():
@@ -51,6 +69,12 @@ def test_proof_proves_the_gold_answer_on_generated_and_real_questions(spec):
         # the proof ends at the person asked about, after one chain (True) or two (False)
         assert steps[-1] == p.question.split("True or false: ")[1].split()[0]
         assert steps.count(".") == (answer == "False")
+        # in sentences: one premise per concept, each quoted from the question
+        sentences, same = prontoqa_sentence_proof(p)
+        assert same == answer
+        assert len(sentences) == len(steps) - 1 - (answer == "False")
+        assert all(s == "." or s in p.question for s in sentences), p.id
+        assert sentences[-1].startswith(steps[-1] + " is ")
 
 
 def test_unreadable_sentence_is_a_clear_error():
@@ -58,3 +82,23 @@ def test_unreadable_sentence_is_a_clear_error():
                                   "floral.", gold="True", steps=["x"], kind="prontoqa")
     with pytest.raises(DataError, match="q3: cannot read the sentence 'Every lorpus is'"):
         prontoqa_backward_proof(p)
+
+
+def test_lens_reading_names_each_sentence_step_by_its_subject(random_model):
+    from attractor.latent.inspect import _proof_tokens
+
+    _, tok = random_model
+
+    def tid(word: str) -> int:
+        return tok(" " + word, add_special_tokens=False)["input_ids"][0]
+
+    named = _proof_tokens(tok, _problem("Stella is not floral.", "False"), "backward-sentences")
+    assert [s for s, _ in named] == [
+        "Dumpuses are not floral.", "Numpuses are dumpuses.", ".", "Every lorpus is floral.",
+        "Each rompus is a lorpus.", "Gorpuses are rompuses.", "Stella is a gorpus."]
+    # a sentence is named by its subject in any form, "." by itself, the person by the name
+    assert set(named[0][1]) == {tid("dumpus"), tid("dumpuses"), tid("Dumpuses")}
+    assert named[2][1] == [tid(".")] and named[-1][1] == [tid("Stella")]
+    # the one-name proof keeps one token per step, the predicate first
+    compact = _proof_tokens(tok, _problem("Stella is not floral.", "False"))
+    assert compact[0] == ("not floral", [tid("not")]) and compact[1] == ("dumpus", [tid("dumpus")])

@@ -311,7 +311,7 @@ def latent_train_cmd(
     method: str = typer.Option("slr", help="coconut, slr, slr-minus-timestep|lora|residual|norm, or the baselines cot, no-cot."),
     out: str = typer.Option(..., "--out", help="Checkpoint directory (resumed if it exists)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint's weights (e.g. a cot checkpoint)."),
-    cot_format: str = typer.Option("task", help="CoT steps: the task's (task) or the tiny model's backward proof on ProsQA or ProntoQA (backward-proof)."),
+    cot_format: str = typer.Option("task", help="CoT steps: the task's (task), the tiny model's backward proof on ProsQA or ProntoQA, one name per step (backward-proof), or that proof on ProntoQA in the question's own sentences, one per step (backward-sentences)."),
     stages: int = typer.Option(6, help="Latent stages; the last makes every step latent."),
     first_stage: int = typer.Option(0, help="First stage (1 skips the CoT stage when the base already writes this CoT)."),
     thoughts_per_step: int = typer.Option(1, help="c: thoughts replacing one CoT step."),
@@ -418,9 +418,10 @@ def latent_inspect_cmd(
         raise ConfigError(f"--sigma values must be > 0, got {sigma!r}")
     problems, _ = load_task(task, data_dir=data_dir, limit=limit)
     base, tok = load(model, dtype="float32", device="cpu")
-    loop, _ = load_loop(Path(checkpoint), base, tok)
+    loop, meta = load_loop(Path(checkpoint), base, tok)
     prompts = [prompt_ids(p, tok, True) for p in problems]
-    thoughts = thought_table(loop, problems, prompts)
+    thoughts = thought_table(loop, problems, prompts,
+                             cot_format=meta.get("train", {}).get("cot_format", "backward-proof"))
     robust = flip_rates(loop, problems, prompts, sigmas)
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)

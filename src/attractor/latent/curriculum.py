@@ -10,7 +10,9 @@ question, no thoughts).
 The steps are the task's own (``cot_format="task"``) or the backward proof the embedded tiny
 model writes on ProsQA (``"backward-proof"``: one node name per step), so a curriculum that
 starts from that model starts from the chain it already knows; on ProntoQA the same format is
-:mod:`attractor.tasks.prontoqa_proof` (one concept per step, learnt with ``--method cot``).
+:mod:`attractor.tasks.prontoqa_proof` (one concept per step, learnt with ``--method cot``), and
+``"backward-sentences"`` is that proof written in the question's own sentences (one premise per
+step, as the ProntoQA and Coconut chains of thought are: a step is a sentence).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from attractor.errors import ConfigError, DataError
 from attractor.tasks.problem import Problem
 
 ANSWER_MARK = "###"
-COT_FORMATS = ("task", "backward-proof")
+COT_FORMATS = ("task", "backward-proof", "backward-sentences")
 BASELINES = ("cot", "no-cot")
 DIRECT = -1  # the no-cot "stage": no thoughts, no steps
 
@@ -47,10 +49,25 @@ def cot_steps(problems: list[Problem], cot_format: str, seed: int) -> list[list[
     """The CoT steps the curriculum replaces, per problem."""
     if cot_format == "task":
         return [list(p.steps) for p in problems]
-    if cot_format != "backward-proof":
+    if cot_format not in COT_FORMATS:
         raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
                           f"got {cot_format!r}")
+    if cot_format == "backward-sentences":
+        return [_sentence_proof(p) for p in problems]
     return [_backward_proof(p, seed) for p in problems]
+
+
+def _sentence_proof(p: Problem) -> list[str]:
+    """The backward proof of a ProntoQA problem in the question's own sentences."""
+    from attractor.tasks.prontoqa_proof import prontoqa_sentence_proof
+
+    if p.kind != "prontoqa":
+        raise DataError(f"--cot-format backward-sentences needs ProntoQA questions; {p.id} is "
+                        f"{p.kind}")
+    steps, answer = prontoqa_sentence_proof(p)
+    if answer != p.gold:
+        raise DataError(f"{p.id}: the backward proof gives {answer}, the gold answer is {p.gold}")
+    return steps
 
 
 def _backward_proof(p: Problem, seed: int) -> list[str]:

@@ -20,10 +20,11 @@ from attractor.tasks.prosqa import distances
 
 
 @torch.no_grad()
-def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int = 5
-                  ) -> pd.DataFrame:
+def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int = 5,
+                  cot_format: str = "backward-proof") -> pd.DataFrame:
     """One row per (question, thought): top tokens of the logit lens and, for ProsQA problems
-    with their graph, the node with the highest lens probability among the graph's nodes."""
+    with their graph, the node with the highest lens probability among the graph's nodes; on
+    ProntoQA, step t of the backward proof in ``cot_format`` (the format the loop replaced)."""
     rows: list[dict[str, Any]] = []
     for i in range(0, len(prompts), 32):
         out = loop.generate(prompts[i:i + 32], max_new_tokens=1)
@@ -34,7 +35,7 @@ def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int
                      if node_ids else None)
             path = _path_nodes(p) if node_ids else None
             above = _above_first_option(p) if node_ids else None
-            proof = _proof_tokens(loop.tok, p)
+            proof = _proof_tokens(loop.tok, p, cot_format)
             for t in range(lens.shape[0]):
                 probs = lens[t].exp()
                 vals, idx = probs.topk(top)
@@ -54,10 +55,10 @@ def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int
                                 "frontier_mass": float(sum(node_p[k] for k, (n, _) in
                                                            enumerate(node_ids) if reach[n] == t))})
                 if proof is not None:
-                    step, tid = proof[t] if t < len(proof) else (None, None)
+                    step, tids = proof[t] if t < len(proof) else (None, [])
                     row.update({"proof_step": step,
-                                "proof_token_prob": float(probs[tid]) if tid is not None else 0.0,
-                                "on_proof_at_t": bool(tid is not None and int(idx[0]) == tid)})
+                                "proof_token_prob": float(probs[tids].sum()) if tids else 0.0,
+                                "on_proof_at_t": bool(tids and int(idx[0]) in tids)})
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -104,19 +105,36 @@ def _node_token_ids(tok, p) -> list[tuple[int, int]]:
     return out
 
 
-def _proof_tokens(tok, p) -> list[tuple[str, int]] | None:
-    """(step, its first token id) for each step of a ProntoQA problem's backward proof; None for
-    other tasks or a question the proof cannot read."""
+def _proof_tokens(tok, p, cot_format: str = "backward-proof"
+                  ) -> list[tuple[str, list[int]]] | None:
+    """(step, the token ids that name it) for each step of a ProntoQA problem's backward proof;
+    None for other tasks or a question the proof cannot read. A one-name step is named by its
+    first token; a sentence step (``backward-sentences``) by its subject concept in any form
+    ("lorpus", "lorpuses", "Lorpuses") or the person, and "." by itself."""
     if p.kind != "prontoqa":
         return None
     from attractor.errors import DataError
-    from attractor.tasks.prontoqa_proof import prontoqa_backward_proof
+    from attractor.tasks.prontoqa import plural
+    from attractor.tasks.prontoqa_proof import prontoqa_backward_proof, prontoqa_sentence_proof
+
+    def first(word: str) -> int:
+        return tok(" " + word, add_special_tokens=False)["input_ids"][0]
 
     try:
         steps, _ = prontoqa_backward_proof(p)
+        if cot_format != "backward-sentences":
+            return [(s, [first(s)]) for s in steps]
+        sentences, _ = prontoqa_sentence_proof(p)
     except DataError:
         return None
-    return [(s, tok(" " + s, add_special_tokens=False)["input_ids"][0]) for s in steps]
+    # the sentence proof is the one-name proof without its predicate steps (the first, and the
+    # one after "."): sentence i names concept i of that list
+    concepts = [s for i, s in enumerate(steps) if i > 0 and steps[i - 1] != "."]
+    named = []
+    for sentence, c in zip(sentences, concepts):
+        forms = {c} if c == "." or c[:1].isupper() else {c, plural(c), plural(c).capitalize()}
+        named.append((sentence, sorted({first(f) for f in forms})))
+    return named
 
 
 def _above_first_option(p) -> list[int] | None:

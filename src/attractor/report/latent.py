@@ -18,8 +18,8 @@ from attractor.store.run_store import atomic_write_bytes  # noqa: E402
 READINGS = (("on_chain_at_t", "node t hops above the first option (backward proof)"),
             ("on_path_at_t", "node t hops along the root-to-answer path"),
             ("frontier_mass", "lens mass on all nodes t hops from the root (breadth-first)"),
-            ("on_proof_at_t", "top token is step t of the backward proof (ProntoQA)"),
-            ("proof_token_prob", "lens probability of that step's token (ProntoQA)"))
+            ("on_proof_at_t", "top token names step t of the backward proof (ProntoQA)"),
+            ("proof_token_prob", "lens probability of the tokens naming that step (ProntoQA)"))
 
 
 def flip_rate_figure(robust: pd.DataFrame):

@@ -35,10 +35,13 @@ def _singular(word: str) -> str:
     return w[:-2] if w.endswith("es") else w
 
 
-def parse(question: str, pid: str) -> tuple[dict[str, list[str]], list[tuple[str, bool, str]],
-                                           str, bool, str]:
+def parse(question: str, pid: str, said: dict | None = None
+          ) -> tuple[dict[str, list[str]], list[tuple[str, bool, str]], str, bool, str]:
     """The question's is-a edges (object -> subjects, in question order), its property
-    sentences (subject, negated, adjective), and the query (name, negated, adjective)."""
+    sentences (subject, negated, adjective), and the query (name, negated, adjective).
+    ``said``, when given, is filled with the sentence (verbatim, with its ".") behind each edge
+    ``(object, subject)`` and each property ``(subject, negated, adjective)``."""
+    said = {} if said is None else said
     m = QUERY_RE.search(question)
     if m is None:
         raise DataError(f"{pid}: question does not end in 'True or false: X is [not] adj.'")
@@ -58,17 +61,19 @@ def parse(question: str, pid: str) -> tuple[dict[str, list[str]], list[tuple[str
         if not rest:
             raise DataError(f"{pid}: cannot read the sentence {sentence!r}")
         if rest[0] in ("a", "an") and len(rest) == 2:
-            parents.setdefault(rest[1], []).append(subj)
+            key: tuple = (rest[1], subj)
         elif w[1] == "are" and len(rest) == 1 and rest[0].endswith("es") and w[0].endswith("es"):
             # "Xes are Yes." is an is-a rule, "Xes are floral." a property: ProntoQA's fictional
             # concepts all end in "-pus" (plural "-puses"); a concept seen before also counts
-            if rest[0].endswith("uses") or _singular(rest[0]) in parents:
-                parents.setdefault(_singular(rest[0]), []).append(subj)
-            else:
-                props.append((subj, False, rest[0]))
+            is_a = rest[0].endswith("uses") or _singular(rest[0]) in parents
+            key = (_singular(rest[0]), subj) if is_a else (subj, False, rest[0])
         else:
-            neg = rest[0] == "not"
-            props.append((subj, neg, rest[-1]))
+            key = (subj, rest[0] == "not", rest[-1])
+        if len(key) == 2:
+            parents.setdefault(key[0], []).append(subj)
+        else:
+            props.append(key)
+        said.setdefault(key, sentence + ".")
     return parents, props, m.group(1), bool(m.group(2)), m.group(3)
 
 
@@ -93,3 +98,34 @@ def prontoqa_backward_proof(p: Problem) -> tuple[list[str], str]:
         return first, "True"
     unsaid = ("" if neg else "not ") + adj
     return first + [".", unsaid] + _chain(other[0], parents), "False"
+
+
+def prontoqa_sentence_proof(p: Problem) -> tuple[list[str], str]:
+    """The same backward proof written in the question's own sentences, one premise per step
+    (the dead end of a first chain stays a "." step)::
+
+        True or false: Stella is not floral.
+         Dumpuses are not floral. . Every lorpus is floral. Each yumpus is a lorpus. Rompuses
+         are yumpuses. Gorpuses are rompuses. Zumpuses are gorpuses. Stella is a zumpus. ### False
+
+    Each step is a whole sentence (4-6 tokens of the tiny tokenizer), as in the chains of
+    thought of ProntoQA and of the Coconut paper, where one step is one sentence."""
+    said: dict = {}
+    parse(p.question, p.id, said)
+    proof, answer = prontoqa_backward_proof(p)
+    neg = proof[0].startswith("not ")
+    adj = proof[0].split()[-1]
+    steps: list[str] = []
+    prev: str | None = None
+    for i, word in enumerate(proof[1:], 1):
+        if word == "." or proof[i - 1] == ".":  # the dead end, then the other predicate
+            if word == ".":
+                steps.append(".")
+                neg, prev = not neg, None
+            continue
+        key = (word, neg, adj) if prev is None else (prev, word)
+        if key not in said:
+            raise DataError(f"{p.id}: no sentence in the question for proof step {word!r}")
+        steps.append(said[key])
+        prev = word
+    return steps, answer
