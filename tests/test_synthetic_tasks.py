@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from attractor.tasks.arith import generate_arith
 from attractor.tasks.prontoqa import CONCEPTS, generate_prontoqa, plural
 
@@ -56,6 +58,30 @@ def test_prontoqa_hops_option_and_seed():
     assert all(len(p.steps) == 4 for p in ps)
     assert [p.question for p in ps] == [p.question for p in generate_prontoqa(5, seed=1, hops=3)]
     assert plural("impus") == "impuses"
+
+
+def test_prontoqa_distractor_chain_length_option():
+    from attractor.tasks.prontoqa_proof import prontoqa_backward_proof
+
+    # the default keeps the problems it always made; 1 or 1-2 shortens the opposite chain
+    assert [p.question for p in generate_prontoqa(20, seed=3)] == \
+        [p.question for p in generate_prontoqa(20, seed=3, distractor=2)]
+    lengths = set()
+    for p in generate_prontoqa(80, seed=3, distractor=(1, 2)):
+        assert _prontoqa_truth(p.question) == p.gold
+        steps, answer = prontoqa_backward_proof(p)
+        assert answer == p.gold
+        # the chain that says the opposite of the person's: 1 or 2 concepts, then its predicate
+        other = steps[steps.index(".") + 1:] if answer == "False" else None
+        if other is None:
+            continue
+        lengths.add(len(steps) - len(other) - 2)
+    assert lengths == {1, 2}
+    for p in generate_prontoqa(20, seed=3, distractor=1):
+        steps, answer = prontoqa_backward_proof(p)
+        assert answer == "True" or steps.index(".") == 2
+    with pytest.raises(ValueError, match="distractor must be 1, 2 or 1-2"):
+        generate_prontoqa(1, distractor=3)
 
 
 def test_arith_steps_compute_the_answer():

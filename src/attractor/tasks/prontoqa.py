@@ -56,18 +56,29 @@ def property_sentence(a: str, adj: str, negated: bool, rng: random.Random) -> st
     return f"{plural(a).capitalize()} are {neg}{adj}."
 
 
-def generate_prontoqa(n: int, seed: int = 0, hops: int = 5, start: int = 0) -> list[Problem]:
+def generate_prontoqa(n: int, seed: int = 0, hops: int = 5, start: int = 0,
+                      distractor: int | tuple[int, int] = 2) -> list[Problem]:
     """Generate ``n`` ProntoQA-style problems with ``hops`` reasoning steps (ProntoQA: 5).
 
+    ``distractor``: concepts on the chain that carries the opposite property (1 or 2, or a
+    range ``(1, 2)`` drawn per problem; ProntoQA's own test questions have 1).
     Problem ``i`` is drawn from ``random.Random(f"prontoqa:{seed}:{i}")``.
     """
     if not 1 <= hops <= 12:
         raise ValueError(f"hops must be in 1..12, got {hops}")
-    return [_one(random.Random(f"prontoqa:{seed}:{i}"), f"prontoqa-{seed}-{i}", hops)
-            for i in range(start, start + n)]
+    lo, hi = distractor if isinstance(distractor, tuple) else (distractor, distractor)
+    if not 1 <= lo <= hi <= 2:
+        raise ValueError(f"distractor must be 1, 2 or 1-2, got {distractor}")
+    out = []
+    for i in range(start, start + n):
+        rng = random.Random(f"prontoqa:{seed}:{i}")
+        # the default (2) draws nothing extra, so its problems stay what they were
+        length = hi if lo == hi else random.Random(f"prontoqa-d:{seed}:{i}").randint(lo, hi)
+        out.append(_one(rng, f"prontoqa-{seed}-{i}", hops, length))
+    return out
 
 
-def _one(rng: random.Random, pid: str, hops: int) -> Problem:
+def _one(rng: random.Random, pid: str, hops: int, distractor: int = 2) -> Problem:
     name = rng.choice(PEOPLE)
     n_path = hops  # concepts c0..c_{hops-1}; hops-1 is-a rules then one property rule
     pool = rng.sample(CONCEPTS, min(len(CONCEPTS), n_path + 6))
@@ -83,13 +94,14 @@ def _one(rng: random.Random, pid: str, hops: int) -> Problem:
     rules.append(property_sentence(path[-1], q_adj, q_neg, rng))
     steps = [f"{name} is {article(a)} {a}. {r}" for a, r in zip(path, rules)]
     steps.append(f"{name} is {'not ' if q_neg else ''}{q_adj}.")
-    # Distractors: the opposite property on a chain the person is not on (d1 -> d2), a second
+    # Distractors: the opposite property on a chain the person is not on (d1 -> d2, or d1), a second
     # concept of the person (d0) with its own property, side branches off the path, and one
     # unrelated property per concept -- each from its own adjective family, so nothing
     # contradicts and the query follows from the path alone.
     d0, d1, d2 = rest[0], rest[1], rest[2]
     facts = [f"{name} is {article(path[0])} {path[0]}.", f"{name} is {article(d0)} {d0}."]
-    distract = [isa_sentence(d1, d2, rng), property_sentence(d2, q_adj, not q_neg, rng)]
+    distract = ([isa_sentence(d1, d2, rng), property_sentence(d2, q_adj, not q_neg, rng)]
+                if distractor == 2 else [property_sentence(d1, q_adj, not q_neg, rng)])
     fam_iter = iter(other_families * 2)
     distract.append(property_sentence(d0, rng.choice(next(fam_iter)), rng.random() < 0.5, rng))
     for c in rest[3:]:
