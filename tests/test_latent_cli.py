@@ -43,6 +43,7 @@ def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
     for col in ("accuracy", "forward_passes", "wall_s", "iterations", "final_change"):
         assert col in df.columns
     assert df["checkpoint"].tolist() == ["base"] * 3 + [str(checkpoint)] * 2
+    assert df["cot_format"].tolist() == ["-"] * 3 + ["task"] * 2
     assert 1 <= df.set_index("method").loc["soft-thinking", "iterations"] <= 12
     slr = df.set_index("method").loc["slr"]
     assert slr["iterations"] == 2 and slr["forward_passes"] >= 1 + 2 + 1
@@ -65,12 +66,19 @@ def test_baselines_train_on_the_same_data_and_a_loop_starts_from_cot(random_mode
              for d in (cot, nocot, slr)}
     assert steps == {"cot": 2, "no-cot": 2, "slr": 4}  # stage 0 / direct / stages 1-2
     assert json.loads((slr / "loop.json").read_text())["init_method"] == "cot"
-    attractor("latent", "eval", str(nocot), str(cot), str(slr), "--model", str(random_model_dir),
-              "--task", "synthetic:prosqa:n=3,seed=1", "--out", str(tmp_path))
-    df = pd.read_parquet(tmp_path / "latent_eval.parquet").set_index("method")
-    assert df.loc["cot", "checkpoint"] == str(cot) and df.loc["no-cot", "checkpoint"] == str(nocot)
-    assert df.loc["soft-thinking", "checkpoint"] == str(cot)  # soft thoughts of the CoT model
-    assert list(df.index) == ["no-cot", "cot", "soft-thinking", "slr", "slr-adaptive"]
+    # a second CoT, on another chain-of-thought format, is a row of its own
+    proof = tmp_path / "cot-proof"
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--method", "cot",
+              "--cot-format", "backward-proof", "--out", str(proof))
+    attractor("latent", "eval", str(nocot), str(cot), str(slr), str(proof), "--model",
+              str(random_model_dir), "--task", "synthetic:prosqa:n=3,seed=1", "--out",
+              str(tmp_path))
+    df = pd.read_parquet(tmp_path / "latent_eval.parquet")
+    assert df["method"].tolist() == ["no-cot", "cot", "cot", "soft-thinking", "slr",
+                                     "slr-adaptive"]
+    assert df["checkpoint"].tolist() == [str(nocot), str(cot), str(proof), str(cot), str(slr),
+                                         str(slr)]  # soft thoughts of the first CoT model
+    assert df["cot_format"].tolist() == ["task", "task", "backward-proof", "task", "task", "task"]
 
 
 def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):

@@ -380,9 +380,11 @@ def latent_eval_cmd(
 
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(Path(out) / "latent_eval.parquet", df.to_parquet(index=False))
-    cols = ["method", "n", "accuracy", "forward_passes", "wall_s", "iterations", "final_change"]
+    cols = ["method", "accuracy", "forward_passes", "wall_s", "iterations", "final_change",
+            "cot_format"]
+    heads = ["method", "accuracy", "passes", "wall_s", "iters", "change", "cot"]  # fits 80 columns
     for name, sub in df.groupby("task", sort=False):
-        console.print(table(f"latent eval: {name}", cols,
+        console.print(table(f"latent eval: {name} ({int(sub['n'].iloc[0])} questions)", heads,
                             [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
                              for r in sub[cols].itertuples(index=False)]))
 

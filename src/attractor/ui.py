@@ -32,10 +32,11 @@ def progress_bar(enabled: bool = True) -> Iterator[Any]:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    """A rich table with string-formatted cells."""
+    """A rich table with string-formatted cells; a cell too wide for the terminal wraps onto the
+    next line instead of being cut to an ellipsis (method names must stay readable)."""
     t = Table(title=title)
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*[fmt(x) for x in r])
     return t

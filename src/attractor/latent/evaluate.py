@@ -9,7 +9,9 @@ change of No-CoT, CoT and latent-loop checkpoints on a task, as one Parquet tabl
   the logit lens's probability-weighted mix of token embeddings), then text.
 - every loop checkpoint: its loop (its own halting), and with ``adaptive`` also state-halting
   (``<method>-adaptive``).
-The ``checkpoint`` column names where each row's weights came from (``base`` or a directory).
+The ``checkpoint`` column names where each row's weights came from (``base`` or a directory),
+``cot_format`` the chain of thought it was trained on (``--cot-format``; "-" for the base), so
+two CoT checkpoints of different formats are two rows.
 Forward passes count every model call per question: prefill, thoughts, marker, decoding steps.
 """
 from __future__ import annotations
@@ -36,6 +38,11 @@ def _source(ck: Path) -> str:
         return "released:" + Path(ck).resolve().relative_to(RELEASED.resolve()).as_posix()
     except ValueError:
         return str(ck)
+
+
+def _cot_format(meta: dict[str, Any]) -> str:
+    """The CoT a checkpoint was trained from (``--cot-format``), "-" when not recorded."""
+    return str(meta.get("train", {}).get("cot_format", "-"))
 
 
 def correct_answers(texts: list[str], problems) -> list[bool]:
@@ -116,40 +123,43 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
     prompts = [prompt_ids(p, tok, True) for p in problems]
     rows = []
 
-    def add(method: str, source: str, res: dict[str, Any]) -> None:
+    def add(method: str, source: str, res: dict[str, Any], cot_format: str = "-") -> None:
         ok = correct_answers(res["texts"], problems)
         rows.append({"task": task, "method": method, "n": len(problems),
                      "accuracy": sum(ok) / len(ok),
                      "forward_passes": sum(res["forward_passes"]) / len(ok),
                      "wall_s": res["wall_s"], "iterations": res["iterations"],
-                     "final_change": res["final_change"], "checkpoint": source})
+                     "final_change": res["final_change"], "cot_format": cot_format,
+                     "checkpoint": source})
 
-    method_of = {ck: read_meta(ck)["method"] for ck in checkpoints}
-    trained = {m: ck for ck, m in method_of.items()}
-    cot_model, cot_source = model, "base"
-    for method in BASELINES[::-1]:  # no-cot, then cot
-        if method in trained:
+    metas = {ck: read_meta(ck) for ck in checkpoints}
+    cot_model, cot_source, cot_format = model, "base", "-"
+    for method in BASELINES[::-1]:  # no-cot, then cot (every checkpoint of each, in order)
+        trained = [ck for ck in checkpoints if metas[ck]["method"] == method]
+        for ck in trained:
             base, btok = load(model_spec, dtype="float32", device=dev)
-            loop, _ = load_loop(trained[method], base, btok, device=dev)
-            add(method, _source(trained[method]),
-                eval_cot(loop.base, btok, problems, prompts, max_new_tokens))
-            if method == "cot":
-                cot_model, cot_source = loop.base, _source(trained[method])
-        else:
+            loop, meta = load_loop(ck, base, btok, device=dev)
+            fmt = _cot_format(meta)
+            add(method, _source(ck), eval_cot(loop.base, btok, problems, prompts,
+                                              max_new_tokens), fmt)
+            if method == "cot" and cot_source == "base":
+                cot_model, cot_source, cot_format = loop.base, _source(ck), fmt
+        if not trained:
             prefix = " " + ANSWER_MARK if method == "no-cot" else ""
             add(method, "base", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix))
     if soft_thoughts:
         add("soft-thinking", cot_source,
             eval_loop(LatentLoop(cot_model, tok, preset("soft-thinking", soft_thoughts)),
-                      prompts, max_new_tokens))
+                      prompts, max_new_tokens), cot_format)
     for ck in checkpoints:
-        if method_of[ck] in BASELINES:
+        if metas[ck]["method"] in BASELINES:
             continue
         base, btok = load(model_spec, dtype="float32", device=dev)
         loop, meta = load_loop(ck, base, btok, device=dev)
-        add(meta["method"], _source(ck), eval_loop(loop, prompts, max_new_tokens))
+        fmt = _cot_format(meta)
+        add(meta["method"], _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
         if adaptive and loop.cfg.halting == "fixed":
             loop.cfg = replace(loop.cfg, halting="state", epsilon=epsilon)
             add(meta["method"] + "-adaptive", _source(ck),
-                eval_loop(loop, prompts, max_new_tokens))
+                eval_loop(loop, prompts, max_new_tokens), fmt)
     return pd.DataFrame(rows)
