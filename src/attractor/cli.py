@@ -403,7 +403,7 @@ def latent_inspect_cmd(
     ProntoQA) and the answer flip rate under Gaussian noise on each thought."""
     from pathlib import Path
 
-    from attractor.latent.checkpoint import load_loop
+    from attractor.latent.checkpoint import cot_format_of, load_loop
     from attractor.latent.inspect import flip_rates, thought_table
     from attractor.models.load import load
     from attractor.report.latent import per_thought, write_latent_report
@@ -422,8 +422,7 @@ def latent_inspect_cmd(
     base, tok = load(model, dtype="float32", device="cpu")
     loop, meta = load_loop(Path(checkpoint), base, tok)
     prompts = [prompt_ids(p, tok, True) for p in problems]
-    thoughts = thought_table(loop, problems, prompts,
-                             cot_format=meta.get("train", {}).get("cot_format", "backward-proof"))
+    thoughts = thought_table(loop, problems, prompts, cot_format=cot_format_of(meta))
     robust = flip_rates(loop, problems, prompts, sigmas)
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)

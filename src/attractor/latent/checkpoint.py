@@ -36,6 +36,11 @@ def save_loop(loop: LatentLoop, path: Path, meta: dict[str, Any], half: bool = F
                                            "base_fingerprint": fingerprint(loop.base)})
 
 
+def cot_format_of(meta: dict[str, Any]) -> str:
+    """The CoT a checkpoint was trained from (``--cot-format``), "-" when not recorded."""
+    return str(meta.get("train", {}).get("cot_format", "-"))
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     """``loop.json`` of a checkpoint (one-line error when it is not one)."""
     f = Path(path) / "loop.json"

@@ -59,12 +59,18 @@ def cot_steps(problems: list[Problem], cot_format: str, seed: int) -> list[list[
 
 def _sentence_proof(p: Problem) -> list[str]:
     """The backward proof of a ProntoQA problem in the question's own sentences."""
-    from attractor.tasks.prontoqa_proof import prontoqa_sentence_proof
-
     if p.kind != "prontoqa":
         raise DataError(f"--cot-format backward-sentences needs ProntoQA questions; {p.id} is "
                         f"{p.kind}")
-    steps, answer = prontoqa_sentence_proof(p)
+    return _prontoqa_steps(p, sentences=True)
+
+
+def _prontoqa_steps(p: Problem, sentences: bool) -> list[str]:
+    """A ProntoQA problem's backward proof (one name or one sentence per step), refused when it
+    does not prove the gold answer."""
+    from attractor.tasks.prontoqa_proof import prontoqa_backward_proof, prontoqa_sentence_proof
+
+    steps, answer = (prontoqa_sentence_proof if sentences else prontoqa_backward_proof)(p)
     if answer != p.gold:
         raise DataError(f"{p.id}: the backward proof gives {answer}, the gold answer is {p.gold}")
     return steps
@@ -73,13 +79,7 @@ def _sentence_proof(p: Problem) -> list[str]:
 def _backward_proof(p: Problem, seed: int) -> list[str]:
     """The tiny model's backward proof of one ProsQA (graph in ``meta``) or ProntoQA problem."""
     if p.kind == "prontoqa":
-        from attractor.tasks.prontoqa_proof import prontoqa_backward_proof
-
-        steps, answer = prontoqa_backward_proof(p)
-        if answer != p.gold:
-            raise DataError(f"{p.id}: the backward proof gives {answer}, the gold answer is "
-                            f"{p.gold}")
-        return steps
+        return _prontoqa_steps(p, sentences=False)
     from attractor.models.tiny_recipe import backward_proof
 
     if not {"edges", "root", "target"} <= set(p.meta or {}):

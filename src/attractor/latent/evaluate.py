@@ -26,7 +26,8 @@ import torch
 
 from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
-from attractor.latent.checkpoint import RELEASED, load_loop, read_meta, released_checkpoints
+from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_loop, read_meta,
+                                         released_checkpoints)
 from attractor.latent.config import preset
 from attractor.latent.curriculum import ANSWER_MARK, BASELINES
 from attractor.latent.loop import LatentLoop
@@ -38,11 +39,6 @@ def _source(ck: Path) -> str:
         return "released:" + Path(ck).resolve().relative_to(RELEASED.resolve()).as_posix()
     except ValueError:
         return str(ck)
-
-
-def _cot_format(meta: dict[str, Any]) -> str:
-    """The CoT a checkpoint was trained from (``--cot-format``), "-" when not recorded."""
-    return str(meta.get("train", {}).get("cot_format", "-"))
 
 
 def correct_answers(texts: list[str], problems) -> list[bool]:
@@ -139,7 +135,7 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
         for ck in trained:
             base, btok = load(model_spec, dtype="float32", device=dev)
             loop, meta = load_loop(ck, base, btok, device=dev)
-            fmt = _cot_format(meta)
+            fmt = cot_format_of(meta)
             add(method, _source(ck), eval_cot(loop.base, btok, problems, prompts,
                                               max_new_tokens), fmt)
             if method == "cot" and cot_source == "base":
@@ -156,7 +152,7 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
             continue
         base, btok = load(model_spec, dtype="float32", device=dev)
         loop, meta = load_loop(ck, base, btok, device=dev)
-        fmt = _cot_format(meta)
+        fmt = cot_format_of(meta)
         add(meta["method"], _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
         if adaptive and loop.cfg.halting == "fixed":
             loop.cfg = replace(loop.cfg, halting="state", epsilon=epsilon)

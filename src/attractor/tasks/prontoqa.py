@@ -94,8 +94,8 @@ def _one(rng: random.Random, pid: str, hops: int, distractor: int = 2) -> Proble
     rules.append(property_sentence(path[-1], q_adj, q_neg, rng))
     steps = [f"{name} is {article(a)} {a}. {r}" for a, r in zip(path, rules)]
     steps.append(f"{name} is {'not ' if q_neg else ''}{q_adj}.")
-    # Distractors: the opposite property on a chain the person is not on (d1 -> d2, or d1), a second
-    # concept of the person (d0) with its own property, side branches off the path, and one
+    # Distractors: the opposite property on a chain the person is not on (d1 -> d2, or d1), a
+    # second concept of the person (d0) with its own property, side branches off the path, and one
     # unrelated property per concept -- each from its own adjective family, so nothing
     # contradicts and the query follows from the path alone.
     d0, d1, d2 = rest[0], rest[1], rest[2]

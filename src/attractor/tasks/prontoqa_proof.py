@@ -118,10 +118,11 @@ def prontoqa_sentence_proof(p: Problem) -> tuple[list[str], str]:
     steps: list[str] = []
     prev: str | None = None
     for i, word in enumerate(proof[1:], 1):
-        if word == "." or proof[i - 1] == ".":  # the dead end, then the other predicate
-            if word == ".":
-                steps.append(".")
-                neg, prev = not neg, None
+        if proof[i - 1] == ".":  # the other chain's predicate: its sentence is the next step
+            continue
+        if word == ".":  # the dead end of the first chain
+            steps.append(".")
+            neg, prev = not neg, None
             continue
         key = (word, neg, adj) if prev is None else (prev, word)
         if key not in said:
