@@ -79,6 +79,13 @@ def test_baselines_train_on_the_same_data_and_a_loop_starts_from_cot(random_mode
     assert df["checkpoint"].tolist() == [str(nocot), str(cot), str(proof), str(cot), str(slr),
                                          str(slr)]  # soft thoughts of the first CoT model
     assert df["cot_format"].tolist() == ["task", "task", "backward-proof", "task", "task", "task"]
+    # with no CoT of the loop's own format, the base model's chain stays the loop's CoT row
+    attractor("latent", "eval", str(slr), str(proof), "--model", str(random_model_dir),
+              "--task", "synthetic:prosqa:n=3,seed=1", "--out", str(tmp_path))
+    df = pd.read_parquet(tmp_path / "latent_eval.parquet")
+    assert df["method"].tolist() == ["no-cot", "cot", "cot", "soft-thinking", "slr",
+                                     "slr-adaptive"]
+    assert df["checkpoint"].tolist() == ["base", "base", str(proof), "base", str(slr), str(slr)]
 
 
 def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):

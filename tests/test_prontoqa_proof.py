@@ -36,14 +36,36 @@ def test_sentence_proof_quotes_the_premises_one_per_step():
     assert prontoqa_sentence_proof(_problem("Stella is not floral.", "False")) == (
         ["Dumpuses are not floral.", "Numpuses are dumpuses.", ".", "Every lorpus is floral.",
          "Each rompus is a lorpus.", "Gorpuses are rompuses.", "Stella is a gorpus."], "False")
-    # the curriculum uses it under --cot-format backward-sentences, and only on ProntoQA
+    # the curriculum uses it under --cot-format backward-sentences (ProsQA: a graph is needed)
     assert cot_steps([_problem("Stella is floral.", "True")], "backward-sentences", 0) == [
         ["Every lorpus is floral.", "Each rompus is a lorpus.", "Gorpuses are rompuses.",
          "Stella is a gorpus."]]
     prosqa = Problem(id="g1", question="Tom is a wumpus. Is Tom a yumpus or a zumpus?",
                      gold="yumpus", steps=["x"], kind="prosqa")
-    with pytest.raises(DataError, match="needs ProntoQA questions; g1 is prosqa"):
+    with pytest.raises(DataError, match="backward-sentences needs ProsQA graphs or ProntoQA "
+                                        "questions; g1 is neither"):
         cot_steps([prosqa], "backward-sentences", 0)
+
+
+def test_prosqa_sentence_proof_is_the_one_name_proof_in_the_question_s_sentences():
+    from attractor.tasks.prosqa import generate_prosqa
+
+    for p in generate_prosqa(40, seed=5):
+        names = cot_steps([p], "backward-proof", 3)[0]
+        sentences = cot_steps([p], "backward-sentences", 3)[0]
+        # every sentence is one the question states, and read back they name the same chains
+        assert all(s == "." or s in p.question for s in sentences)
+        read, last = [], "."
+        for s in sentences:
+            if s == ".":
+                read.append(".")
+            else:
+                words = s.rstrip(".").split()
+                subject, obj = (words[1] if words[0] == "Every" else words[0]), words[-1]
+                read += ([obj] if last == "." else []) + [subject]
+            last = s
+        assert read == names
+        assert sentences[-1] == f"{names[-1]} is a {names[-2]}."
 
 
 def test_curriculum_refuses_a_proof_that_contradicts_the_gold_answer():

@@ -11,7 +11,7 @@ The steps are the task's own (``cot_format="task"``) or the backward proof the e
 model writes on ProsQA (``"backward-proof"``: one node name per step), so a curriculum that
 starts from that model starts from the chain it already knows; on ProntoQA the same format is
 :mod:`attractor.tasks.prontoqa_proof` (one concept per step, learnt with ``--method cot``), and
-``"backward-sentences"`` is that proof written in the question's own sentences (one premise per
+``"backward-sentences"`` is either proof written in the question's own sentences (one premise per
 step, as the ProntoQA and Coconut chains of thought are: a step is a sentence).
 """
 from __future__ import annotations
@@ -53,16 +53,25 @@ def cot_steps(problems: list[Problem], cot_format: str, seed: int) -> list[list[
         raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
                           f"got {cot_format!r}")
     if cot_format == "backward-sentences":
-        return [_sentence_proof(p) for p in problems]
+        return [_sentence_proof(p, seed) for p in problems]
     return [_backward_proof(p, seed) for p in problems]
 
 
-def _sentence_proof(p: Problem) -> list[str]:
-    """The backward proof of a ProntoQA problem in the question's own sentences."""
-    if p.kind != "prontoqa":
-        raise DataError(f"--cot-format backward-sentences needs ProntoQA questions; {p.id} is "
-                        f"{p.kind}")
-    return _prontoqa_steps(p, sentences=True)
+def _sentence_proof(p: Problem, seed: int) -> list[str]:
+    """The backward proof of a ProntoQA or ProsQA problem in the question's own sentences."""
+    if p.kind == "prontoqa":
+        return _prontoqa_steps(p, sentences=True)
+    from attractor.models.tiny_recipe import backward_sentence_proof
+
+    _check_graph(p, "backward-sentences")
+    return backward_sentence_proof(p, random.Random(f"{seed}:{p.id}"))
+
+
+def _check_graph(p: Problem, cot_format: str) -> None:
+    """Refuse a problem that is neither ProntoQA nor carries a ProsQA graph."""
+    if not {"edges", "root", "target"} <= set(p.meta or {}):
+        raise DataError(f"--cot-format {cot_format} needs ProsQA graphs or ProntoQA "
+                        f"questions; {p.id} is neither")
 
 
 def _prontoqa_steps(p: Problem, sentences: bool) -> list[str]:
@@ -82,9 +91,7 @@ def _backward_proof(p: Problem, seed: int) -> list[str]:
         return _prontoqa_steps(p, sentences=False)
     from attractor.models.tiny_recipe import backward_proof
 
-    if not {"edges", "root", "target"} <= set(p.meta or {}):
-        raise DataError(f"--cot-format backward-proof needs ProsQA graphs or ProntoQA "
-                        f"questions; {p.id} is neither")
+    _check_graph(p, "backward-proof")
     return backward_proof(p, random.Random(f"{seed}:{p.id}"))
 
 

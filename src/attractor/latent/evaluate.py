@@ -4,9 +4,11 @@ change of No-CoT, CoT and latent-loop checkpoints on a task, as one Parquet tabl
 - ``no-cot`` and ``cot``: a trained baseline checkpoint of that method when one is given
   (greedy decoding of its fine-tuned model), else the base model (no-cot: ``###`` is fed right
   after the question; cot: its own greedy chain of thought).
-- ``soft-thinking``: the CoT model (the trained ``cot`` checkpoint when one is given, else the
-  base), with no further training, with T soft thoughts (Soft Thinking / CoT2: each thought is
-  the logit lens's probability-weighted mix of token embeddings), then text.
+- ``soft-thinking``: the CoT model the loops start from (a trained ``cot`` checkpoint of the
+  loops' ``cot_format`` when one is given, else the base, whose own CoT row is then kept beside
+  any ``cot`` checkpoint of another format), with no further training, with T soft thoughts
+  (Soft Thinking / CoT2: each thought is the logit lens's probability-weighted mix of token
+  embeddings), then text.
 - every loop checkpoint: its loop (its own halting), and with ``adaptive`` also state-halting
   (``<method>-adaptive``).
 The ``checkpoint`` column names where each row's weights came from (``base`` or a directory),
@@ -101,8 +103,9 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
              epsilon: float = 1e-2, max_new_tokens: int = 96, soft_thoughts: int = 12,
              device: str = "auto") -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
-    kind (ProsQA or ProntoQA). ``soft_thoughts`` > 0 adds ``soft-thinking``: the base model,
-    untrained, with that many soft thoughts before it goes on in text."""
+    kind (ProsQA or ProntoQA). ``soft_thoughts`` > 0 adds ``soft-thinking``: the loops' CoT model
+    (see the module docstring), untrained, with that many soft thoughts before it goes on in
+    text."""
     from attractor.models.load import load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
@@ -129,20 +132,25 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
                      "checkpoint": source})
 
     metas = {ck: read_meta(ck) for ck in checkpoints}
+    # the CoT the loops were distilled from: the first cot checkpoint of the loops' own format,
+    # else the base model's chain (its row then stays beside cot rows of other formats)
+    loop_formats = {cot_format_of(m) for m in metas.values() if m["method"] not in BASELINES}
     cot_model, cot_source, cot_format = model, "base", "-"
     for method in BASELINES[::-1]:  # no-cot, then cot (every checkpoint of each, in order)
         trained = [ck for ck in checkpoints if metas[ck]["method"] == method]
+        main = [ck for ck in trained if method == "no-cot" or not loop_formats
+                or cot_format_of(metas[ck]) in loop_formats]
+        if not main:
+            prefix = " " + ANSWER_MARK if method == "no-cot" else ""
+            add(method, "base", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix))
         for ck in trained:
             base, btok = load(model_spec, dtype="float32", device=dev)
             loop, meta = load_loop(ck, base, btok, device=dev)
             fmt = cot_format_of(meta)
             add(method, _source(ck), eval_cot(loop.base, btok, problems, prompts,
                                               max_new_tokens), fmt)
-            if method == "cot" and cot_source == "base":
+            if method == "cot" and main and ck == main[0]:
                 cot_model, cot_source, cot_format = loop.base, _source(ck), fmt
-        if not trained:
-            prefix = " " + ANSWER_MARK if method == "no-cot" else ""
-            add(method, "base", eval_cot(model, tok, problems, prompts, max_new_tokens, prefix))
     if soft_thoughts:
         add("soft-thinking", cot_source,
             eval_loop(LatentLoop(cot_model, tok, preset("soft-thinking", soft_thoughts)),

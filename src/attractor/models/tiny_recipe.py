@@ -24,7 +24,7 @@ import re
 from transformers import Qwen2Config
 
 from attractor.tasks.problem import Problem
-from attractor.tasks.prosqa import distances
+from attractor.tasks.prosqa import distances, edge_sentence
 
 ARCH = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=4, max_position_embeddings=1024, rope_theta=10000.0,
@@ -76,6 +76,21 @@ def backward_proof(p: Problem, rng: random.Random) -> list[str]:
     if first == target:
         return chain(first, True)
     return chain(first, False) + ["."] + chain(second, True)
+
+
+def backward_sentence_proof(p: Problem, rng: random.Random) -> list[str]:
+    """:func:`backward_proof` in the question's own sentences: each hop from a concept to its
+    parent is the sentence that states it ("Every terpus is a brimpus.", "Tom is a terpus."),
+    and "." still closes a chain that does not reach the person asked about."""
+    names, out = backward_proof(p, rng), []
+    for child, parent in zip(names, names[1:]):
+        if "." not in (child, parent):
+            out.append(edge_sentence(parent, child, parent[:1].isupper()))
+        elif child == ".":
+            continue
+        else:
+            out.append(".")
+    return out
 
 
 def completion_text(p: Problem, rng: random.Random) -> str:
