@@ -52,26 +52,8 @@ def cot_steps(problems: list[Problem], cot_format: str, seed: int) -> list[list[
     if cot_format not in COT_FORMATS:
         raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
                           f"got {cot_format!r}")
-    if cot_format == "backward-sentences":
-        return [_sentence_proof(p, seed) for p in problems]
-    return [_backward_proof(p, seed) for p in problems]
-
-
-def _sentence_proof(p: Problem, seed: int) -> list[str]:
-    """The backward proof of a ProntoQA or ProsQA problem in the question's own sentences."""
-    if p.kind == "prontoqa":
-        return _prontoqa_steps(p, sentences=True)
-    from attractor.models.tiny_recipe import backward_sentence_proof
-
-    _check_graph(p, "backward-sentences")
-    return backward_sentence_proof(p, random.Random(f"{seed}:{p.id}"))
-
-
-def _check_graph(p: Problem, cot_format: str) -> None:
-    """Refuse a problem that is neither ProntoQA nor carries a ProsQA graph."""
-    if not {"edges", "root", "target"} <= set(p.meta or {}):
-        raise DataError(f"--cot-format {cot_format} needs ProsQA graphs or ProntoQA "
-                        f"questions; {p.id} is neither")
+    sentences = cot_format == "backward-sentences"
+    return [_backward_proof(p, seed, sentences) for p in problems]
 
 
 def _prontoqa_steps(p: Problem, sentences: bool) -> list[str]:
@@ -85,14 +67,19 @@ def _prontoqa_steps(p: Problem, sentences: bool) -> list[str]:
     return steps
 
 
-def _backward_proof(p: Problem, seed: int) -> list[str]:
-    """The tiny model's backward proof of one ProsQA (graph in ``meta``) or ProntoQA problem."""
+def _backward_proof(p: Problem, seed: int, sentences: bool = False) -> list[str]:
+    """The tiny model's backward proof of one ProsQA (graph in ``meta``) or ProntoQA problem,
+    one name per step or (``sentences``) one of the question's sentences per step."""
     if p.kind == "prontoqa":
-        return _prontoqa_steps(p, sentences=False)
-    from attractor.models.tiny_recipe import backward_proof
+        return _prontoqa_steps(p, sentences)
+    from attractor.models.tiny_recipe import backward_proof, backward_sentence_proof
 
-    _check_graph(p, "backward-proof")
-    return backward_proof(p, random.Random(f"{seed}:{p.id}"))
+    if not {"edges", "root", "target"} <= set(p.meta or {}):
+        fmt = "backward-sentences" if sentences else "backward-proof"
+        raise DataError(f"--cot-format {fmt} needs ProsQA graphs or ProntoQA questions; "
+                        f"{p.id} is neither")
+    proof = backward_sentence_proof if sentences else backward_proof
+    return proof(p, random.Random(f"{seed}:{p.id}"))
 
 
 def target_text(steps: list[str], gold: str, k: int) -> str:

@@ -84,12 +84,10 @@ def backward_sentence_proof(p: Problem, rng: random.Random) -> list[str]:
     and "." still closes a chain that does not reach the person asked about."""
     names, out = backward_proof(p, rng), []
     for child, parent in zip(names, names[1:]):
-        if "." not in (child, parent):
-            out.append(edge_sentence(parent, child, parent[:1].isupper()))
-        elif child == ".":
-            continue
-        else:
+        if parent == ".":
             out.append(".")
+        elif child != ".":  # the hop from "." to the second option states nothing
+            out.append(edge_sentence(parent, child, parent[:1].isupper()))
     return out
 
 
