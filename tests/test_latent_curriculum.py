@@ -66,3 +66,20 @@ def test_backward_proof_needs_prosqa_graphs_or_prontoqa_questions():
     problems, _ = load_task("synthetic:arith:n=2,seed=5")
     with pytest.raises(DataError, match="needs ProsQA graphs or ProntoQA questions"):
         cot_steps(problems, "backward-proof", seed=0)
+
+
+def test_thought_targets_point_each_thought_at_the_step_it_replaces(tok):
+    from attractor.latent.curriculum import thought_targets
+
+    steps = ["scrompus", "rorpus", "Davis", ".", "lempus"]
+    first = [tok(" " + s, add_special_tokens=False)["input_ids"][0] for s in steps]
+    ex = build_example(steps, GOLD, [1], tok, 2, stages=6, per_step=1, lens=True)
+    assert ex.lens == first[:2]  # state 0 (the question's last) is fed as thought 0: step 0
+    assert build_example(steps, GOLD, [1], tok, 2, stages=6, per_step=1).lens == []
+    # c = 2: the first thought of each step's pair names it, the second is free
+    assert thought_targets(steps, 4, 2, tok) == [first[0], -100, first[1], -100]
+    # the last stage has more thoughts than this chain has steps: the rest are free
+    assert build_example(steps, GOLD, [1], tok, 6, stages=6, per_step=1, lens=True).lens == \
+        first + [-100]
+    with pytest.raises(ConfigError, match="thought-loss"):
+        LatentTrainConfig(thought_loss=-1)

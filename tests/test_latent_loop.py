@@ -125,3 +125,33 @@ def test_token_halting_stops_where_the_lens_names_the_halt_token(random_model):
                         halting="token", halt_token=halt)
         with torch.no_grad():
             assert int(loop.think(ids).iterations[0]) == want
+
+
+def test_thought_loss_trains_the_lens_of_the_fed_back_states(random_model):
+    model, tok = random_model
+    slr = LatentLoop(copy.deepcopy(model).float(), tok, preset("slr", max_thoughts=2))
+    ids = _ids(tok)
+    target = tok(" ### Tom is a rorpus.", add_special_tokens=False)["input_ids"]
+    step = tok(" rorpus", add_special_tokens=False)["input_ids"][0]
+    lens = [[step, step], [step, -100]]
+    base = slr.loss(ids, [2, 2], [target, target])
+    assert torch.equal(base, slr.loss(ids, [2, 2], [target, target], lens, 0.0))
+    with_aux = slr.loss(ids, [2, 2], [target, target], lens, 1.0)
+    # the term is the lens cross-entropy of states 0 and 1, the ones fed back as thoughts
+    run = slr.think(ids, [2, 2], adaptive=False)
+    fed = torch.stack(run.states[:2], dim=1)
+    want = torch.tensor(lens)
+    lp = slr.logit_lens(fed)
+    ce = torch.nn.functional.nll_loss(lp.reshape(-1, lp.shape[-1]), want.reshape(-1),
+                                      ignore_index=-100)
+    assert torch.allclose(with_aux - base, ce, atol=1e-4)
+    # a few steps with that term weighted up make the thoughts name the step under the lens
+    opt = torch.optim.Adam(slr.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss = slr.loss(ids, [2, 2], [target, target], lens, 5.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        run = slr.think(ids, [2, 2], adaptive=False)
+    assert int(slr.logit_lens(run.states[1][0]).argmax()) == step

@@ -63,3 +63,24 @@ def test_checker_rejects_broken_rows(breakage):
     with pytest.raises(DataError):
         check_prosqa(bad, "row")
     check_prosqa(row, "row")  # the original still passes
+
+
+def test_balanced_option_equalises_people_reaching_each_option():
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prosqa import people_reaching
+
+    def counts(p):
+        m = p.meta
+        n = len(m["idx_to_symbol"])
+        return (people_reaching(n, m["edges"], m["target"]),
+                people_reaching(n, m["edges"], m["neg_target"]))
+
+    plain = [counts(p) for p in generate_prosqa(200, seed=3)]
+    assert sum(t != g for t, g in plain) > 40  # the leak the option removes is there without it
+    balanced, _ = load_task("synthetic:prosqa:n=200,seed=3,balanced=1")
+    assert all(t == g for t, g in map(counts, balanced))
+    assert sum(counts(p)[0] > 1 for p in balanced) > 10  # several people still reach options
+    for p in balanced:
+        check_prosqa(problem_to_row(p), p.id)
+    with pytest.raises(ValueError, match="balanced"):
+        generate_prosqa(1, balanced=2)

@@ -17,7 +17,7 @@ step, as the ProntoQA and Coconut chains of thought are: a step is a sentence).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from attractor.errors import ConfigError, DataError
 from attractor.tasks.problem import Problem
@@ -35,6 +35,9 @@ class Example:
     prompt: list[int]
     thoughts: int
     target: list[int]
+    # per thought, the token its state should name under the logit lens (-100: none); see
+    # :func:`thought_targets`
+    lens: list[int] = field(default_factory=list)
 
 
 def check_steps(problems: list[Problem], source: str) -> None:
@@ -105,12 +108,27 @@ def thoughts_at(stage: int, stages: int, per_step: int, n_steps: int | None = No
     return (stage if n_steps is None else min(stage, n_steps)) * per_step
 
 
+def thought_targets(steps: list[str], thoughts: int, per_step: int, tok) -> list[int]:
+    """What the logit lens of each fed-back state should name (``--thought-loss``): the state
+    fed as thought ``j * c`` is the one that, in the chain of thought, predicts step ``j``, so it
+    is pointed at that step's first token; the other ``c - 1`` thoughts of a step, and thoughts
+    past the last step, are free (-100)."""
+    out = [-100] * thoughts
+    for j, step in enumerate(steps):
+        if j * per_step >= thoughts:
+            break
+        out[j * per_step] = tok(" " + step, add_special_tokens=False)["input_ids"][0]
+    return out
+
+
 def build_example(steps: list[str], gold: str, prompt: list[int], tok, stage: int, stages: int,
-                  per_step: int) -> Example:
+                  per_step: int, lens: bool = False) -> Example:
     """The example at ``stage`` (0 = plain CoT, ``DIRECT`` = answer only) with ``per_step``
-    thoughts per replaced step; the last stage gets all ``stages * per_step`` thoughts."""
+    thoughts per replaced step; the last stage gets all ``stages * per_step`` thoughts.
+    ``lens`` adds the thoughts' logit-lens targets (:func:`thought_targets`)."""
     k = len(steps) if stage == DIRECT or stage >= stages else min(stage, len(steps))
     thoughts = thoughts_at(stage, stages, per_step, len(steps))
     target = tok(target_text(steps, gold, k), add_special_tokens=False)["input_ids"]
     eos = tok.eos_token_id
-    return Example(prompt, thoughts, target + ([eos] if isinstance(eos, int) else []))
+    return Example(prompt, thoughts, target + ([eos] if isinstance(eos, int) else []),
+                   thought_targets(steps, thoughts, per_step, tok) if lens else [])

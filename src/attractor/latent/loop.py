@@ -173,10 +173,25 @@ class LatentLoop(nn.Module):
         return ThoughtRun(cache, mask, iters, change, states, passes)
 
     def loss(self, prompts: list[list[int]], n_thoughts: list[int],
-             targets: list[list[int]]) -> torch.Tensor:
+             targets: list[list[int]], lens_targets: list[list[int]] | None = None,
+             lens_weight: float = 0.0) -> torch.Tensor:
         """Teacher-forced cross-entropy of ``end_marker + target`` after ``n_thoughts[i]``
-        thoughts (gradients flow through every thought)."""
+        thoughts (gradients flow through every thought). With ``lens_weight`` > 0, plus that
+        times the cross-entropy of each fed-back state's logit lens against ``lens_targets[i]``
+        (one token id per thought, -100 for none): the thoughts are told which step they
+        stand for instead of finding it through the answer's loss alone."""
         run = self.think(prompts, n_thoughts, adaptive=False)
+        aux = None
+        if lens_weight > 0 and lens_targets is not None and run.states[:-1]:
+            fed = torch.stack(run.states[:-1], dim=1)  # state s is fed as thought s
+            want = torch.full(fed.shape[:2], -100, dtype=torch.long, device=self.device)
+            for i, row in enumerate(lens_targets):
+                row = row[:fed.shape[1]]
+                want[i, :len(row)] = torch.tensor(row, dtype=torch.long, device=self.device)
+            if bool((want != -100).any()):
+                lens_logits = self.base.get_output_embeddings()(fed).float()
+                aux = nn.functional.cross_entropy(lens_logits.reshape(-1, lens_logits.shape[-1]),
+                                                  want.reshape(-1), ignore_index=-100)
         seqs = [self.end_ids + t for t in targets]
         width = max(len(s) for s in seqs)
         dev = self.device
@@ -194,8 +209,9 @@ class LatentLoop(nn.Module):
         hs, _ = self._forward(self.base.get_input_embeddings()(ids), mask, run.cache)
         logits = self.base.get_output_embeddings()(hs).float()
         all_logits = torch.cat([first_logits.float()[:, None], logits[:, :-1]], dim=1)
-        return nn.functional.cross_entropy(all_logits.reshape(-1, all_logits.shape[-1]),
+        main = nn.functional.cross_entropy(all_logits.reshape(-1, all_logits.shape[-1]),
                                            labels.reshape(-1), ignore_index=-100)
+        return main if aux is None else main + lens_weight * aux
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], max_new_tokens: int = 32,

@@ -54,6 +54,9 @@ class LatentTrainConfig:
     epochs_per_stage: int = field(default=1, metadata={"help": "Passes over the data per stage."})
     mix: float = field(default=0.0, metadata={"help": "Chance of training an example at an "
                                                       "earlier stage."})
+    thought_loss: float = field(default=0.0, metadata={"help": "Weight of the logit-lens loss "
+                                                                 "pointing each thought at the "
+                                                                 "step it replaces (0: off)."})
     batch_size: int = field(default=16, metadata={"help": "Questions per step."})
     lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
     halting: str = field(default="fixed", metadata={"help": "Halting the checkpoint uses."})
@@ -74,6 +77,8 @@ class LatentTrainConfig:
             raise ConfigError("--stages, --thoughts-per-step and --epochs-per-stage must be >= 1")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.mix < 1:
             raise ConfigError("--batch-size >= 1, --lr > 0 and --mix in [0, 1) are required")
+        if self.thought_loss < 0:
+            raise ConfigError(f"--thought-loss must be >= 0, got {self.thought_loss}")
         if not 0 <= self.first_stage <= self.stages:
             raise ConfigError(f"--first-stage must be in 0..{self.stages}, got {self.first_stage}")
         if self.dev_limit < 1:
@@ -152,10 +157,12 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 rng = random.Random(f"mix:{cfg.seed}:{pos['step']}")
                 exs = [build_example(steps[i], problems[i].gold, prompts[i], tok,
                                      stage_of(stage, cfg.mix, rng), cfg.stages,
-                                     cfg.thoughts_per_step) for i in idx]
+                                     cfg.thoughts_per_step, lens=cfg.thought_loss > 0)
+                       for i in idx]
                 with autocast:
                     loss = loop.loss([e.prompt for e in exs], [e.thoughts for e in exs],
-                                     [e.target for e in exs])
+                                     [e.target for e in exs], [e.lens for e in exs],
+                                     cfg.thought_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(loop.parameters(), 1.0)

@@ -95,6 +95,7 @@ def generate_prosqa(
     max_nodes: int = 28,
     edge_ratio: float = 1.58,
     start: int = 0,
+    balanced: int = 0,
 ) -> list[Problem]:
     """Generate ``n`` ProsQA-format problems, reproducibly from ``seed``.
 
@@ -106,22 +107,39 @@ def generate_prosqa(
         min_nodes, max_nodes: range of graph sizes (ProsQA averages about 23 nodes).
         edge_ratio: edges per node (ProsQA averages 36 edges for 23 nodes).
         start: index of the first problem (problems ``start .. start+n-1`` are returned).
+        balanced: 1 keeps only graphs where as many people reach the target as reach the other
+            option. Without it the extra people mostly reach the other option (the distractor
+            side is where they get their children), so "the option more people reach is wrong"
+            answers many generated questions without following a chain (a label leak a
+            model trained on them learns; ProsQA valid has the counts equal in ~90% of rows).
     """
     if not 1 <= min_hops <= max_hops:
         raise ValueError(f"hops: need 1 <= min_hops <= max_hops, got {min_hops}..{max_hops}")
     if min_nodes < max_hops + 4:
         raise ValueError(f"min_nodes={min_nodes} is too small for max_hops={max_hops}")
+    if balanced not in (0, 1):
+        raise ValueError(f"balanced must be 0 or 1, got {balanced}")
     return [_one_problem(random.Random(f"prosqa:{seed}:{i}"), f"prosqa-{seed}-{i}", min_hops,
-                         max_hops, min_nodes, max_nodes, edge_ratio) for i in range(start, start + n)]
+                         max_hops, min_nodes, max_nodes, edge_ratio, bool(balanced))
+            for i in range(start, start + n)]
+
+
+def people_reaching(n: int, edges: list[list[int]], node: int) -> int:
+    """How many people (parentless nodes) have a path to ``node``."""
+    has_parent = {b for _, b in edges}
+    return sum(1 for u in ancestors(n, edges, node) if u not in has_parent)
 
 
 def _one_problem(rng: random.Random, pid: str, min_hops: int, max_hops: int, min_nodes: int,
-                 max_nodes: int, edge_ratio: float) -> Problem:
+                 max_nodes: int, edge_ratio: float, balanced: bool = False) -> Problem:
     while True:
         graph = _try_graph(rng, min_hops, max_hops, min_nodes, max_nodes, edge_ratio)
-        if graph is not None:
+        if graph is None:
+            continue
+        symbols, edges, root, target, neg = graph
+        if not balanced or (people_reaching(len(symbols), edges, target)
+                            == people_reaching(len(symbols), edges, neg)):
             break
-    symbols, edges, root, target, neg = graph
     n = len(symbols)
     people = {i for i in range(n) if symbols[i] in PEOPLE}
     sentences = [edge_sentence(symbols[a], symbols[b], a in people) for a, b in edges]
