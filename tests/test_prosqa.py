@@ -67,19 +67,23 @@ def test_checker_rejects_broken_rows(breakage):
 
 def test_balanced_option_equalises_people_reaching_each_option():
     from attractor.tasks.loaders import load_task
-    from attractor.tasks.prosqa import people_reaching
+    from attractor.tasks.prosqa import ancestors, people_reaching
 
     def counts(p):
         m = p.meta
-        n = len(m["idx_to_symbol"])
-        return (people_reaching(n, m["edges"], m["target"]),
-                people_reaching(n, m["edges"], m["neg_target"]))
+        n, e, t, g = len(m["idx_to_symbol"]), m["edges"], m["target"], m["neg_target"]
+        return (people_reaching(n, e, t) - people_reaching(n, e, g),
+                sum(b == t for _, b in e) - sum(b == g for _, b in e),
+                len(ancestors(n, e, t)) - len(ancestors(n, e, g)))
 
     plain = [counts(p) for p in generate_prosqa(200, seed=3)]
-    assert sum(t != g for t, g in plain) > 40  # the leak the option removes is there without it
+    # the leaks the option removes are there without it
+    assert sum(c[0] != 0 for c in plain) > 40 and sum(c[1] < 0 for c in plain) > 100
+    assert sum(c[2] > 0 for c in plain) > 140
     balanced, _ = load_task("synthetic:prosqa:n=200,seed=3,balanced=1")
-    assert all(t == g for t, g in map(counts, balanced))
-    assert sum(counts(p)[0] > 1 for p in balanced) > 10  # several people still reach options
+    assert all(c[0] == 0 and c[1] == 0 and c[2] != 0 for c in map(counts, balanced))
+    assert 70 < sum(c[2] > 0 for c in map(counts, balanced)) < 130  # the bigger side: a coin
+    assert sum(p.meta["hops"] > 4 for p in balanced) > 40  # not only the easy graphs survive
     for p in balanced:
         check_prosqa(problem_to_row(p), p.id)
     with pytest.raises(ValueError, match="balanced"):
