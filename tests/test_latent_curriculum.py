@@ -78,8 +78,11 @@ def test_thought_targets_point_each_thought_at_the_step_it_replaces(tok):
     assert build_example(steps, GOLD, [1], tok, 2, stages=6, per_step=1).lens == []
     # c = 2: the first thought of each step's pair names it, the second is free
     assert thought_targets(steps, 4, 2, tok) == [first[0], -100, first[1], -100]
-    # the last stage has more thoughts than this chain has steps: the rest are free
+    # the last stage has more thoughts than this chain has steps: the state after the last
+    # step names the answer marker (where halting=token stops), the rest are free
+    mark = tok(" ###", add_special_tokens=False)["input_ids"][0]
     assert build_example(steps, GOLD, [1], tok, 6, stages=6, per_step=1, lens=True).lens == \
-        first + [-100]
+        first + [mark]
+    assert thought_targets(steps[:3], 6, 1, tok) == first[:3] + [mark, -100, -100]
     with pytest.raises(ConfigError, match="thought-loss"):
         LatentTrainConfig(thought_loss=-1)

@@ -111,10 +111,11 @@ def thoughts_at(stage: int, stages: int, per_step: int, n_steps: int | None = No
 def thought_targets(steps: list[str], thoughts: int, per_step: int, tok) -> list[int]:
     """What the logit lens of each fed-back state should name (``--thought-loss``): the state
     fed as thought ``j * c`` is the one that, in the chain of thought, predicts step ``j``, so it
-    is pointed at that step's first token; the other ``c - 1`` thoughts of a step, and thoughts
-    past the last step, are free (-100)."""
+    is pointed at that step's first token, and the state after the last step at the answer
+    marker ``###`` (what the chain of thought writes there; ``halting=token`` stops on it). The
+    other ``c - 1`` thoughts of a step, and thoughts past the marker, are free (-100)."""
     out = [-100] * thoughts
-    for j, step in enumerate(steps):
+    for j, step in enumerate(list(steps) + [ANSWER_MARK]):
         if j * per_step >= thoughts:
             break
         out[j * per_step] = tok(" " + step, add_special_tokens=False)["input_ids"][0]
