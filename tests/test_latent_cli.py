@@ -15,7 +15,8 @@ TRAIN = ["--task", "synthetic:prosqa:n=8,seed=3", "--stages", "2", "--batch-size
 @pytest.fixture(scope="module")
 def checkpoint(random_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("latent") / "slr"
-    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--out", str(out))
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--thought-loss", "1",
+              "--out", str(out))
     return out
 
 
@@ -23,6 +24,7 @@ def test_train_writes_a_float16_safetensors_checkpoint(checkpoint, random_model_
     meta = json.loads((checkpoint / "loop.json").read_text())
     assert meta["method"] == "slr" and meta["loop"]["lora_rank"] > 0
     assert meta["loop"]["max_thoughts"] == 2 and meta["train"]["steps"] == 3 * 2  # 3 stages x 2
+    assert meta["train"]["thought_loss"] == 1.0
     with safe_open(checkpoint / "model.safetensors", "pt") as f:
         keys = list(f.keys())
         assert any(k.endswith(".b") for k in keys) and any(k.startswith("timestep") for k in keys)
@@ -30,20 +32,22 @@ def test_train_writes_a_float16_safetensors_checkpoint(checkpoint, random_model_
                    if f.get_tensor(k).is_floating_point())
     # rerunning the finished command resumes at its end and trains nothing more
     again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
-                      "--out", str(checkpoint))
+                      "--thought-loss", "1", "--out", str(checkpoint))
     assert "resumed at phase 3 of 3" in again.stdout
     assert json.loads((checkpoint / "loop.json").read_text()) == meta  # its record is kept
 
 
 def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
     attractor("latent", "eval", str(checkpoint), "--model", str(random_model_dir), "--task",
-              "synthetic:prosqa:n=4,seed=1", "--out", str(tmp_path))
+              "synthetic:prosqa:n=4,seed=1", "--out", str(tmp_path), "--halting", "state",
+              "--halting", "token")
     df = pd.read_parquet(tmp_path / "latent_eval.parquet")
-    assert df["method"].tolist() == ["no-cot", "cot", "soft-thinking", "slr", "slr-adaptive"]
+    assert df["method"].tolist() == ["no-cot", "cot", "soft-thinking", "slr", "slr-adaptive",
+                                     "slr-adaptive-token"]
     for col in ("accuracy", "forward_passes", "wall_s", "iterations", "final_change"):
         assert col in df.columns
-    assert df["checkpoint"].tolist() == ["base"] * 3 + [str(checkpoint)] * 2
-    assert df["cot_format"].tolist() == ["-"] * 3 + ["task"] * 2
+    assert df["checkpoint"].tolist() == ["base"] * 3 + [str(checkpoint)] * 3
+    assert df["cot_format"].tolist() == ["-"] * 3 + ["task"] * 3
     assert 1 <= df.set_index("method").loc["soft-thinking", "iterations"] <= 12
     slr = df.set_index("method").loc["slr"]
     assert slr["iterations"] == 2 and slr["forward_passes"] >= 1 + 2 + 1
@@ -106,7 +110,7 @@ def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("args", [["--stages", "0"], ["--epsilon", "0"], ["--halting", "never"],
                                   ["--first-stage", "9"], ["--cot-format", "x"],
-                                  ["--dev-limit", "0"]])
+                                  ["--dev-limit", "0"], ["--thought-loss", "-1"]])
 def test_bad_training_options_exit_2(random_model_dir, tmp_path, args):
     proc = attractor("latent", "train", "--model", str(random_model_dir), "--task",
                      "synthetic:prosqa:n=2", "--out", str(tmp_path / "x"), *args, check=False)
@@ -179,3 +183,10 @@ def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):
         noisy = loop.think(ids).states
     assert torch.allclose(clean[1], noisy[1])          # before the perturbed thought: unchanged
     assert not torch.allclose(clean[2], noisy[2], atol=1e-3)  # the thought fed with noise moves
+
+
+@pytest.mark.parametrize("args", [["--halting", "never"], ["--epsilon", "0"]])
+def test_bad_eval_options_exit_2(checkpoint, random_model_dir, args):
+    proc = attractor("latent", "eval", str(checkpoint), "--model", str(random_model_dir),
+                     "--task", "synthetic:prosqa:n=2", *args, check=False)
+    assert proc.returncode == 2 and len((proc.stderr + proc.stdout).strip().splitlines()) == 1

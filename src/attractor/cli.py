@@ -355,6 +355,7 @@ def latent_eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Only the first Q questions."),
     out: Optional[str] = typer.Option(None, help="Directory for latent_eval.parquet."),
     epsilon: float = typer.Option(1e-2, help="Threshold of the adaptive-halting rows."),
+    halting: list[str] = typer.Option(["state"], "--halting", help="Adaptive halting of the extra row per fixed-T loop (repeatable): state, kl or token (stop where the lens names the answer marker; loops trained with --thought-loss learn it)."),
     soft_thoughts: int = typer.Option(12, help="Most soft thoughts of the training-free soft-thinking row (0: no row)."),
     device: str = typer.Option("auto", help="cpu, cuda[:i] or auto."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
@@ -371,8 +372,12 @@ def latent_eval_cmd(
         raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
     if soft_thoughts < 0:
         raise ConfigError(f"--soft-thoughts must be >= 0, got {soft_thoughts}")
+    bad = [h for h in halting if h not in ("state", "kl", "token")]
+    if bad:
+        raise ConfigError(f"--halting must be state, kl or token, got {bad[0]!r}")
     frames = [evaluate(t, [Path(c) for c in checkpoints] if checkpoints else None,
                        model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon,
+                       haltings=tuple(dict.fromkeys(halting)),
                        soft_thoughts=soft_thoughts, device=device)
               for t in task]
     df = pd.concat(frames, ignore_index=True)

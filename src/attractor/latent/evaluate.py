@@ -99,11 +99,13 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int, n_thoughts: int | 
 
 
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
-             limit: int | None = None, data_dir: str | None = None, adaptive: bool = True,
-             epsilon: float = 1e-2, max_new_tokens: int = 96, soft_thoughts: int = 12,
+             limit: int | None = None, data_dir: str | None = None,
+             haltings: tuple[str, ...] = ("state",), epsilon: float = 1e-2, max_new_tokens: int = 96, soft_thoughts: int = 12,
              device: str = "auto") -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
-    kind (ProsQA or ProntoQA). ``soft_thoughts`` > 0 adds ``soft-thinking``: the loops' CoT model
+    kind (ProsQA or ProntoQA). A loop trained with fixed halting gets one more row per entry
+    of ``haltings`` (``<method>-adaptive`` for ``state``, ``<method>-adaptive-<halting>`` for
+    ``kl`` and ``token``), at ``epsilon``. ``soft_thoughts`` > 0 adds ``soft-thinking``: the loops' CoT model
     (see the module docstring), untrained, with that many soft thoughts before it goes on in
     text."""
     from attractor.models.load import load, resolve_device
@@ -162,8 +164,11 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
         loop, meta = load_loop(ck, base, btok, device=dev)
         fmt = cot_format_of(meta)
         add(meta["method"], _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
-        if adaptive and loop.cfg.halting == "fixed":
-            loop.cfg = replace(loop.cfg, halting="state", epsilon=epsilon)
-            add(meta["method"] + "-adaptive", _source(ck),
-                eval_loop(loop, prompts, max_new_tokens), fmt)
+        if loop.cfg.halting != "fixed":
+            continue
+        fixed_cfg = loop.cfg
+        for halting in haltings:
+            loop.cfg = replace(fixed_cfg, halting=halting, epsilon=epsilon)
+            name = meta["method"] + "-adaptive" + ("" if halting == "state" else f"-{halting}")
+            add(name, _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
     return pd.DataFrame(rows)
