@@ -336,7 +336,8 @@ def latent_train_cmd(
     cfg = LatentTrainConfig(task=task, model=model, method=method, out=out, init=init,
                             cot_format=cot_format, first_stage=first_stage, stages=stages,
                             thoughts_per_step=thoughts_per_step, epochs_per_stage=epochs_per_stage,
-                            mix=mix, thought_loss=thought_loss, batch_size=batch_size, lr=lr, halting=halting, epsilon=epsilon,
+                            mix=mix, thought_loss=thought_loss, batch_size=batch_size, lr=lr,
+                            halting=halting, epsilon=epsilon,
                             seed=seed, dev_task=dev_task, dev_limit=dev_limit, threads=threads,
                             device=device)
     res = train_latent(cfg, log=console.print, data_dir=data_dir)

@@ -100,14 +100,15 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int, n_thoughts: int | 
 
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
              limit: int | None = None, data_dir: str | None = None,
-             haltings: tuple[str, ...] = ("state",), epsilon: float = 1e-2, max_new_tokens: int = 96, soft_thoughts: int = 12,
-             device: str = "auto") -> pd.DataFrame:
+             haltings: tuple[str, ...] = ("state",), epsilon: float = 1e-2,
+             max_new_tokens: int = 96, soft_thoughts: int = 12, device: str = "auto"
+             ) -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
     kind (ProsQA or ProntoQA). A loop trained with fixed halting gets one more row per entry
     of ``haltings`` (``<method>-adaptive`` for ``state``, ``<method>-adaptive-<halting>`` for
-    ``kl`` and ``token``), at ``epsilon``. ``soft_thoughts`` > 0 adds ``soft-thinking``: the loops' CoT model
-    (see the module docstring), untrained, with that many soft thoughts before it goes on in
-    text."""
+    ``kl`` and ``token``), at ``epsilon``. ``soft_thoughts`` > 0 adds ``soft-thinking``: the
+    loops' CoT model (see the module docstring), untrained, with that many soft thoughts before
+    it goes on in text."""
     from attractor.models.load import load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
