@@ -143,8 +143,13 @@ def test_inspect_reads_thoughts_and_measures_flip_rates(checkpoint, random_model
     assert len(rb) == 2 * 2 and rb["flip_rate"].between(0, 1).all()
     assert (tmp_path / "flip_rate.png").stat().st_size > 1000
     assert (tmp_path / "lens.png").stat().st_size > 1000
+    iv = pd.read_parquet(tmp_path / "interventions.parquet")
+    assert len(iv) == 2 * 3 and set(iv["intervention"]) == {"zero", "mean", "swap"}
+    assert iv["flip_rate"].between(0, 1).all() and iv["accuracy"].between(0, 1).all()
+    assert (tmp_path / "interventions.png").stat().st_size > 1000
     page = (tmp_path / "index.html").read_text()
-    assert page.count("<img") == 2 and "Top tokens of each thought" in page
+    assert page.count("<img") == 3 and "Top tokens of each thought" in page
+    assert "Interventions on one thought" in page
 
 
 def test_inspect_reads_prontoqa_thoughts_as_proof_steps(checkpoint, random_model_dir, tmp_path):
@@ -172,6 +177,7 @@ def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):
     import torch
 
     from attractor.latent.config import LoopConfig
+    from attractor.latent.interventions import intervening, noise
     from attractor.latent.loop import LatentLoop
 
     model, tok = random_model
@@ -179,10 +185,18 @@ def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):
     ids = [tok("Every wumpus is a rorpus. Is Tom a rorpus or lempus?\n")["input_ids"]]
     with torch.no_grad():
         clean = loop.think(ids).states
-        loop.perturbation = (1, 0.5, torch.Generator().manual_seed(0))
-        noisy = loop.think(ids).states
+        with intervening(loop, noise(1, 0.5, torch.Generator().manual_seed(0))):
+            noisy = loop.think(ids).states
     assert torch.allclose(clean[1], noisy[1])          # before the perturbed thought: unchanged
     assert not torch.allclose(clean[2], noisy[2], atol=1e-3)  # the thought fed with noise moves
+
+
+def test_bad_interventions_exit_2_before_any_work(checkpoint, random_model_dir, tmp_path):
+    proc = attractor("latent", "inspect", str(checkpoint), "--model", str(random_model_dir),
+                     "--task", "synthetic:prosqa:n=2", "--interventions", "zero,shuffle",
+                     "--out", str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2 and "--interventions" in proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("args", [["--halting", "never"], ["--epsilon", "0"]])

@@ -403,15 +403,18 @@ def latent_inspect_cmd(
     model: str = typer.Option("tiny", help="Base model spec the checkpoint was trained on."),
     limit: Optional[int] = typer.Option(100, help="Only the first Q questions."),
     sigma: str = typer.Option("0.1,0.3,1.0", help="Relative noise scales for the flip rate."),
-    out: str = typer.Option(..., "--out", help="Directory for thoughts.parquet, robustness.parquet, figures and index.html."),
+    interventions: str = typer.Option("zero,mean,swap", help="Causal interventions on each thought, comma-separated: zero, mean (mean ablation), swap (another question's thought); empty: none."),
+    out: str = typer.Option(..., "--out", help="Directory for thoughts.parquet, robustness.parquet, interventions.parquet, figures and index.html."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
     """Logit lens of every thought (graph node, path and frontier on ProsQA; proof step on
-    ProntoQA) and the answer flip rate under Gaussian noise on each thought."""
+    ProntoQA), the answer flip rate under Gaussian noise on each thought, and what zeroing,
+    mean-ablating or swapping each thought does to the answers."""
     from pathlib import Path
 
     from attractor.latent.checkpoint import cot_format_of, load_loop
     from attractor.latent.inspect import flip_rates, thought_table
+    from attractor.latent.interventions import KINDS, intervention_table
     from attractor.models.load import load
     from attractor.report.latent import per_thought, write_latent_report
     from attractor.store.run_store import atomic_write_bytes
@@ -425,16 +428,22 @@ def latent_inspect_cmd(
         raise ConfigError(f"--sigma must be comma-separated numbers, got {sigma!r}") from None
     if not sigmas or any(x <= 0 for x in sigmas):
         raise ConfigError(f"--sigma values must be > 0, got {sigma!r}")
+    kinds = tuple(dict.fromkeys(k.strip() for k in interventions.split(",") if k.strip()))
+    if any(k not in KINDS for k in kinds):
+        raise ConfigError(f"--interventions must name {', '.join(KINDS)}, got {interventions!r}")
     problems, _ = load_task(task, data_dir=data_dir, limit=limit)
     base, tok = load(model, dtype="float32", device="cpu")
     loop, meta = load_loop(Path(checkpoint), base, tok)
     prompts = [prompt_ids(p, tok, True) for p in problems]
     thoughts = thought_table(loop, problems, prompts, cot_format=cot_format_of(meta))
     robust = flip_rates(loop, problems, prompts, sigmas)
+    causal = intervention_table(loop, problems, prompts, kinds) if kinds else None
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest / "thoughts.parquet", thoughts.to_parquet(index=False))
     atomic_write_bytes(dest / "robustness.parquet", robust.to_parquet(index=False))
+    if causal is not None:
+        atomic_write_bytes(dest / "interventions.parquet", causal.to_parquet(index=False))
     if "node" in thoughts or "on_proof_at_t" in thoughts:
         per_t = per_thought(thoughts)
         console.print(table("thoughts (logit lens)", list(per_t.columns),
@@ -443,8 +452,17 @@ def latent_inspect_cmd(
     console.print(table("answer flip rate under noise on one thought", list(robust.columns),
                         [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
                          for r in robust.itertuples(index=False)]))
-    page = write_latent_report(dest, f"latent thoughts: {checkpoint} on {task}", thoughts, robust)
-    console.print(f"written: {dest}/thoughts.parquet, robustness.parquet, figures; report {page}")
+    if causal is not None:
+        cols = ["thought", "intervention", "accuracy", "accuracy_change", "flip_rate"]
+        console.print(table(f"interventions on one thought (clean accuracy "
+                            f"{causal['clean_accuracy'].iloc[0]:.3f})", cols,
+                            [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
+                             for r in causal[cols].itertuples(index=False)]))
+    page = write_latent_report(dest, f"latent thoughts: {checkpoint} on {task}", thoughts, robust,
+                               causal)
+    console.print(f"written: {dest}/thoughts.parquet, robustness.parquet"
+                  f"{', interventions.parquet' if causal is not None else ''}, figures; "
+                  f"report {page}")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -3,7 +3,8 @@ ProsQA, the graph node it points at and whether that node lies t hops from the r
 path, or among the nodes t hops away: Coconut's breadth-first reading, or t hops above the
 question's first option: the backward proof the tiny model's curriculum replaces; on ProntoQA,
 whether it names step t of the backward proof of :mod:`attractor.tasks.prontoqa_proof`), and
-the answer flip rate under Gaussian noise on one thought (the latent-stability measure).
+the answer flip rate under Gaussian noise on one thought (the latent-stability measure; the
+other interventions are in :mod:`attractor.latent.interventions`).
 
 Thought t's row reads the state h_t that thought t produced (and that is fed back as thought
 t + 1); thought 0 is the state after the question."""
@@ -15,6 +16,7 @@ import pandas as pd
 import torch
 
 from attractor.grading.extract import extract_answer
+from attractor.latent.interventions import intervening, noise, texts
 from attractor.latent.loop import LatentLoop
 from attractor.tasks.prosqa import distances
 
@@ -72,11 +74,8 @@ def flip_rates(loop: LatentLoop, problems, prompts: list[list[int]], sigmas: lis
     rows = []
     for t in range(loop.cfg.max_thoughts):
         for sigma in sigmas:
-            loop.perturbation = (t, sigma, torch.Generator().manual_seed(seed))
-            try:
+            with intervening(loop, noise(t, sigma, torch.Generator().manual_seed(seed))):
                 got = _answers(loop, problems, prompts, max_new_tokens)
-            finally:
-                loop.perturbation = None
             flips = [a != b for a, b in zip(base, got)]
             rows.append({"thought": t + 1, "sigma": sigma, "flip_rate": sum(flips) / len(flips),
                          "n": len(flips)})
@@ -84,10 +83,8 @@ def flip_rates(loop: LatentLoop, problems, prompts: list[list[int]], sigmas: lis
 
 
 def _answers(loop, problems, prompts, max_new_tokens) -> list[str | None]:
-    texts: list[str] = []
-    for i in range(0, len(prompts), 32):
-        texts += loop.generate(prompts[i:i + 32], max_new_tokens=max_new_tokens).texts
-    return [extract_answer(t, p.kind) for t, p in zip(texts, problems)]
+    return [extract_answer(t, p.kind)
+            for t, p in zip(texts(loop, prompts, max_new_tokens), problems)]
 
 
 def _node_token_ids(tok, p) -> list[tuple[int, int]]:

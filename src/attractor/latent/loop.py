@@ -19,6 +19,7 @@ LoRA runs iteration t through its own adapter.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -69,8 +70,8 @@ class LatentLoop(nn.Module):
         self.halt_id = halt[0] if halt else -1
         eos = tokenizer.eos_token_id
         self.stop_ids = {eos} if isinstance(eos, int) else set(eos or [])
-        # (thought index, relative scale, generator): Gaussian noise on that fed-back thought
-        self.perturbation: tuple[int, float, torch.Generator] | None = None
+        # (thought index t, input (batch, d)) -> the input fed instead: see latent.interventions
+        self.intervention: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
     # -- pieces ------------------------------------------------------------------------------
     @property
@@ -108,10 +109,8 @@ class LatentLoop(nn.Module):
             x = x * (target / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         if self.timestep is not None:
             x = self.timestep(x, t)
-        if self.perturbation is not None and self.perturbation[0] == t:
-            _, sigma, gen = self.perturbation
-            noise = torch.randn(x.shape, generator=gen, device="cpu").to(x.device, x.dtype)
-            x = x + sigma * x.norm(dim=-1, keepdim=True) * noise / x.shape[-1] ** 0.5
+        if self.intervention is not None:
+            x = self.intervention(t, x)
         return x
 
     # -- the loop ----------------------------------------------------------------------------

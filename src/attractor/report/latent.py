@@ -1,5 +1,6 @@
 """The HTML report of ``attractor latent inspect``: what each continuous thought reads as under
-the logit lens, and how robust the answer is to noise on each thought."""
+the logit lens, how robust the answer is to noise on each thought, and what causal
+interventions on each thought (zero, mean ablation, swap) do to accuracy."""
 from __future__ import annotations
 
 import base64
@@ -36,6 +37,21 @@ def flip_rate_figure(robust: pd.DataFrame):
     return fig
 
 
+def intervention_figure(causal: pd.DataFrame):
+    """Accuracy after intervening on thought t, one line per intervention, clean accuracy dashed."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for kind, sub in causal.groupby("intervention", sort=False):
+        ax.plot(sub["thought"], sub["accuracy"], marker="o", label=kind)
+    ax.axhline(float(causal["clean_accuracy"].iloc[0]), color="gray", ls="--", label="clean")
+    ax.set_xlabel("thought t intervened on")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("causal role of each thought")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def lens_figure(per_t: pd.DataFrame):
     """Share of thoughts whose logit lens names the node each reading expects, per thought."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -66,11 +82,15 @@ def _png(fig) -> str:
 
 
 def write_latent_report(dest: Path, title: str, thoughts: pd.DataFrame, robust: pd.DataFrame,
-                        examples: int = 3) -> Path:
-    """Write ``flip_rate.png``, ``lens.png`` (ProsQA, ProntoQA) and ``index.html`` into ``dest``."""
+                        causal: pd.DataFrame | None = None, examples: int = 3) -> Path:
+    """Write ``flip_rate.png``, ``lens.png`` (ProsQA, ProntoQA), ``interventions.png`` (with
+    ``causal``) and ``index.html`` into ``dest``."""
     figs: list[tuple[str, str, str]] = []
     f = _png(flip_rate_figure(robust))
     figs.append(("flip_rate", "Answer flip rate under Gaussian noise on one thought", f))
+    if causal is not None and len(causal):
+        figs.append(("interventions", "Accuracy after zeroing, mean-ablating or swapping one "
+                     "thought", _png(intervention_figure(causal))))
     tables = []
     if "node" in thoughts or "on_proof_at_t" in thoughts:
         pt = per_thought(thoughts)
@@ -83,6 +103,8 @@ def write_latent_report(dest: Path, title: str, thoughts: pd.DataFrame, robust: 
             if c in ex]
     tables.append((f"Top tokens of each thought, first {len(qids)} questions", ex[keep]))
     tables.append(("Answer flip rate", robust))
+    if causal is not None and len(causal):
+        tables.append(("Interventions on one thought", causal))
     for name, _, data in figs:
         atomic_write_bytes(dest / f"{name}.png", base64.b64decode(data))
     parts = [f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{d}'>"
