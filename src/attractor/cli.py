@@ -465,6 +465,54 @@ def latent_inspect_cmd(
                   f"report {page}")
 
 
+@latent_app.command("seek")
+def latent_seek_cmd(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory of a loop (slr, coconut, ...)."),
+    task: str = typer.Option("prosqa", help="Task to answer."),
+    model: str = typer.Option("tiny", help="Base model spec the checkpoint was trained on."),
+    limit: Optional[int] = typer.Option(100, help="Only the first Q questions."),
+    reward: str = typer.Option("vote", help="vote (label-free: agree with the samples' majority) or oracle (reads the gold answer: an upper bound only)."),
+    iterations: int = typer.Option(10, help="Most policy-gradient updates per question."),
+    samples: int = typer.Option(8, help="Answers sampled per update."),
+    lr: float = typer.Option(0.1, help="Adam step in units of each thought's RMS per element."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature of the answers."),
+    threshold: float = typer.Option(0.9, help="Stop a question once its samples' mean reward reaches this."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    out: Optional[str] = typer.Option(None, help="Directory for latentseek.parquet (one row per question)."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:i]."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
+) -> None:
+    """LatentSeek: per-question policy gradient on a loop's continuous thoughts at test time
+    (the weights never change); prints the loop against LatentSeek."""
+    from pathlib import Path
+
+    from attractor.latent.checkpoint import load_loop
+    from attractor.latent.latentseek import SeekConfig, seek, summary
+    from attractor.models.load import load
+    from attractor.store.run_store import atomic_write_bytes
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+    from attractor.ui import console, progress_bar, table
+
+    cfg = SeekConfig(iterations=iterations, samples=samples, lr=lr, temperature=temperature,
+                     reward=reward, threshold=threshold, seed=seed)
+    problems, _ = load_task(task, data_dir=data_dir, limit=limit)
+    base, tok = load(model, dtype="float32", device=device)
+    loop, _ = load_loop(Path(checkpoint), base, tok, device=device)
+    prompts = [prompt_ids(p, tok, True) for p in problems]
+    with progress_bar() as bar:
+        job = bar.add_task(f"latentseek ({reward})", total=len(prompts))
+        df = seek(loop, problems, prompts, cfg, on_batch=lambda n: bar.update(job, advance=n))
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(out) / "latentseek.parquet", df.to_parquet(index=False))
+    s = summary(df, reward)
+    console.print(table(f"latentseek: {checkpoint} on {task} ({len(df)} questions)",
+                        list(s.columns), s.values.tolist()))
+    if reward == "oracle":
+        console.print("oracle reward reads the gold answer: an upper bound, not a method's accuracy")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors print one line and exit 2; other failures exit 1."""
     command = typer.main.get_command(app)

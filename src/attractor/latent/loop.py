@@ -191,6 +191,15 @@ class LatentLoop(nn.Module):
                 lens_logits = self.base.get_output_embeddings()(fed).float()
                 aux = nn.functional.cross_entropy(lens_logits.reshape(-1, lens_logits.shape[-1]),
                                                   want.reshape(-1), ignore_index=-100)
+        logits, labels = self._answer_logits(run, targets)
+        main = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           labels.reshape(-1), ignore_index=-100)
+        return main if aux is None else main + lens_weight * aux
+
+    def _answer_logits(self, run: ThoughtRun, targets: list[list[int]]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits (b, L, vocab) predicting ``end_marker + target`` after ``run``
+        and their labels (-100 on the marker and padding)."""
         seqs = [self.end_ids + t for t in targets]
         width = max(len(s) for s in seqs)
         dev = self.device
@@ -207,17 +216,24 @@ class LatentLoop(nn.Module):
         mask = torch.cat([run.mask, smask], dim=1)
         hs, _ = self._forward(self.base.get_input_embeddings()(ids), mask, run.cache)
         logits = self.base.get_output_embeddings()(hs).float()
-        all_logits = torch.cat([first_logits.float()[:, None], logits[:, :-1]], dim=1)
-        main = nn.functional.cross_entropy(all_logits.reshape(-1, all_logits.shape[-1]),
-                                           labels.reshape(-1), ignore_index=-100)
-        return main if aux is None else main + lens_weight * aux
+        return torch.cat([first_logits.float()[:, None], logits[:, :-1]], dim=1), labels
+
+    def answer_logprobs(self, prompts: list[list[int]], n_thoughts: list[int],
+                        targets: list[list[int]]) -> torch.Tensor:
+        """Summed log-probability of each ``targets[i]`` after ``n_thoughts[i]`` thoughts and
+        the end marker, shape (b,), differentiable through the thoughts (LatentSeek's policy)."""
+        run = self.think(prompts, n_thoughts, adaptive=False)
+        logits, labels = self._answer_logits(run, targets)
+        logp = logits.log_softmax(-1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]
+        return (logp * (labels != -100)).sum(-1)
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], max_new_tokens: int = 32,
-                 n_thoughts: int | None = None) -> LoopOutput:
-        """Thoughts, then ``end_marker``, then greedy decoding of the answer, batched.
-        ``n_thoughts`` fixes the thought count (a curriculum stage's), else the configured
-        halting decides."""
+                 n_thoughts: int | None = None, temperature: float = 0.0,
+                 generator: torch.Generator | None = None) -> LoopOutput:
+        """Thoughts, then ``end_marker``, then decoding of the answer, batched: greedy, or
+        sampled at ``temperature`` > 0 (from the CPU ``generator``). ``n_thoughts`` fixes the
+        thought count (a curriculum stage's), else the configured halting decides."""
         run = (self.think(prompts) if n_thoughts is None
                else self.think(prompts, [n_thoughts] * len(prompts), adaptive=False))
         b, dev = len(prompts), self.device
@@ -234,7 +250,12 @@ class LatentLoop(nn.Module):
         out: list[list[int]] = [[] for _ in range(b)]
         done = torch.zeros(b, dtype=torch.bool, device=dev)
         for _ in range(max_new_tokens):
-            nxt = self.base.get_output_embeddings()(last).argmax(-1)
+            logits = self.base.get_output_embeddings()(last).float()
+            if temperature > 0:
+                probs = (logits / temperature).softmax(-1).cpu()
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(dev)
+            else:
+                nxt = logits.argmax(-1)
             for i in range(b):
                 if not done[i]:
                     if int(nxt[i]) in self.stop_ids:

@@ -1,0 +1,174 @@
+"""LatentSeek on continuous thoughts: test-time, per-question policy gradient on the thoughts
+(after Li et al. 2025, "Seek in the Dark: Reasoning via Test-Time Instance-Level Policy
+Gradient in Latent Space", which optimises the latent states of a token CoT; here the latent
+states are the loop's own thoughts, so nothing has to be re-encoded).
+
+For each question the T fed-back thought inputs ``x`` of a clean run (fixed T, the loop's
+``max_thoughts``) become parameters ``z = x + rms(x) * u`` with ``u = 0`` at the start (so the
+learning rate is in units of each thought's RMS per element). Every update samples ``samples``
+answers after the thoughts ``z`` at ``temperature``, scores them with the reward, and takes one
+Adam step on ``u`` along the REINFORCE gradient ``-mean_i (r_i - mean r) grad log p(answer_i|z)``.
+A question stops when the mean reward of its samples reaches ``threshold`` (checked before each
+update) or after ``iterations`` updates; its answer is then decoded greedily after its last
+``z``. The model's weights never change.
+
+Rewards:
+
+- ``vote``: 1 when a sample's answer is the majority answer of its samples (label-free
+  self-consistency). It only moves questions whose samples disagree, toward the answer they
+  already favour: it steers unstable thoughts into a stable attractor.
+- ``oracle``: 1 when the sample is correct. This reads the gold answer: an upper bound on what
+  searching the thoughts can reach (the paper's "perfect sparse reward model"), never an
+  accuracy to report as a method's.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from attractor.errors import ConfigError
+from attractor.grading.extract import extract_answer
+from attractor.latent.evaluate import correct_answers
+from attractor.latent.interventions import intervening
+from attractor.latent.loop import LatentLoop
+
+REWARDS = ("vote", "oracle")
+
+
+@dataclass
+class SeekConfig:
+    """LatentSeek's knobs (see the module docstring)."""
+
+    iterations: int = 10      # most policy-gradient updates per question
+    samples: int = 8          # answers sampled per update
+    lr: float = 0.1           # Adam step, in units of each thought's RMS per element
+    temperature: float = 1.0
+    reward: str = "vote"
+    threshold: float = 0.9    # stop once the mean reward of the samples reaches this
+    max_new_tokens: int = 16
+    batch: int = 8            # questions optimised side by side
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ConfigError(f"--reward must be {' or '.join(REWARDS)}, got {self.reward!r}")
+        for name in ("iterations", "samples", "max_new_tokens", "batch"):
+            if getattr(self, name) < (0 if name == "iterations" else 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be "
+                                  f"{'>= 0' if name == 'iterations' else '>= 1'}, "
+                                  f"got {getattr(self, name)}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"--threshold must be in (0, 1], got {self.threshold}")
+
+
+def rewards(answers: list[str | None], problems, texts: list[str], reward: str) -> list[float]:
+    """Reward of each sampled answer of ONE question (``problems`` repeats that question)."""
+    if reward == "oracle":
+        return [float(c) for c in correct_answers(texts, problems)]
+    counts = Counter(a for a in answers if a is not None)
+    top = counts.most_common(1)[0][0] if counts else None
+    return [float(a is not None and a == top) for a in answers]
+
+
+def _feeding(z: torch.Tensor):
+    """Intervention feeding row i the thoughts ``z[i]`` (rows, T, d) instead of its own."""
+    return lambda t, x: z[:, t].to(x.dtype)
+
+
+def seek(loop: LatentLoop, problems, prompts: list[list[int]], cfg: SeekConfig,
+         on_batch=None) -> pd.DataFrame:
+    """Run LatentSeek on every question; one row per question (before/after answers and
+    correctness, updates taken, final mean reward, forward passes, wall seconds).
+    ``on_batch(n)`` is called after each batch of n questions (progress)."""
+    T, k = loop.cfg.max_thoughts, cfg.samples
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows = []
+    for start in range(0, len(prompts), cfg.batch):
+        t0 = time.perf_counter()
+        ps, qs = prompts[start:start + cfg.batch], problems[start:start + cfg.batch]
+        b = len(ps)
+        fed: dict[int, torch.Tensor] = {}
+
+        def record(t: int, x: torch.Tensor) -> torch.Tensor:
+            fed[t] = x.detach().float()
+            return x
+
+        with torch.no_grad(), intervening(loop, record):
+            clean = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
+        x0 = torch.stack([fed[t] for t in range(T)], dim=1)          # (b, T, d)
+        scale = x0.pow(2).mean(-1, keepdim=True).sqrt()
+        u = torch.zeros_like(x0, requires_grad=True)
+        opt = torch.optim.Adam([u], lr=cfg.lr)
+        passes = list(clean.forward_passes)
+        updates, final_reward = [0] * b, [float("nan")] * b
+        final_z = [None] * b
+        active = list(range(b))
+        for it in range(cfg.iterations + 1):
+            if not active:
+                break
+            z = (x0 + scale * u)[active]
+            zz = z.detach().repeat_interleave(k, 0)
+            rp = [ps[i] for i in active for _ in range(k)]
+            with torch.no_grad(), intervening(loop, _feeding(zz)):
+                out = loop.generate(rp, cfg.max_new_tokens, n_thoughts=T,
+                                    temperature=cfg.temperature, generator=gen)
+            keep, adv = [], []
+            for j, i in enumerate(active):
+                sl = slice(j * k, (j + 1) * k)
+                passes[i] += sum(out.forward_passes[sl])
+                ans = [extract_answer(x, qs[i].kind) for x in out.texts[sl]]
+                r = rewards(ans, [qs[i]] * k, out.texts[sl], cfg.reward)
+                final_reward[i] = sum(r) / k
+                if final_reward[i] >= cfg.threshold or it == cfg.iterations:
+                    final_z[i] = z[j].detach()
+                else:
+                    keep.append(j)
+                    adv += [x - final_reward[i] for x in r]
+            if keep:
+                rows_j = [j * k + s for j in keep for s in range(k)]
+                zk = (x0 + scale * u)[[active[j] for j in keep]].repeat_interleave(k, 0)
+                with intervening(loop, _feeding(zk)):
+                    logp = loop.answer_logprobs([rp[r] for r in rows_j], [T] * len(rows_j),
+                                                [out.token_ids[r] for r in rows_j])
+                loss = -(torch.tensor(adv, device=logp.device) * logp).sum() / k
+                opt.zero_grad()
+                (u.grad,) = torch.autograd.grad(loss, [u])
+                opt.step()
+                for j in keep:
+                    updates[active[j]] += 1
+                    passes[active[j]] += k * (T + 2)   # prefill, T thoughts, the answer
+            active = [active[j] for j in keep]
+        with torch.no_grad(), intervening(loop, _feeding(torch.stack(final_z))):
+            after = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
+        wall = (time.perf_counter() - t0) / b
+        before_ok = correct_answers(clean.texts, qs)
+        after_ok = correct_answers(after.texts, qs)
+        for i, p in enumerate(qs):
+            rows.append({"question_id": p.id,
+                         "answer_before": extract_answer(clean.texts[i], p.kind),
+                         "answer_after": extract_answer(after.texts[i], p.kind),
+                         "correct_before": before_ok[i], "correct_after": after_ok[i],
+                         "updates": updates[i], "final_reward": final_reward[i],
+                         "forward_passes": passes[i] + after.forward_passes[i],
+                         "clean_forward_passes": clean.forward_passes[i], "wall_s": wall})
+        if on_batch:
+            on_batch(b)
+    return pd.DataFrame(rows)
+
+
+def summary(df: pd.DataFrame, reward: str) -> pd.DataFrame:
+    """Two rows: the clean loop (greedy, fixed T) and LatentSeek with ``reward``."""
+    return pd.DataFrame([
+        {"method": "loop", "accuracy": df["correct_before"].mean(),
+         "forward_passes": df["clean_forward_passes"].mean(), "updates": 0.0,
+         "changed": 0.0},
+        {"method": f"latentseek-{reward}", "accuracy": df["correct_after"].mean(),
+         "forward_passes": df["forward_passes"].mean(), "updates": df["updates"].mean(),
+         "changed": (df["answer_before"] != df["answer_after"]).mean()}])
