@@ -367,7 +367,7 @@ def latent_eval_cmd(
     import pandas as pd
 
     from attractor.latent.evaluate import evaluate
-    from attractor.ui import console, table
+    from attractor.ui import console, frame_table
 
     if epsilon <= 0:
         raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
@@ -391,9 +391,8 @@ def latent_eval_cmd(
             "cot_format"]
     heads = ["method", "accuracy", "passes", "wall_s", "iters", "change", "cot"]  # fits 80 columns
     for name, sub in df.groupby("task", sort=False):
-        console.print(table(f"latent eval: {name} ({int(sub['n'].iloc[0])} questions)", heads,
-                            [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
-                             for r in sub[cols].itertuples(index=False)]))
+        console.print(frame_table(f"latent eval: {name} ({int(sub['n'].iloc[0])} questions)",
+                                  sub[cols], heads))
 
 
 @latent_app.command("inspect")
@@ -420,7 +419,7 @@ def latent_inspect_cmd(
     from attractor.store.run_store import atomic_write_bytes
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
-    from attractor.ui import console, table
+    from attractor.ui import console, frame_table
 
     try:
         sigmas = [float(x) for x in sigma.split(",") if x.strip()]
@@ -446,18 +445,12 @@ def latent_inspect_cmd(
         atomic_write_bytes(dest / "interventions.parquet", causal.to_parquet(index=False))
     if "node" in thoughts or "on_proof_at_t" in thoughts:
         per_t = per_thought(thoughts)
-        console.print(table("thoughts (logit lens)", list(per_t.columns),
-                            [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
-                             for r in per_t.itertuples(index=False)]))
-    console.print(table("answer flip rate under noise on one thought", list(robust.columns),
-                        [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
-                         for r in robust.itertuples(index=False)]))
+        console.print(frame_table("thoughts (logit lens)", per_t))
+    console.print(frame_table("answer flip rate under noise on one thought", robust))
     if causal is not None:
         cols = ["thought", "intervention", "accuracy", "accuracy_change", "flip_rate"]
-        console.print(table(f"interventions on one thought (clean accuracy "
-                            f"{causal['clean_accuracy'].iloc[0]:.3f})", cols,
-                            [[f"{v:.3f}" if isinstance(v, float) else v for v in r]
-                             for r in causal[cols].itertuples(index=False)]))
+        console.print(frame_table(f"interventions on one thought (clean accuracy "
+                                  f"{causal['clean_accuracy'].iloc[0]:.3f})", causal[cols]))
     page = write_latent_report(dest, f"latent thoughts: {checkpoint} on {task}", thoughts, robust,
                                causal)
     console.print(f"written: {dest}/thoughts.parquet, robustness.parquet"
@@ -492,7 +485,7 @@ def latent_seek_cmd(
     from attractor.store.run_store import atomic_write_bytes
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
-    from attractor.ui import console, progress_bar, table
+    from attractor.ui import console, frame_table, progress_bar
 
     cfg = SeekConfig(iterations=iterations, samples=samples, lr=lr, temperature=temperature,
                      reward=reward, threshold=threshold, seed=seed)
@@ -507,8 +500,7 @@ def latent_seek_cmd(
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(Path(out) / "latentseek.parquet", df.to_parquet(index=False))
     s = summary(df, reward)
-    console.print(table(f"latentseek: {checkpoint} on {task} ({len(df)} questions)",
-                        list(s.columns), s.values.tolist()))
+    console.print(frame_table(f"latentseek: {checkpoint} on {task} ({len(df)} questions)", s))
     if reward == "oracle":
         console.print("oracle reward reads the gold answer: an upper bound, not a method's accuracy")
 

@@ -42,6 +42,11 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     return t
 
 
+def frame_table(title: str, df: Any, headers: list[str] | None = None) -> Table:
+    """:func:`table` of a pandas DataFrame (its columns, or ``headers`` in their place)."""
+    return table(title, headers or [str(c) for c in df.columns], df.values.tolist())
+
+
 def fmt(x: Any) -> str:
     """Compact cell text: 3 decimals for floats, '-' for None."""
     if x is None:
