@@ -144,7 +144,7 @@ def test_inspect_reads_thoughts_and_measures_flip_rates(checkpoint, random_model
     assert (tmp_path / "flip_rate.png").stat().st_size > 1000
     assert (tmp_path / "lens.png").stat().st_size > 1000
     iv = pd.read_parquet(tmp_path / "interventions.parquet")
-    assert len(iv) == 2 * 3 and set(iv["intervention"]) == {"zero", "mean", "swap"}
+    assert len(iv) == (2 + 1) * 3 and set(iv["intervention"]) == {"zero", "mean", "swap"}
     assert iv["flip_rate"].between(0, 1).all() and iv["accuracy"].between(0, 1).all()
     assert (tmp_path / "interventions.png").stat().st_size > 1000
     page = (tmp_path / "index.html").read_text()

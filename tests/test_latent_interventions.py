@@ -8,8 +8,9 @@ import torch
 from attractor.latent.checkpoint import RELEASED, load_loop
 from attractor.latent.config import LoopConfig
 from attractor.latent.evaluate import correct_answers
-from attractor.latent.interventions import (KINDS, batches, intervening, intervention_table,
-                                            mean_inputs, swap, texts, zero)
+from attractor.latent.interventions import (KINDS, batches, clean_inputs, intervening,
+                                            intervention_table, mean_inputs, swap, swap_chain,
+                                            texts, zero)
 from attractor.latent.loop import LatentLoop
 from attractor.tasks.loaders import load_task
 from attractor.tasks.prompts import prompt_ids
@@ -58,12 +59,29 @@ def test_zero_changes_the_states_from_that_thought_on(loop_and_ids):
     assert not torch.allclose(clean[2], got[2], atol=1e-3)
 
 
+def test_every_thought_swapped_feeds_the_donors_clean_chain(loop_and_ids):
+    loop, ids = loop_and_ids
+    (chain,) = clean_inputs(loop, ids)
+    assert chain.shape[:2] == (3, 3)
+    fed = {}
+    hook = swap_chain(chain)
+
+    def record(s, x):
+        fed[s] = hook(s, x)
+        return fed[s]
+
+    with torch.no_grad(), intervening(loop, record):
+        loop.think(ids, adaptive=False)
+    for t in range(3):
+        assert torch.equal(fed[t], chain[t][[2, 0, 1]])
+
+
 def test_mean_inputs_average_each_thoughts_clean_input(loop_and_ids):
     loop, ids = loop_and_ids
     with torch.no_grad():
         states = loop.think(ids, adaptive=False).states
         want = [loop.feed(states[t], t).mean(0) for t in range(3)]
-    got = mean_inputs(loop, ids)
+    got = mean_inputs(clean_inputs(loop, ids))
     assert len(got) == 3
     for g, w in zip(got, want):
         assert torch.allclose(g, w, atol=1e-5)
@@ -79,15 +97,19 @@ def released_slr():
 def test_intervention_table_on_the_released_loop(released_slr):
     loop, problems, prompts = released_slr
     df = intervention_table(loop, problems, prompts)
-    assert len(df) == loop.cfg.max_thoughts * len(KINDS)
-    assert set(df["thought"]) == set(range(1, loop.cfg.max_thoughts + 1))
+    assert len(df) == (loop.cfg.max_thoughts + 1) * len(KINDS)
+    assert set(df["thought"]) == set(range(0, loop.cfg.max_thoughts + 1))
+    assert (df["scope"] == "all").sum() == len(KINDS)
+    assert (df.loc[df["scope"] == "all", "thought"] == 0).all()
     clean = sum(correct_answers(texts(loop, prompts), problems)) / len(problems)
     assert (df["clean_accuracy"] == clean).all() and 0.4 < clean
     assert (df["accuracy"] - df["accuracy_change"] - clean).abs().max() < 1e-9
     # an answer can only change accuracy by flipping
     assert (df["accuracy_change"].abs() <= df["flip_rate"] + 1e-9).all()
-    # the trained loop reads its thoughts: zeroing one flips answers somewhere
-    assert df[df["intervention"] == "zero"]["flip_rate"].max() > 0
+    # the trained loop reads its thoughts: zeroing one flips answers somewhere, and zeroing
+    # them all flips at least as many as zeroing the first
+    zero_rows = df[df["intervention"] == "zero"].set_index("thought")["flip_rate"]
+    assert zero_rows.max() > 0 and zero_rows[0] >= zero_rows[1]
 
 
 def test_swap_and_mean_are_no_ops_when_every_question_is_the_same(released_slr):

@@ -448,7 +448,7 @@ def latent_inspect_cmd(
         console.print(frame_table("thoughts (logit lens)", per_t))
     console.print(frame_table("answer flip rate under noise on one thought", robust))
     if causal is not None:
-        cols = ["thought", "intervention", "accuracy", "accuracy_change", "flip_rate"]
+        cols = ["thought", "scope", "intervention", "accuracy", "accuracy_change", "flip_rate"]
         console.print(frame_table(f"interventions on one thought (clean accuracy "
                                   f"{causal['clean_accuracy'].iloc[0]:.3f})", causal[cols]))
     page = write_latent_report(dest, f"latent thoughts: {checkpoint} on {task}", thoughts, robust,

@@ -11,11 +11,14 @@ unchanged:
 - ``mean``: the thought is its mean over the evaluated questions (mean ablation: it carries
   only what every question's thought has in common);
 - ``swap``: the thought is the same thought of another question (activation patching; the
-  donor is the previous question of the batch).
+  donor is the previous question of the batch); on every thought at once, the donor's whole
+  clean chain is fed.
 
 A thought the answer depends on flips answers under ``zero``/``mean``/``swap``; one that is
-ignored (or whose content the later thoughts recompute) does not. Thought numbers in the tables
-are 1-based, as in :func:`attractor.latent.inspect.flip_rates`.
+ignored (or whose content the later thoughts recompute) does not. Each kind also runs on every
+thought at once (``t=None``; rows with ``scope="all"`` and ``thought=0``): if the answers barely
+change then, the loop answers from the question and the thoughts do little of the reasoning.
+Thought numbers in the tables are 1-based, as in :func:`attractor.latent.inspect.flip_rates`.
 """
 from __future__ import annotations
 
@@ -45,19 +48,26 @@ def noise(t: int, sigma: float, gen: torch.Generator) -> Intervention:
     return fn
 
 
-def zero(t: int) -> Intervention:
-    """Feed a zero vector as thought ``t``."""
-    return lambda s, x: torch.zeros_like(x) if s == t else x
+def zero(t: int | None) -> Intervention:
+    """Feed a zero vector as thought ``t`` (every thought when ``t`` is None)."""
+    return lambda s, x: torch.zeros_like(x) if t is None or s == t else x
 
 
-def mean(t: int, value: torch.Tensor) -> Intervention:
-    """Feed ``value`` (d,), the mean input of thought ``t``, to every question."""
-    return lambda s, x: value.to(x.device, x.dtype).expand_as(x) if s == t else x
+def mean(t: int | None, values: list[torch.Tensor]) -> Intervention:
+    """Feed thought ``t`` (every thought when None) its mean input ``values[t]`` (d,)."""
+    return (lambda s, x: values[s].to(x.device, x.dtype).expand_as(x)
+            if t is None or s == t else x)
 
 
 def swap(t: int) -> Intervention:
-    """Feed each question the thought ``t`` of the previous question in its batch."""
+    """Feed each question thought ``t`` of the previous question in its batch."""
     return lambda s, x: x.roll(1, dims=0) if s == t else x
+
+
+def swap_chain(chain: torch.Tensor) -> Intervention:
+    """Feed each question every thought of the previous question's clean run (``chain``:
+    (T, batch, d) clean inputs of one batch, as :func:`clean_inputs` gives)."""
+    return lambda s, x: chain[s].roll(1, dims=0).to(x.device, x.dtype)
 
 
 @contextmanager
@@ -80,53 +90,70 @@ def batches(n: int, size: int = BATCH) -> list[slice]:
 
 
 @torch.no_grad()
-def texts(loop: LatentLoop, prompts: list[list[int]], max_new_tokens: int = 32) -> list[str]:
-    """The loop's answer text per prompt, batched as :func:`batches` says."""
+def texts(loop: LatentLoop, prompts: list[list[int]], max_new_tokens: int = 32,
+          per_batch: list[Intervention] | None = None) -> list[str]:
+    """The loop's answer text per prompt, batched as :func:`batches` says; ``per_batch[i]``,
+    if given, is the intervention of batch i."""
     out: list[str] = []
-    for sl in batches(len(prompts)):
-        out += loop.generate(prompts[sl], max_new_tokens=max_new_tokens).texts
+    for i, sl in enumerate(batches(len(prompts))):
+        with intervening(loop, per_batch[i] if per_batch else loop.intervention):
+            out += loop.generate(prompts[sl], max_new_tokens=max_new_tokens).texts
     return out
 
 
 @torch.no_grad()
-def mean_inputs(loop: LatentLoop, prompts: list[list[int]]) -> list[torch.Tensor]:
-    """Mean fed-back input of each thought over ``prompts`` (clean runs), one (d,) per thought."""
-    sums: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
+def clean_inputs(loop: LatentLoop, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """Every thought's fed-back input in clean runs of all T thoughts, one (T, batch, d)
+    tensor per batch of :func:`batches`."""
+    chains = []
+    for sl in batches(len(prompts)):
+        fed: dict[int, torch.Tensor] = {}
 
-    def record(s: int, x: torch.Tensor) -> torch.Tensor:
-        sums[s] = sums.get(s, 0) + x.float().sum(0)
-        counts[s] = counts.get(s, 0) + x.shape[0]
-        return x
+        def record(s: int, x: torch.Tensor) -> torch.Tensor:
+            fed[s] = x.detach()
+            return x
 
-    with intervening(loop, record):
-        for sl in batches(len(prompts)):
+        with intervening(loop, record):
             loop.think(prompts[sl], adaptive=False)
-    return [sums[s] / counts[s] for s in sorted(sums)]
+        chains.append(torch.stack([fed[s] for s in sorted(fed)]))
+    return chains
+
+
+def mean_inputs(chains: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Mean input of each thought over all questions of :func:`clean_inputs`' ``chains``."""
+    every = torch.cat([c.float() for c in chains], dim=1)   # (T, n, d)
+    return list(every.mean(1))
 
 
 @torch.no_grad()
 def intervention_table(loop: LatentLoop, problems, prompts: list[list[int]],
                        kinds: tuple[str, ...] = KINDS, max_new_tokens: int = 32) -> pd.DataFrame:
-    """For every thought t and intervention kind: accuracy, its change against the clean loop,
-    and the share of questions whose extracted answer flips. Thoughts run at the loop's
-    configured halting; a question that halts before thought t is not touched by it."""
+    """For every thought t (and all thoughts at once: ``scope="all"``, ``thought=0``) and
+    intervention kind: accuracy, its change against the clean loop, and the share of questions
+    whose extracted answer flips. Thoughts run at the loop's configured halting; a question
+    that halts before thought t is not touched by it."""
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"unknown intervention {bad[0]!r}; expected one of {', '.join(KINDS)}")
     clean = texts(loop, prompts, max_new_tokens)
     base_ans = [extract_answer(x, p.kind) for x, p in zip(clean, problems)]
     base_acc = sum(correct_answers(clean, problems)) / max(len(problems), 1)
-    means = mean_inputs(loop, prompts) if "mean" in kinds else []
+    chains = clean_inputs(loop, prompts) if {"mean", "swap"} & set(kinds) else []
+    means = mean_inputs(chains) if "mean" in kinds else []
     rows = []
-    for t in range(loop.cfg.max_thoughts):
+    for t in [*range(loop.cfg.max_thoughts), None]:
         for kind in kinds:
-            fn = zero(t) if kind == "zero" else swap(t) if kind == "swap" else mean(t, means[t])
-            with intervening(loop, fn):
-                got = texts(loop, prompts, max_new_tokens)
+            if kind == "swap" and t is None:
+                got = texts(loop, prompts, max_new_tokens, [swap_chain(c) for c in chains])
+            else:
+                fn = zero(t) if kind == "zero" else swap(t) if kind == "swap" else mean(t, means)
+                with intervening(loop, fn):
+                    got = texts(loop, prompts, max_new_tokens)
             ans = [extract_answer(x, p.kind) for x, p in zip(got, problems)]
             acc = sum(correct_answers(got, problems)) / max(len(problems), 1)
-            rows.append({"thought": t + 1, "intervention": kind, "accuracy": acc,
+            rows.append({"thought": 0 if t is None else t + 1,
+                         "scope": "all" if t is None else "one", "intervention": kind,
+                         "accuracy": acc,
                          "accuracy_change": acc - base_acc,
                          "flip_rate": sum(a != b for a, b in zip(base_ans, ans))
                          / max(len(problems), 1),

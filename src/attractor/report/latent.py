@@ -38,10 +38,16 @@ def flip_rate_figure(robust: pd.DataFrame):
 
 
 def intervention_figure(causal: pd.DataFrame):
-    """Accuracy after intervening on thought t, one line per intervention, clean accuracy dashed."""
+    """Accuracy after intervening on thought t, one line per intervention (dotted: on every
+    thought at once), clean accuracy dashed."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for kind, sub in causal.groupby("intervention", sort=False):
-        ax.plot(sub["thought"], sub["accuracy"], marker="o", label=kind)
+    one = causal[causal["scope"] == "one"]
+    for kind, sub in one.groupby("intervention", sort=False):
+        line, = ax.plot(sub["thought"], sub["accuracy"], marker="o", label=kind)
+        every = causal[(causal["scope"] == "all") & (causal["intervention"] == kind)]
+        if len(every):
+            ax.axhline(float(every["accuracy"].iloc[0]), color=line.get_color(), ls=":",
+                       label=f"{kind}, every thought")
     ax.axhline(float(causal["clean_accuracy"].iloc[0]), color="gray", ls="--", label="clean")
     ax.set_xlabel("thought t intervened on")
     ax.set_ylabel("accuracy")
