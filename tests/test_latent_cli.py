@@ -37,6 +37,28 @@ def test_train_writes_a_float16_safetensors_checkpoint(checkpoint, random_model_
     assert json.loads((checkpoint / "loop.json").read_text()) == meta  # its record is kept
 
 
+def test_a_soft_feedback_loop_trains_and_keeps_its_feedback(random_model_dir, tmp_path):
+    """--feedback soft trains the loop through the lens's mix of embeddings; the checkpoint
+    records it, so eval runs the loop it was trained as."""
+    import torch
+
+    from attractor.latent.checkpoint import load_loop
+
+    out = tmp_path / "soft"
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--feedback", "soft",
+              "--soft-temperature", "0.5", "--method", "coconut", "--out", str(out))
+    meta = json.loads((out / "loop.json").read_text())
+    assert meta["loop"]["feedback"] == "soft" and meta["loop"]["soft_temperature"] == 0.5
+    loop, _ = load_loop(out)
+    ids = [loop.tok("Every wumpus is a rorpus. Is Tom a rorpus or lempus?\n")["input_ids"]]
+    with torch.no_grad():
+        h = loop.think(ids, adaptive=False).states[0]
+        x = loop.feed(h, 0)
+    emb = loop.base.get_input_embeddings().weight
+    probs = (loop.base.get_output_embeddings()(h) / 0.5).softmax(-1)
+    assert torch.allclose(x, probs @ emb, atol=1e-5)  # coconut: no stabiliser touches the mix
+
+
 def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
     attractor("latent", "eval", str(checkpoint), "--model", str(random_model_dir), "--task",
               "synthetic:prosqa:n=4,seed=1", "--out", str(tmp_path), "--halting", "state",
@@ -110,7 +132,8 @@ def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("args", [["--stages", "0"], ["--epsilon", "0"], ["--halting", "never"],
                                   ["--first-stage", "9"], ["--cot-format", "x"],
-                                  ["--dev-limit", "0"], ["--thought-loss", "-1"]])
+                                  ["--dev-limit", "0"], ["--thought-loss", "-1"],
+                                  ["--feedback", "mixed"], ["--soft-temperature", "0"]])
 def test_bad_training_options_exit_2(random_model_dir, tmp_path, args):
     proc = attractor("latent", "train", "--model", str(random_model_dir), "--task",
                      "synthetic:prosqa:n=2", "--out", str(tmp_path / "x"), *args, check=False)

@@ -318,6 +318,8 @@ def latent_train_cmd(
     epochs_per_stage: int = typer.Option(1, help="Passes over the data per stage."),
     mix: float = typer.Option(0.0, help="Chance of training an example at an earlier stage."),
     thought_loss: float = typer.Option(0.0, help="Weight of a logit-lens loss pointing each thought at the first token of the CoT step it replaces (0: off, Coconut's recipe)."),
+    feedback: str = typer.Option("hidden", help="What a thought feeds back: hidden (the last hidden state, Coconut) or soft (the logit lens's mix of token embeddings, as soft thinking; here trained)."),
+    soft_temperature: float = typer.Option(0.3, help="Temperature of the soft feedback."),
     batch_size: int = typer.Option(16, help="Questions per step."),
     lr: float = typer.Option(3e-4, help="AdamW learning rate."),
     halting: str = typer.Option("fixed", help="fixed, state, kl or token."),
@@ -336,7 +338,8 @@ def latent_train_cmd(
     cfg = LatentTrainConfig(task=task, model=model, method=method, out=out, init=init,
                             cot_format=cot_format, first_stage=first_stage, stages=stages,
                             thoughts_per_step=thoughts_per_step, epochs_per_stage=epochs_per_stage,
-                            mix=mix, thought_loss=thought_loss, batch_size=batch_size, lr=lr,
+                            mix=mix, thought_loss=thought_loss, feedback=feedback,
+                            soft_temperature=soft_temperature, batch_size=batch_size, lr=lr,
                             halting=halting, epsilon=epsilon,
                             seed=seed, dev_task=dev_task, dev_limit=dev_limit, threads=threads,
                             device=device)

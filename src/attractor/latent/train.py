@@ -57,6 +57,11 @@ class LatentTrainConfig:
     thought_loss: float = field(default=0.0, metadata={"help": "Weight of the logit-lens loss "
                                                                  "pointing each thought at the "
                                                                  "step it replaces (0: off)."})
+    feedback: str = field(default="hidden", metadata={"help": "What a thought feeds back: "
+                                                              "hidden (Coconut) or soft (the "
+                                                              "lens's mix of embeddings)."})
+    soft_temperature: float = field(default=0.3, metadata={"help": "Temperature of the soft "
+                                                                   "feedback."})
     batch_size: int = field(default=16, metadata={"help": "Questions per step."})
     lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
     halting: str = field(default="fixed", metadata={"help": "Halting the checkpoint uses."})
@@ -79,6 +84,9 @@ class LatentTrainConfig:
             raise ConfigError("--batch-size >= 1, --lr > 0 and --mix in [0, 1) are required")
         if self.thought_loss < 0:
             raise ConfigError(f"--thought-loss must be >= 0, got {self.thought_loss}")
+        if self.feedback not in ("hidden", "soft") or not self.soft_temperature > 0:
+            raise ConfigError(f"--feedback must be hidden or soft and --soft-temperature > 0, "
+                              f"got {self.feedback!r}, {self.soft_temperature}")
         if not 0 <= self.first_stage <= self.stages:
             raise ConfigError(f"--first-stage must be in 0..{self.stages}, got {self.first_stage}")
         if self.dev_limit < 1:
@@ -115,7 +123,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     check_steps(problems, cfg.task)
     steps = cot_steps(problems, cfg.cot_format, cfg.seed)
     loop_cfg = replace(preset(cfg.method, max_thoughts=cfg.stages * cfg.thoughts_per_step),
-                       halting=cfg.halting, epsilon=cfg.epsilon)
+                       halting=cfg.halting, epsilon=cfg.epsilon, feedback=cfg.feedback,
+                       soft_temperature=cfg.soft_temperature)
     dev = resolve_device(cfg.device)
     model, tok = load(cfg.model, dtype="float32", device=dev)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda")
