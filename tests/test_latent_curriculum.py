@@ -62,6 +62,32 @@ def test_backward_proof_steps_are_the_tiny_models_chain():
     assert cot_steps(problems, "task", 0) == [p.steps for p in problems]
 
 
+@pytest.mark.parametrize("task", ["synthetic:prosqa:n=40,seed=5", "prosqa"])
+def test_first_stated_proof_takes_the_parent_stated_first_and_still_proves(task):
+    from attractor.tasks.prosqa import distances, edge_sentence
+
+    problems, _ = load_task(task, limit=60)
+    steps = cot_steps(problems, "backward-proof-first", seed=0)
+    assert steps == cot_steps(problems, "backward-proof-first", seed=1)  # no draws
+    for p, chain in zip(problems, steps):
+        m = p.meta
+        sym, edges = m["idx_to_symbol"], m["edges"]
+        idx = {name: i for i, name in enumerate(sym)}
+        reach = distances(len(sym), edges, m["root"])
+        proving = chain[chain.index(".") + 1:] if "." in chain else chain
+        assert proving[0] == sym[m["target"]] and proving[-1] == sym[m["root"]]
+
+        def at(u, c):
+            return p.question.find(edge_sentence(sym[u], sym[c], sym[u][:1].isupper()))
+
+        for part, is_proof in ((chain[:chain.index(".")] if "." in chain else [], False),
+                               (proving, True)):
+            for child, parent in zip(part, part[1:]):
+                c, u = idx[child], idx[parent]
+                cands = [a for a, b in edges if b == c and (reach[a] >= 0 or not is_proof)]
+                assert at(u, c) >= 0 and at(u, c) == min(at(a, c) for a in cands)
+
+
 def test_backward_proof_needs_prosqa_graphs_or_prontoqa_questions():
     problems, _ = load_task("synthetic:arith:n=2,seed=5")
     with pytest.raises(DataError, match="needs ProsQA graphs or ProntoQA questions"):

@@ -311,7 +311,7 @@ def latent_train_cmd(
     method: str = typer.Option("slr", help="coconut, slr, slr-minus-timestep|lora|residual|norm, or the baselines cot, no-cot."),
     out: str = typer.Option(..., "--out", help="Checkpoint directory (resumed if it exists)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint's weights (e.g. a cot checkpoint)."),
-    cot_format: str = typer.Option("task", help="CoT steps: the task's (task), the tiny model's backward proof on ProsQA or ProntoQA, one name per step (backward-proof), or that proof in the question's own sentences, one per step (backward-sentences)."),
+    cot_format: str = typer.Option("task", help="CoT steps: the task's (task), the tiny model's backward proof on ProsQA or ProntoQA, one name per step (backward-proof; backward-proof-first takes the parent stated first in the question where the proof would draw one), or that proof in the question's own sentences, one per step (backward-sentences)."),
     stages: int = typer.Option(6, help="Latent stages; the last makes every step latent."),
     first_stage: int = typer.Option(0, help="First stage (1 skips the CoT stage when the base already writes this CoT)."),
     thoughts_per_step: int = typer.Option(1, help="c: thoughts replacing one CoT step."),

@@ -13,6 +13,10 @@ starts from that model starts from the chain it already knows; on ProntoQA the s
 :mod:`attractor.tasks.prontoqa_proof` (one concept per step, learnt with ``--method cot``), and
 ``"backward-sentences"`` is either proof written in the question's own sentences (one premise per
 step, as the ProntoQA and Coconut chains of thought are: a step is a sentence).
+``"backward-proof-first"`` is the one-name proof with no random draws on ProsQA: where a
+concept has several parents the chain takes the one stated first in the question, so the text
+a stage leaves after its thoughts is a function of the question (ProntoQA's proof has no draws
+and is the same in both formats).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from attractor.errors import ConfigError, DataError
 from attractor.tasks.problem import Problem
 
 ANSWER_MARK = "###"
-COT_FORMATS = ("task", "backward-proof", "backward-sentences")
+COT_FORMATS = ("task", "backward-proof", "backward-proof-first", "backward-sentences")
 BASELINES = ("cot", "no-cot")
 DIRECT = -1  # the no-cot "stage": no thoughts, no steps
 
@@ -56,7 +60,8 @@ def cot_steps(problems: list[Problem], cot_format: str, seed: int) -> list[list[
         raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
                           f"got {cot_format!r}")
     sentences = cot_format == "backward-sentences"
-    return [_backward_proof(p, seed, sentences) for p in problems]
+    first = cot_format == "backward-proof-first"
+    return [_backward_proof(p, seed, sentences, first) for p in problems]
 
 
 def _prontoqa_steps(p: Problem, sentences: bool) -> list[str]:
@@ -70,19 +75,24 @@ def _prontoqa_steps(p: Problem, sentences: bool) -> list[str]:
     return steps
 
 
-def _backward_proof(p: Problem, seed: int, sentences: bool = False) -> list[str]:
+def _backward_proof(p: Problem, seed: int, sentences: bool = False,
+                    first_stated: bool = False) -> list[str]:
     """The tiny model's backward proof of one ProsQA (graph in ``meta``) or ProntoQA problem,
-    one name per step or (``sentences``) one of the question's sentences per step."""
+    one name per step or (``sentences``) one of the question's sentences per step;
+    ``first_stated``: ProsQA parents are the first stated, not drawn."""
     if p.kind == "prontoqa":
         return _prontoqa_steps(p, sentences)
     from attractor.models.tiny_recipe import backward_proof, backward_sentence_proof
 
     if not {"edges", "root", "target"} <= set(p.meta or {}):
-        fmt = "backward-sentences" if sentences else "backward-proof"
+        fmt = ("backward-sentences" if sentences else "backward-proof-first" if first_stated
+               else "backward-proof")
         raise DataError(f"--cot-format {fmt} needs ProsQA graphs or ProntoQA questions; "
                         f"{p.id} is neither")
-    proof = backward_sentence_proof if sentences else backward_proof
-    return proof(p, random.Random(f"{seed}:{p.id}"))
+    rng = random.Random(f"{seed}:{p.id}")
+    if sentences:
+        return backward_sentence_proof(p, rng)
+    return backward_proof(p, rng, first_stated=first_stated)
 
 
 def target_text(steps: list[str], gold: str, k: int) -> str:

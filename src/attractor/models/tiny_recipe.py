@@ -44,12 +44,14 @@ def prompt_text(question: str) -> str:
     return question + "\n"
 
 
-def backward_proof(p: Problem, rng: random.Random) -> list[str]:
+def backward_proof(p: Problem, rng: random.Random, first_stated: bool = False) -> list[str]:
     """The backward-proof chain of thought (a list of node names and ".") for a ProsQA problem
     with its graph in ``meta``.
 
     Where a concept has several parents, one is drawn with ``rng``; on the chain that proves the
     true target only parents the root reaches are drawn, so every training chain is a proof.
+    With ``first_stated`` the parent is not drawn but the one whose sentence comes first in the
+    question (among the same candidates): the chain is then a function of the question.
     """
     m = p.meta
     sym, edges, root, target = m["idx_to_symbol"], m["edges"], m["root"], m["target"]
@@ -65,11 +67,15 @@ def backward_proof(p: Problem, rng: random.Random) -> list[str]:
     has_parent = {b for _, b in edges}
     reach = distances(n, edges, root)
 
+    def stated_at(u: int, child: int) -> int:
+        return p.question.find(edge_sentence(sym[u], sym[child], sym[u][:1].isupper()))
+
     def chain(node: int, proving: bool) -> list[str]:
         out = [sym[node]]
         while parents[node]:
             cands = [u for u in parents[node] if reach[u] >= 0] if proving else parents[node]
-            node = rng.choice(sorted(cands))
+            node = (min(cands, key=lambda u, c=node: stated_at(u, c)) if first_stated
+                    else rng.choice(sorted(cands)))
             out.append(sym[node])
         return out
 
