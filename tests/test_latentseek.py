@@ -75,3 +75,11 @@ def test_seek_command_bad_reward_exits_2(tmp_path):
                      check=False)
     assert proc.returncode == 2 and "--reward" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["seek", "inspect"])
+def test_a_baseline_checkpoint_is_refused(command, tmp_path):
+    proc = attractor("latent", command, str(RELEASED / "prontoqa" / "cot"), "--task", "prontoqa",
+                     "--out", str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2 and "plain model with no thoughts" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -124,7 +124,7 @@ def latent_inspect_cmd(
     step on ProntoQA."""
     from pathlib import Path
 
-    from attractor.latent.checkpoint import cot_format_of, load_loop
+    from attractor.latent.checkpoint import cot_format_of, load_loop, require_loop
     from attractor.latent.inspect import flip_rates, thought_table
     from attractor.latent.interventions import KINDS, intervention_table
     from attractor.models.load import load
@@ -143,6 +143,7 @@ def latent_inspect_cmd(
     kinds = tuple(dict.fromkeys(k.strip() for k in interventions.split(",") if k.strip()))
     if any(k not in KINDS for k in kinds):
         raise ConfigError(f"--interventions must name {', '.join(KINDS)}, got {interventions!r}")
+    require_loop(Path(checkpoint))
     problems, _ = load_task(task, data_dir=data_dir, limit=limit)
     base, tok = load(model, dtype="float32", device="cpu")
     loop, meta = load_loop(Path(checkpoint), base, tok)
@@ -193,7 +194,7 @@ def latent_seek_cmd(
     Prints the loop against LatentSeek; latentseek.parquet has one row per question."""
     from pathlib import Path
 
-    from attractor.latent.checkpoint import load_loop
+    from attractor.latent.checkpoint import load_loop, require_loop
     from attractor.latent.latentseek import SeekConfig, seek, summary
     from attractor.models.load import load
     from attractor.store.run_store import atomic_write_bytes
@@ -203,6 +204,7 @@ def latent_seek_cmd(
 
     cfg = SeekConfig(iterations=iterations, samples=samples, lr=lr, temperature=temperature,
                      reward=reward, threshold=threshold, seed=seed)
+    require_loop(Path(checkpoint))
     problems, _ = load_task(task, data_dir=data_dir, limit=limit)
     base, tok = load(model, dtype="float32", device=device)
     loop, _ = load_loop(Path(checkpoint), base, tok, device=device)

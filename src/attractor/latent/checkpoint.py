@@ -94,6 +94,18 @@ def released_checkpoints(kind: str) -> list[Path]:
     return sorted(p.parent for p in (RELEASED / kind).glob("*/loop.json"))
 
 
+def require_loop(path: Path) -> dict[str, Any]:
+    """``loop.json`` of ``path``, refusing a baseline (cot, no-cot): those are plain models with
+    no thoughts to read, intervene on or search."""
+    from attractor.latent.curriculum import BASELINES
+
+    meta = read_meta(path)
+    if meta.get("method") in BASELINES:
+        raise UserError(f"{path}: a {meta['method']} checkpoint is a plain model with no "
+                        "thoughts; this command needs a loop (coconut, slr, slr-minus-...)")
+    return meta
+
+
 def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[LatentLoop, dict]:
     """Rebuild a checkpoint's loop on its base model (``model``/``tok`` if given, else the base
     it names), refusing a base of another shape."""
