@@ -101,3 +101,19 @@ def _step(loop, ids, h):
     first = loop.think(ids).states  # h_0 and f(h_0)
     x = torch.cat([embed(torch.tensor(ids))[0], loop.feed(first[0], 0), loop.feed(h, 1)])[None]
     return loop.base.get_decoder()(inputs_embeds=x).last_hidden_state[0, -1:]
+
+
+def test_norm_matching_feeds_thoughts_at_the_token_embedding_norm(random_model):
+    from attractor.latent.stabilisers import embedding_norm
+
+    loop, tok = _qwen_loop(random_model, max_thoughts=3, norm_match=True)
+    raw, _ = _qwen_loop(random_model, max_thoughts=3)
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    target = embedding_norm(loop.base.get_input_embeddings())
+    with torch.no_grad():
+        states = raw.think(ids).states
+        fed = [loop.feed(h, t) for t, h in enumerate(states)]
+    # the last hidden state is far from the embedding norm; the fed thought is at it
+    assert not torch.allclose(states[1].norm(dim=-1), target.expand(2), rtol=0.1)
+    for x in fed:
+        assert torch.allclose(x.norm(dim=-1), target.expand(2), rtol=1e-4)
