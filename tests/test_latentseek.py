@@ -83,3 +83,26 @@ def test_a_baseline_checkpoint_is_refused(command, tmp_path):
                      "--out", str(tmp_path / "o"), check=False)
     assert proc.returncode == 2 and "plain model with no thoughts" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_a_killed_run_resumes_to_the_same_table(slr, tmp_path):
+    from attractor.errors import UserError
+
+    loop, problems, prompts = slr
+    cfg = SeekConfig(iterations=2, samples=3, batch=4)
+    whole = seek(loop, problems[:10], prompts[:10], cfg)
+    first = seek(loop, problems[:10], prompts[:10], cfg, out=tmp_path)
+    parts = sorted((tmp_path / "latentseek.parts").glob("*.parquet"))
+    assert len(parts) == 3
+    cols = [c for c in whole.columns if c != "wall_s"]
+    pd.testing.assert_frame_equal(first[cols], whole[cols])  # each batch seeds its own sampler
+    # a kill after the second batch: the third is redone, the first two are read back
+    parts[-1].unlink()
+    (tmp_path / "latentseek.parquet").unlink()
+    stored = pd.read_parquet(parts[0])
+    again = seek(loop, problems[:10], prompts[:10], cfg, out=tmp_path)
+    pd.testing.assert_frame_equal(again[cols], whole[cols])
+    assert (again["wall_s"].iloc[:4] == stored["wall_s"]).all()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "latentseek.parquet"), again)
+    with pytest.raises(UserError, match="other settings or questions"):
+        seek(loop, problems[:10], prompts[:10], SeekConfig(iterations=3, batch=4), out=tmp_path)

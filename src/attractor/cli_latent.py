@@ -185,7 +185,7 @@ def latent_seek_cmd(
     temperature: float = typer.Option(1.0, help="Sampling temperature of the answers."),
     threshold: float = typer.Option(0.9, help="Stop a question once its samples' mean reward reaches this."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    out: Optional[str] = typer.Option(None, help="Directory for latentseek.parquet (one row per question)."),
+    out: Optional[str] = typer.Option(None, help="Directory for latentseek.parquet (one row per question); batches are stored as they finish and a rerun resumes."),
     device: str = typer.Option("cpu", help="cpu or cuda[:i]."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
@@ -197,7 +197,6 @@ def latent_seek_cmd(
     from attractor.latent.checkpoint import load_loop, require_loop
     from attractor.latent.latentseek import SeekConfig, seek, summary
     from attractor.models.load import load
-    from attractor.store.run_store import atomic_write_bytes
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import console, frame_table, progress_bar
@@ -211,10 +210,8 @@ def latent_seek_cmd(
     prompts = [prompt_ids(p, tok, True) for p in problems]
     with progress_bar() as bar:
         job = bar.add_task(f"latentseek ({reward})", total=len(prompts))
-        df = seek(loop, problems, prompts, cfg, on_batch=lambda n: bar.update(job, advance=n))
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(Path(out) / "latentseek.parquet", df.to_parquet(index=False))
+        df = seek(loop, problems, prompts, cfg, on_batch=lambda n: bar.update(job, advance=n),
+                  out=Path(out) if out else None)
     s = summary(df, reward)
     console.print(frame_table(f"latentseek: {checkpoint} on {task} ({len(df)} questions)", s))
     if reward == "oracle":

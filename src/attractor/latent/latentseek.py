@@ -23,18 +23,21 @@ Rewards:
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from attractor.errors import ConfigError
+from attractor.errors import ConfigError, UserError
 from attractor.grading.extract import extract_answer
 from attractor.latent.evaluate import correct_answers
 from attractor.latent.interventions import intervening
 from attractor.latent.loop import LatentLoop
+from attractor.store.run_store import atomic_write_bytes, atomic_write_json
 
 REWARDS = ("vote", "oracle")
 
@@ -83,84 +86,122 @@ def _feeding(z: torch.Tensor):
 
 
 def seek(loop: LatentLoop, problems, prompts: list[list[int]], cfg: SeekConfig,
-         on_batch=None) -> pd.DataFrame:
+         on_batch=None, out: Path | None = None) -> pd.DataFrame:
     """Run LatentSeek on every question; one row per question (before/after answers and
     correctness, updates taken, final mean reward, forward passes, wall seconds).
-    ``on_batch(n)`` is called after each batch of n questions (progress)."""
-    T, k = loop.cfg.max_thoughts, cfg.samples
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rows = []
+    ``on_batch(n)`` is called after each batch of n questions (progress). With ``out``, each
+    batch is stored under ``out/latentseek.parts/`` as it finishes and a rerun with the same
+    settings resumes after the last stored batch (each batch has its own seeded sampler, so a
+    resumed run equals an uninterrupted one); the whole table goes to
+    ``out/latentseek.parquet``."""
+    parts = _parts_dir(out, cfg, problems) if out is not None else None
+    frames = []
     for start in range(0, len(prompts), cfg.batch):
-        t0 = time.perf_counter()
-        ps, qs = prompts[start:start + cfg.batch], problems[start:start + cfg.batch]
-        b = len(ps)
-        fed: dict[int, torch.Tensor] = {}
-
-        def record(t: int, x: torch.Tensor) -> torch.Tensor:
-            fed[t] = x.detach().float()
-            return x
-
-        with torch.no_grad(), intervening(loop, record):
-            clean = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
-        x0 = torch.stack([fed[t] for t in range(T)], dim=1)          # (b, T, d)
-        scale = x0.pow(2).mean(-1, keepdim=True).sqrt()
-        u = torch.zeros_like(x0, requires_grad=True)
-        opt = torch.optim.Adam([u], lr=cfg.lr)
-        passes = list(clean.forward_passes)
-        updates, final_reward = [0] * b, [float("nan")] * b
-        final_z = [None] * b
-        active = list(range(b))
-        for it in range(cfg.iterations + 1):
-            if not active:
-                break
-            z = (x0 + scale * u)[active]
-            zz = z.detach().repeat_interleave(k, 0)
-            rp = [ps[i] for i in active for _ in range(k)]
-            with torch.no_grad(), intervening(loop, _feeding(zz)):
-                out = loop.generate(rp, cfg.max_new_tokens, n_thoughts=T,
-                                    temperature=cfg.temperature, generator=gen)
-            keep, adv = [], []
-            for j, i in enumerate(active):
-                sl = slice(j * k, (j + 1) * k)
-                passes[i] += sum(out.forward_passes[sl])
-                ans = [extract_answer(x, qs[i].kind) for x in out.texts[sl]]
-                r = rewards(ans, [qs[i]] * k, out.texts[sl], cfg.reward)
-                final_reward[i] = sum(r) / k
-                if final_reward[i] >= cfg.threshold or it == cfg.iterations:
-                    final_z[i] = z[j].detach()
-                else:
-                    keep.append(j)
-                    adv += [x - final_reward[i] for x in r]
-            if keep:
-                rows_j = [j * k + s for j in keep for s in range(k)]
-                zk = (x0 + scale * u)[[active[j] for j in keep]].repeat_interleave(k, 0)
-                with intervening(loop, _feeding(zk)):
-                    logp = loop.answer_logprobs([rp[r] for r in rows_j], [T] * len(rows_j),
-                                                [out.token_ids[r] for r in rows_j])
-                loss = -(torch.tensor(adv, device=logp.device) * logp).sum() / k
-                opt.zero_grad()
-                (u.grad,) = torch.autograd.grad(loss, [u])
-                opt.step()
-                for j in keep:
-                    updates[active[j]] += 1
-                    passes[active[j]] += k * (T + 2)   # prefill, T thoughts, the answer
-            active = [active[j] for j in keep]
-        with torch.no_grad(), intervening(loop, _feeding(torch.stack(final_z))):
-            after = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
-        wall = (time.perf_counter() - t0) / b
-        before_ok = correct_answers(clean.texts, qs)
-        after_ok = correct_answers(after.texts, qs)
-        for i, p in enumerate(qs):
-            rows.append({"question_id": p.id,
-                         "answer_before": extract_answer(clean.texts[i], p.kind),
-                         "answer_after": extract_answer(after.texts[i], p.kind),
-                         "correct_before": before_ok[i], "correct_after": after_ok[i],
-                         "updates": updates[i], "final_reward": final_reward[i],
-                         "forward_passes": passes[i] + after.forward_passes[i],
-                         "clean_forward_passes": clean.forward_passes[i], "wall_s": wall})
+        part = parts / f"{start:06d}.parquet" if parts is not None else None
+        if part is not None and part.exists():
+            df = pd.read_parquet(part)
+        else:
+            sl = slice(start, start + cfg.batch)
+            df = _seek_batch(loop, problems[sl], prompts[sl], cfg,
+                             torch.Generator().manual_seed(cfg.seed * 1_000_003 + start))
+            if part is not None:
+                atomic_write_bytes(part, df.to_parquet(index=False))
+        frames.append(df)
         if on_batch:
-            on_batch(b)
-    return pd.DataFrame(rows)
+            on_batch(len(df))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if out is not None:
+        atomic_write_bytes(Path(out) / "latentseek.parquet", table.to_parquet(index=False))
+    return table
+
+
+def _parts_dir(out: Path, cfg: SeekConfig, problems) -> Path:
+    """``out/latentseek.parts`` for these settings and questions; refuses parts written with
+    others (their rows would not belong to this run)."""
+    parts = Path(out) / "latentseek.parts"
+    want = {"config": asdict(cfg), "questions": [p.id for p in problems]}
+    stamp = parts / "run.json"
+    if stamp.exists():
+        if json.loads(stamp.read_text()) != want:
+            raise UserError(f"{stamp}: written by a LatentSeek run with other settings or "
+                            "questions; use another --out or delete that folder")
+    else:
+        parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stamp, want)
+    return parts
+
+
+def _seek_batch(loop: LatentLoop, qs, ps: list[list[int]], cfg: SeekConfig,
+                gen: torch.Generator) -> pd.DataFrame:
+    """LatentSeek on one batch of questions, side by side (see the module docstring)."""
+    T, k = loop.cfg.max_thoughts, cfg.samples
+    t0 = time.perf_counter()
+    b = len(ps)
+    fed: dict[int, torch.Tensor] = {}
+
+    def record(t: int, x: torch.Tensor) -> torch.Tensor:
+        fed[t] = x.detach().float()
+        return x
+
+    with torch.no_grad(), intervening(loop, record):
+        clean = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
+    x0 = torch.stack([fed[t] for t in range(T)], dim=1)          # (b, T, d)
+    scale = x0.pow(2).mean(-1, keepdim=True).sqrt()
+    u = torch.zeros_like(x0, requires_grad=True)
+    opt = torch.optim.Adam([u], lr=cfg.lr)
+    passes = list(clean.forward_passes)
+    updates, final_reward = [0] * b, [float("nan")] * b
+    final_z: list[torch.Tensor | None] = [None] * b
+    active = list(range(b))
+    for it in range(cfg.iterations + 1):
+        if not active:
+            break
+        z = (x0 + scale * u)[active]
+        zz = z.detach().repeat_interleave(k, 0)
+        rp = [ps[i] for i in active for _ in range(k)]
+        with torch.no_grad(), intervening(loop, _feeding(zz)):
+            out = loop.generate(rp, cfg.max_new_tokens, n_thoughts=T,
+                                temperature=cfg.temperature, generator=gen)
+        keep, adv = [], []
+        for j, i in enumerate(active):
+            sl = slice(j * k, (j + 1) * k)
+            passes[i] += sum(out.forward_passes[sl])
+            ans = [extract_answer(x, qs[i].kind) for x in out.texts[sl]]
+            r = rewards(ans, [qs[i]] * k, out.texts[sl], cfg.reward)
+            final_reward[i] = sum(r) / k
+            if final_reward[i] >= cfg.threshold or it == cfg.iterations:
+                final_z[i] = z[j].detach()
+            else:
+                keep.append(j)
+                adv += [x - final_reward[i] for x in r]
+        if keep:
+            rows_j = [j * k + s for j in keep for s in range(k)]
+            zk = (x0 + scale * u)[[active[j] for j in keep]].repeat_interleave(k, 0)
+            with intervening(loop, _feeding(zk)):
+                logp = loop.answer_logprobs([rp[r] for r in rows_j], [T] * len(rows_j),
+                                            [out.token_ids[r] for r in rows_j])
+            loss = -(torch.tensor(adv, device=logp.device) * logp).sum() / k
+            opt.zero_grad()
+            (u.grad,) = torch.autograd.grad(loss, [u])
+            opt.step()
+            for j in keep:
+                updates[active[j]] += 1
+                passes[active[j]] += k * (T + 2)   # prefill, T thoughts, the answer
+        active = [active[j] for j in keep]
+    with torch.no_grad(), intervening(loop, _feeding(torch.stack(final_z))):
+        after = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
+    wall = (time.perf_counter() - t0) / b
+    before_ok = correct_answers(clean.texts, qs)
+    after_ok = correct_answers(after.texts, qs)
+    return pd.DataFrame([
+        {"question_id": p.id,
+         "answer_before": extract_answer(clean.texts[i], p.kind),
+         "answer_after": extract_answer(after.texts[i], p.kind),
+         "correct_before": before_ok[i], "correct_after": after_ok[i],
+         "updates": updates[i], "final_reward": final_reward[i],
+         "forward_passes": passes[i] + after.forward_passes[i],
+         "clean_forward_passes": clean.forward_passes[i], "wall_s": wall}
+        for i, p in enumerate(qs)])
 
 
 def summary(df: pd.DataFrame, reward: str) -> pd.DataFrame:
