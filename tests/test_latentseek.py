@@ -104,5 +104,7 @@ def test_a_killed_run_resumes_to_the_same_table(slr, tmp_path):
     pd.testing.assert_frame_equal(again[cols], whole[cols])
     assert (again["wall_s"].iloc[:4] == stored["wall_s"]).all()
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "latentseek.parquet"), again)
-    with pytest.raises(UserError, match="other settings or questions"):
+    with pytest.raises(UserError, match="other settings, checkpoint or questions"):
         seek(loop, problems[:10], prompts[:10], SeekConfig(iterations=3, batch=4), out=tmp_path)
+    with pytest.raises(UserError, match="other settings, checkpoint or questions"):
+        seek(loop, problems[:10], prompts[:10], cfg, out=tmp_path, source="another loop")

@@ -211,7 +211,8 @@ def latent_seek_cmd(
     with progress_bar() as bar:
         job = bar.add_task(f"latentseek ({reward})", total=len(prompts))
         df = seek(loop, problems, prompts, cfg, on_batch=lambda n: bar.update(job, advance=n),
-                  out=Path(out) if out else None)
+                  out=Path(out) if out else None,
+                  source=f"{Path(checkpoint).resolve()} on {model}, task {task}")
     s = summary(df, reward)
     console.print(frame_table(f"latentseek: {checkpoint} on {task} ({len(df)} questions)", s))
     if reward == "oracle":

@@ -86,15 +86,16 @@ def _feeding(z: torch.Tensor):
 
 
 def seek(loop: LatentLoop, problems, prompts: list[list[int]], cfg: SeekConfig,
-         on_batch=None, out: Path | None = None) -> pd.DataFrame:
+         on_batch=None, out: Path | None = None, source: str = "") -> pd.DataFrame:
     """Run LatentSeek on every question; one row per question (before/after answers and
     correctness, updates taken, final mean reward, forward passes, wall seconds).
     ``on_batch(n)`` is called after each batch of n questions (progress). With ``out``, each
     batch is stored under ``out/latentseek.parts/`` as it finishes and a rerun with the same
     settings resumes after the last stored batch (each batch has its own seeded sampler, so a
     resumed run equals an uninterrupted one); the whole table goes to
-    ``out/latentseek.parquet``."""
-    parts = _parts_dir(out, cfg, problems) if out is not None else None
+    ``out/latentseek.parquet``. ``source`` (e.g. the checkpoint's path) is kept with the
+    settings: parts of another source are refused too."""
+    parts = _parts_dir(out, cfg, problems, source) if out is not None else None
     frames = []
     for start in range(0, len(prompts), cfg.batch):
         part = parts / f"{start:06d}.parquet" if parts is not None else None
@@ -115,16 +116,16 @@ def seek(loop: LatentLoop, problems, prompts: list[list[int]], cfg: SeekConfig,
     return table
 
 
-def _parts_dir(out: Path, cfg: SeekConfig, problems) -> Path:
-    """``out/latentseek.parts`` for these settings and questions; refuses parts written with
-    others (their rows would not belong to this run)."""
+def _parts_dir(out: Path, cfg: SeekConfig, problems, source: str) -> Path:
+    """``out/latentseek.parts`` for these settings, questions and source; refuses parts
+    written with others (their rows would not belong to this run)."""
     parts = Path(out) / "latentseek.parts"
-    want = {"config": asdict(cfg), "questions": [p.id for p in problems]}
+    want = {"config": asdict(cfg), "source": source, "questions": [p.id for p in problems]}
     stamp = parts / "run.json"
     if stamp.exists():
         if json.loads(stamp.read_text()) != want:
-            raise UserError(f"{stamp}: written by a LatentSeek run with other settings or "
-                            "questions; use another --out or delete that folder")
+            raise UserError(f"{stamp}: written by a LatentSeek run with other settings, "
+                            "checkpoint or questions; use another --out or delete that folder")
     else:
         parts.mkdir(parents=True, exist_ok=True)
         atomic_write_json(stamp, want)
