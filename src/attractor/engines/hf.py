@@ -13,6 +13,7 @@ import torch
 
 from attractor.config import SamplingConfig
 from attractor.engines.base import Rollout
+from attractor.models.kv_cache import cache_kwargs, output_cache
 
 CONF_TOP_K = 20  # DeepConf's k (vLLM logprobs=20)
 
@@ -92,7 +93,7 @@ class HFEngine:
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         logits = out.logits[:, -1, :].float()
         # one row per (question, sample): repeat the prefilled cache instead of re-prefilling
         cache.batch_repeat_interleave(n)
@@ -153,8 +154,8 @@ class HFEngine:
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], 1)
             pos = (mask.sum(-1, keepdim=True) - 1)
             out = model(input_ids=next_tok.view(-1, 1), attention_mask=mask, position_ids=pos,
-                        past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                        use_cache=True, **cache_kwargs(model, cache))
+            cache = output_cache(out)
             logits = out.logits[:, -1, :].float()
         result: list[list[Rollout]] = []
         for qi in range(q):

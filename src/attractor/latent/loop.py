@@ -26,6 +26,7 @@ from torch import nn
 
 from attractor.latent.config import LoopConfig
 from attractor.latent.stabilisers import TimestepEmbedding, embedding_norm, install_loop_lora
+from attractor.models.kv_cache import cache_kwargs, output_cache
 
 
 @dataclass
@@ -89,9 +90,10 @@ class LatentLoop(nn.Module):
 
     def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, cache):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
-        out = self.base.get_decoder()(inputs_embeds=embeds, attention_mask=mask,
-                                      position_ids=pos, past_key_values=cache, use_cache=True)
-        return out.last_hidden_state, out.past_key_values
+        decoder = self.base.get_decoder()
+        out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                      use_cache=True, **cache_kwargs(decoder, cache))
+        return out.last_hidden_state, output_cache(out)
 
     def logit_lens(self, h: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the LM head applied to states ``h`` (..., d)."""
