@@ -70,6 +70,14 @@ def swap_chain(chain: torch.Tensor) -> Intervention:
     return lambda s, x: chain[s].roll(1, dims=0).to(x.device, x.dtype)
 
 
+def recorder(store: dict[int, torch.Tensor]) -> Intervention:
+    """Leave every thought as it is and keep its input (detached) in ``store[t]``."""
+    def fn(s: int, x: torch.Tensor) -> torch.Tensor:
+        store[s] = x.detach()
+        return x
+    return fn
+
+
 @contextmanager
 def intervening(loop: LatentLoop, fn: Intervention | None) -> Iterator[LatentLoop]:
     """Run ``loop`` with intervention ``fn`` inside the block; restored afterwards."""
@@ -108,12 +116,7 @@ def clean_inputs(loop: LatentLoop, prompts: list[list[int]]) -> list[torch.Tenso
     chains = []
     for sl in batches(len(prompts)):
         fed: dict[int, torch.Tensor] = {}
-
-        def record(s: int, x: torch.Tensor) -> torch.Tensor:
-            fed[s] = x.detach()
-            return x
-
-        with intervening(loop, record):
+        with intervening(loop, recorder(fed)):
             loop.think(prompts[sl], adaptive=False)
         chains.append(torch.stack([fed[s] for s in sorted(fed)]))
     return chains

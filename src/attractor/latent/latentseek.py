@@ -35,7 +35,7 @@ import torch
 from attractor.errors import ConfigError, UserError
 from attractor.grading.extract import extract_answer
 from attractor.latent.evaluate import correct_answers
-from attractor.latent.interventions import intervening
+from attractor.latent.interventions import intervening, recorder
 from attractor.latent.loop import LatentLoop
 from attractor.store.run_store import atomic_write_bytes, atomic_write_json
 
@@ -139,14 +139,9 @@ def _seek_batch(loop: LatentLoop, qs, ps: list[list[int]], cfg: SeekConfig,
     t0 = time.perf_counter()
     b = len(ps)
     fed: dict[int, torch.Tensor] = {}
-
-    def record(t: int, x: torch.Tensor) -> torch.Tensor:
-        fed[t] = x.detach().float()
-        return x
-
-    with torch.no_grad(), intervening(loop, record):
+    with torch.no_grad(), intervening(loop, recorder(fed)):
         clean = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
-    x0 = torch.stack([fed[t] for t in range(T)], dim=1)          # (b, T, d)
+    x0 = torch.stack([fed[t].float() for t in range(T)], dim=1)  # (b, T, d)
     scale = x0.pow(2).mean(-1, keepdim=True).sqrt()
     u = torch.zeros_like(x0, requires_grad=True)
     opt = torch.optim.Adam([u], lr=cfg.lr)

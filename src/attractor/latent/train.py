@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from attractor.errors import ConfigError, UserError
 from attractor.latent.checkpoint import load_base_weights, read_meta, save_loop
-from attractor.latent.config import preset
+from attractor.latent.config import FEEDBACKS, preset
 from attractor.latent.curriculum import (COT_FORMATS, DIRECT, build_example, check_steps,
                                          cot_steps, stage_of, thoughts_at)
 from attractor.latent.loop import LatentLoop
@@ -84,7 +84,7 @@ class LatentTrainConfig:
             raise ConfigError("--batch-size >= 1, --lr > 0 and --mix in [0, 1) are required")
         if self.thought_loss < 0:
             raise ConfigError(f"--thought-loss must be >= 0, got {self.thought_loss}")
-        if self.feedback not in ("hidden", "soft") or not self.soft_temperature > 0:
+        if self.feedback not in FEEDBACKS or not self.soft_temperature > 0:
             raise ConfigError(f"--feedback must be hidden or soft and --soft-temperature > 0, "
                               f"got {self.feedback!r}, {self.soft_temperature}")
         if not 0 <= self.first_stage <= self.stages:
