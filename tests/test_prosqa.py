@@ -88,3 +88,22 @@ def test_balanced_option_equalises_people_reaching_each_option():
         check_prosqa(problem_to_row(p), p.id)
     with pytest.raises(ValueError, match="balanced"):
         generate_prosqa(1, balanced=2)
+
+
+def test_cross_option_sets_how_often_other_people_reach_the_target():
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prosqa import people_reaching
+
+    def shared(problems):
+        return sum(people_reaching(len(p.meta["idx_to_symbol"]), p.meta["edges"],
+                                   p.meta["target"]) > 1 for p in problems)
+
+    default = generate_prosqa(200, seed=4)
+    assert [p.question for p in default] == [p.question for p in generate_prosqa(200, seed=4,
+                                                                                  cross=8)]
+    clean, _ = load_task("synthetic:prosqa:n=200,seed=4,cross=0")
+    assert shared(default) > 40 and shared(clean) == 0
+    for p in clean:
+        check_prosqa(problem_to_row(p), p.id)
+    with pytest.raises(ValueError, match="cross"):
+        generate_prosqa(1, cross=101)

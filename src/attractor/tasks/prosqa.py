@@ -96,6 +96,7 @@ def generate_prosqa(
     edge_ratio: float = 1.58,
     start: int = 0,
     balanced: int = 0,
+    cross: int = 8,
 ) -> list[Problem]:
     """Generate ``n`` ProsQA-format problems, reproducibly from ``seed``.
 
@@ -116,6 +117,12 @@ def generate_prosqa(
             more concepts lead to" answers ~80% of generated questions (70% of ProsQA valid).
             A model can learn these instead of following a chain; with the option it cannot.
             About 10x slower to generate (rejection sampling).
+        cross: percent chance that a candidate edge from the distractor side into the root
+            side is kept (0-100). Such an edge lets another person reach the root's concepts,
+            so a backward proof must choose its parents; at the default 8, 31% of generated
+            questions have two or more people reaching the target, against 9% of ProsQA
+            valid. 0: only the root reaches the target, and every upward walk from the target
+            ends at the root.
     """
     if not 1 <= min_hops <= max_hops:
         raise ValueError(f"hops: need 1 <= min_hops <= max_hops, got {min_hops}..{max_hops}")
@@ -123,8 +130,11 @@ def generate_prosqa(
         raise ValueError(f"min_nodes={min_nodes} is too small for max_hops={max_hops}")
     if balanced not in (0, 1):
         raise ValueError(f"balanced must be 0 or 1, got {balanced}")
+    if not 0 <= cross <= 100:
+        raise ValueError(f"cross is a percentage (0-100), got {cross}")
     return [_one_problem(random.Random(f"prosqa:{seed}:{i}"), f"prosqa-{seed}-{i}", min_hops,
-                         max_hops, min_nodes, max_nodes, edge_ratio, bool(balanced))
+                         max_hops, min_nodes, max_nodes, edge_ratio, bool(balanced),
+                         cross / 100)
             for i in range(start, start + n)]
 
 
@@ -135,10 +145,11 @@ def people_reaching(n: int, edges: list[list[int]], node: int) -> int:
 
 
 def _one_problem(rng: random.Random, pid: str, min_hops: int, max_hops: int, min_nodes: int,
-                 max_nodes: int, edge_ratio: float, balanced: bool = False) -> Problem:
+                 max_nodes: int, edge_ratio: float, balanced: bool = False,
+                 cross: float = 0.08) -> Problem:
     target_bigger = balanced and rng.random() < 0.5  # no draw unless balanced: seeds stay put
     while True:
-        graph = _try_graph(rng, min_hops, max_hops, min_nodes, max_nodes, edge_ratio)
+        graph = _try_graph(rng, min_hops, max_hops, min_nodes, max_nodes, edge_ratio, cross)
         if graph is None:
             continue
         symbols, edges, root, target, neg = graph
@@ -176,7 +187,7 @@ def _balanced(n: int, edges: list[list[int]], target: int, neg: int, target_bigg
 
 
 def _try_graph(rng: random.Random, min_hops: int, max_hops: int, min_nodes: int, max_nodes: int,
-               edge_ratio: float) -> tuple[list[str], list[list[int]], int, int, int] | None:
+               edge_ratio: float, cross: float = 0.08) -> tuple[list[str], list[list[int]], int, int, int] | None:
     """One attempt at a graph; None when the random choices painted it into a corner.
 
     Like the released data, the graph has a root side (what the root reaches) and a distractor
@@ -222,7 +233,7 @@ def _try_graph(rng: random.Random, min_hops: int, max_hops: int, min_nodes: int,
     def ok(a: int, b: int) -> bool:
         if (a, b) in edge_set or kinds[b] == "p" or a >= b or a in (target, neg):
             return False
-        if (a in root_side) != (b in root_side) and (a in root_side or rng.random() > 0.08):
+        if (a in root_side) != (b in root_side) and (a in root_side or rng.random() > cross):
             return False
         dist = distances(n, edges + [[a, b]], root)
         return dist[neg] < 0 and dist[target] == hops
