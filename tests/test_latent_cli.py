@@ -59,6 +59,41 @@ def test_a_soft_feedback_loop_trains_and_keeps_its_feedback(random_model_dir, tm
     assert torch.allclose(x, probs @ emb, atol=1e-5)  # coconut: no stabiliser touches the mix
 
 
+def test_loop_overrides_train_that_loop_and_eval_names_it(random_model_dir, tmp_path):
+    """--loop KEY=VALUE changes the method's stabilisers (here a rank-2 adapter on the MLP too,
+    a learned concatenated timestep and the previous-state residual); the checkpoint records and
+    reloads that loop, and eval names its row after the overrides."""
+    from attractor.latent.checkpoint import load_loop
+    from attractor.latent.stabilisers import LoopLoRALinear
+
+    out = tmp_path / "variant"
+    loop_args = ["--loop", "lora_rank=2", "--loop", "lora_targets=q_proj,v_proj,gate_proj",
+                 "--loop", "timestep=learned", "--loop", "timestep_mode=concat",
+                 "--loop", "residual=prev", "--loop", "residual_alpha=0.25"]
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, *loop_args,
+              "--out", str(out))
+    meta = json.loads((out / "loop.json").read_text())
+    cfg = meta["loop"]
+    assert (cfg["lora_rank"], cfg["lora_targets"], cfg["timestep"], cfg["timestep_mode"],
+            cfg["residual"], cfg["residual_alpha"]) == (
+        2, ["q_proj", "v_proj", "gate_proj"], "learned", "concat", "prev", 0.25)
+    assert cfg["norm_match"] is True and cfg["max_thoughts"] == 2  # the rest is slr's preset
+    assert meta["variant"] == ("slr+lora_rank=2+lora_targets=q_proj,v_proj,gate_proj"
+                               "+timestep=learned+timestep_mode=concat+residual=prev"
+                               "+residual_alpha=0.25")
+    loop, _ = load_loop(out)
+    wrapped = [n for n, m in loop.base.named_modules() if isinstance(m, LoopLoRALinear)]
+    assert any(n.endswith("mlp.gate_proj") for n in wrapped) and all(
+        m.a.shape[1] == 2 for m in loop.base.modules() if isinstance(m, LoopLoRALinear))
+    again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, *loop_args[:2],
+                      "--out", str(out), check=False)  # other overrides: another run
+    assert again.returncode == 2 and "another configuration" in again.stderr + again.stdout
+    attractor("latent", "eval", str(out), "--model", str(random_model_dir), "--task",
+              "synthetic:prosqa:n=2,seed=1", "--out", str(tmp_path), "--soft-thoughts", "0")
+    df = pd.read_parquet(tmp_path / "latent_eval.parquet")
+    assert df["method"].tolist()[-2:] == [meta["variant"], meta["variant"] + "-adaptive"]
+
+
 def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
     attractor("latent", "eval", str(checkpoint), "--model", str(random_model_dir), "--task",
               "synthetic:prosqa:n=4,seed=1", "--out", str(tmp_path), "--halting", "state",
@@ -133,7 +168,12 @@ def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
 @pytest.mark.parametrize("args", [["--stages", "0"], ["--epsilon", "0"], ["--halting", "never"],
                                   ["--first-stage", "9"], ["--cot-format", "x"],
                                   ["--dev-limit", "0"], ["--thought-loss", "-1"],
-                                  ["--feedback", "mixed"], ["--soft-temperature", "0"]])
+                                  ["--feedback", "mixed"], ["--soft-temperature", "0"],
+                                  ["--loop", "lora_rank"], ["--loop", "depth=3"],
+                                  ["--loop", "lora_rank=four"], ["--loop", "residual=sideways"],
+                                  ["--loop", "halting=kl"], ["--loop", "norm_match=maybe"],
+                                  ["--loop", "lora_targets=gate"],
+                                  ["--method", "cot", "--loop", "lora_rank=2"]])
 def test_bad_training_options_exit_2(random_model_dir, tmp_path, args):
     proc = attractor("latent", "train", "--model", str(random_model_dir), "--task",
                      "synthetic:prosqa:n=2", "--out", str(tmp_path / "x"), *args, check=False)
@@ -227,3 +267,20 @@ def test_bad_eval_options_exit_2(checkpoint, random_model_dir, args):
     proc = attractor("latent", "eval", str(checkpoint), "--model", str(random_model_dir),
                      "--task", "synthetic:prosqa:n=2", *args, check=False)
     assert proc.returncode == 2 and len((proc.stderr + proc.stdout).strip().splitlines()) == 1
+
+
+def test_a_run_started_before_an_option_existed_resumes(checkpoint, random_model_dir, tmp_path):
+    """A train-state written by an older attractor lacks the options added since (they held
+    their defaults then), and a run directory may move or resume with other threads: it
+    resumes instead of being refused."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(checkpoint, out)
+    state = out / "train-state" / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["config"]["loop"]
+    state.write_text(json.dumps(saved))
+    again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
+                      "--thought-loss", "1", "--out", str(out), "--threads", "1")
+    assert "resumed at phase 3 of 3" in again.stdout

@@ -29,6 +29,7 @@ def latent_train_cmd(
     thought_loss: float = typer.Option(0.0, help="Weight of a logit-lens loss pointing each thought at the first token of the CoT step it replaces (0: off, Coconut's recipe)."),
     feedback: str = typer.Option("hidden", help="What a thought feeds back: hidden (the last hidden state, Coconut) or soft (the logit lens's mix of token embeddings, as soft thinking; here trained)."),
     soft_temperature: float = typer.Option(0.3, help="Temperature of the soft feedback."),
+    loop: list[str] = typer.Option([], "--loop", help="KEY=VALUE override of the method's loop config (repeatable): lora_rank, lora_alpha, lora_targets (comma-separated), timestep (none|sinusoidal|learned), timestep_mode (add|concat), residual (none|h0|prev), residual_alpha, norm_match (true|false), end_marker."),
     batch_size: int = typer.Option(16, help="Questions per step."),
     lr: float = typer.Option(3e-4, help="AdamW learning rate."),
     halting: str = typer.Option("fixed", help="fixed, state, kl or token."),
@@ -48,7 +49,8 @@ def latent_train_cmd(
                             cot_format=cot_format, first_stage=first_stage, stages=stages,
                             thoughts_per_step=thoughts_per_step, epochs_per_stage=epochs_per_stage,
                             mix=mix, thought_loss=thought_loss, feedback=feedback,
-                            soft_temperature=soft_temperature, batch_size=batch_size, lr=lr,
+                            soft_temperature=soft_temperature, loop=list(loop),
+                            batch_size=batch_size, lr=lr,
                             halting=halting, epsilon=epsilon,
                             seed=seed, dev_task=dev_task, dev_limit=dev_limit, threads=threads,
                             device=device)

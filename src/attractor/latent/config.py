@@ -1,7 +1,7 @@
 """The configuration of a :class:`~attractor.latent.loop.LatentLoop`: its stabilisers and halting."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from attractor.errors import ConfigError
@@ -100,3 +100,52 @@ def preset(method: str, max_thoughts: int = 6) -> LoopConfig:
         return LoopConfig(**{**full, **drop[method]})
     raise ConfigError(f"unknown loop method {method!r}; expected cot, no-cot, soft-thinking, "
                       "coconut, slr or " + ", ".join(drop))
+
+
+# Fields a ``--loop`` override may not set: other options of ``latent train`` own them.
+OWNED = {"max_thoughts": "--stages and --thoughts-per-step", "halting": "--halting",
+         "epsilon": "--epsilon", "feedback": "--feedback",
+         "soft_temperature": "--soft-temperature"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """One ``KEY=VALUE`` override of a :class:`LoopConfig` field, its value converted to the
+    field's type (``lora_targets=q_proj,v_proj,gate_proj``; booleans true/false)."""
+    key, sep, raw = item.partition("=")
+    key, raw = key.strip(), raw.strip()
+    kinds = {f.name: type(f.default) for f in fields(LoopConfig)}
+    if not sep or not key:
+        raise ConfigError(f"--loop {item!r}: expected KEY=VALUE")
+    if key not in kinds:
+        raise ConfigError(f"--loop {item!r}: unknown field '{key}' (expected one of "
+                          f"{', '.join(k for k in kinds if k not in OWNED)})")
+    if key in OWNED:
+        raise ConfigError(f"--loop {item!r}: set {key} with {OWNED[key]}")
+    kind = kinds[key]
+    try:
+        if kind is bool:
+            if raw.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return key, raw.lower() in _TRUE
+        if kind is tuple:
+            names = tuple(x.strip() for x in raw.split(",") if x.strip())
+            if not names:
+                raise ValueError
+            return key, names
+        return key, kind(raw)
+    except ValueError:
+        what = {bool: "true or false", tuple: "comma-separated layer names", int: "an integer",
+                float: "a number"}.get(kind, "a value")
+        raise ConfigError(f"--loop {item!r}: {key} needs {what}") from None
+
+
+def with_overrides(cfg: LoopConfig, items: list[str] | tuple[str, ...]) -> LoopConfig:
+    """``cfg`` with each ``KEY=VALUE`` of ``items`` applied (checked as a whole config)."""
+    return replace(cfg, **dict(parse_override(i) for i in items)) if items else cfg
+
+
+def variant_name(method: str, items: list[str] | tuple[str, ...]) -> str:
+    """How evaluation tables name a loop trained with overrides: ``slr+lora_rank=8``."""
+    return method + "".join("+" + "=".join(map(str.strip, i.split("=", 1))).replace(" ", "")
+                            for i in items)

@@ -164,12 +164,13 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
         base, btok = load(model_spec, dtype="float32", device=dev)
         loop, meta = load_loop(ck, base, btok, device=dev)
         fmt = cot_format_of(meta)
-        add(meta["method"], _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
+        label = meta.get("variant") or meta["method"]  # slr+lora_rank=8 for a --loop override
+        add(label, _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
         if loop.cfg.halting != "fixed":
             continue
         fixed_cfg = loop.cfg
         for halting in haltings:
             loop.cfg = replace(fixed_cfg, halting=halting, epsilon=epsilon)
-            name = meta["method"] + "-adaptive" + ("" if halting == "state" else f"-{halting}")
+            name = label + "-adaptive" + ("" if halting == "state" else f"-{halting}")
             add(name, _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
     return pd.DataFrame(rows)

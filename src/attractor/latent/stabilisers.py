@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from attractor.errors import ConfigError
+
 
 def sinusoidal_table(steps: int, dim: int) -> torch.Tensor:
     """(steps, dim) sinusoidal embeddings of t = 1..steps (Transformer position encoding)."""
@@ -82,7 +84,10 @@ def install_loop_lora(model: nn.Module, targets: tuple[str, ...], steps: int, ra
                 setattr(parent, name, w)
                 wrapped.append(w)
     if not wrapped:
-        raise ValueError(f"no linear layer named {', '.join(targets)} to adapt")
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                        if isinstance(m, nn.Linear)})
+        raise ConfigError(f"lora_targets: no linear layer named {', '.join(targets)} in this "
+                          f"model (its linear layers: {', '.join(names)})")
     return wrapped
 
 

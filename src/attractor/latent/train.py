@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from attractor.errors import ConfigError, UserError
 from attractor.latent.checkpoint import load_base_weights, read_meta, save_loop
-from attractor.latent.config import FEEDBACKS, preset
+from attractor.latent.config import FEEDBACKS, LoopConfig, preset, variant_name, with_overrides
 from attractor.latent.curriculum import (COT_FORMATS, DIRECT, build_example, check_steps,
                                          cot_steps, stage_of, thoughts_at)
 from attractor.latent.loop import LatentLoop
@@ -62,6 +62,9 @@ class LatentTrainConfig:
                                                               "lens's mix of embeddings)."})
     soft_temperature: float = field(default=0.3, metadata={"help": "Temperature of the soft "
                                                                    "feedback."})
+    loop: list[str] = field(default_factory=list, metadata={
+        "help": "KEY=VALUE overrides of the method's loop config (lora_rank=8, residual=prev, "
+                "timestep=learned, lora_targets=q_proj,v_proj,gate_proj, ...)."})
     batch_size: int = field(default=16, metadata={"help": "Questions per step."})
     lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
     halting: str = field(default="fixed", metadata={"help": "Halting the checkpoint uses."})
@@ -91,9 +94,21 @@ class LatentTrainConfig:
             raise ConfigError(f"--first-stage must be in 0..{self.stages}, got {self.first_stage}")
         if self.dev_limit < 1:
             raise ConfigError(f"--dev-limit must be >= 1, got {self.dev_limit}")
+        if self.loop and self.method in ("cot", "no-cot"):
+            raise ConfigError(f"--loop: a {self.method} baseline has no loop to configure")
+        self.loop = list(self.loop)
+        self.loop_config()  # a bad override fails here, before any data or model loads
         if self.cot_format not in COT_FORMATS:
             raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
                               f"got {self.cot_format!r}")
+
+    def loop_config(self) -> LoopConfig:
+        """The loop this run trains: the method's preset, T = stages * c, the halting and
+        feedback options, then the ``--loop`` overrides."""
+        cfg = replace(preset(self.method, max_thoughts=self.stages * self.thoughts_per_step),
+                      halting=self.halting, epsilon=self.epsilon, feedback=self.feedback,
+                      soft_temperature=self.soft_temperature)
+        return with_overrides(cfg, self.loop)
 
     def schedule(self) -> list[int]:
         """The stages this run trains, in order (``DIRECT`` = the no-cot baseline)."""
@@ -102,6 +117,14 @@ class LatentTrainConfig:
         if self.method == "no-cot":
             return [DIRECT]
         return list(range(self.first_stage, self.stages + 1))
+
+
+# Options that change where or how fast a run goes, not what it trains: a resumed run may differ.
+_LOGISTICS = ("out", "threads", "device", "ckpt_every")
+
+
+def _what_it_trains(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _LOGISTICS}
 
 
 def _order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
@@ -122,9 +145,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     problems, source = load_task(cfg.task, data_dir=data_dir)
     check_steps(problems, cfg.task)
     steps = cot_steps(problems, cfg.cot_format, cfg.seed)
-    loop_cfg = replace(preset(cfg.method, max_thoughts=cfg.stages * cfg.thoughts_per_step),
-                       halting=cfg.halting, epsilon=cfg.epsilon, feedback=cfg.feedback,
-                       soft_temperature=cfg.soft_temperature)
+    loop_cfg = cfg.loop_config()
     dev = resolve_device(cfg.device)
     model, tok = load(cfg.model, dtype="float32", device=dev)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda")
@@ -140,7 +161,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     pos = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
     if (state_dir / "state.json").exists():
         saved = json.loads((state_dir / "state.json").read_text())
-        if saved["config"] != asdict(cfg):
+        if _what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
+                _what_it_trains(asdict(cfg)):  # options added since a run began: their defaults
             raise UserError(f"{out}: holds a run of another configuration; use another --out")
         loop.load_state_dict(load_file(state_dir / "model.safetensors", device=dev), strict=False)
         pos = saved["pos"]
@@ -199,7 +221,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     if pos["step"] == start_step and (out / "loop.json").exists():
         # already finished: keep the record it wrote (this call trained nothing to report)
         return {"out": str(out), **read_meta(out)["train"]}
-    meta = {"method": cfg.method, "base_model": cfg.model, "base_weights_sha256": base_sha,
+    meta = {"method": cfg.method, "variant": variant_name(cfg.method, cfg.loop),
+            "base_model": cfg.model, "base_weights_sha256": base_sha,
             "init_method": init_meta["method"] if init_meta else None,
             "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
                       "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
