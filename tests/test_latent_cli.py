@@ -108,6 +108,14 @@ def test_eval_writes_the_table(checkpoint, random_model_dir, tmp_path):
     assert 1 <= df.set_index("method").loc["soft-thinking", "iterations"] <= 12
     slr = df.set_index("method").loc["slr"]
     assert slr["iterations"] == 2 and slr["forward_passes"] >= 1 + 2 + 1
+    # one row per method and question, adding up to the table
+    qs = pd.read_parquet(tmp_path / "latent_questions.parquet")
+    assert len(qs) == 6 * 4 and qs["id"].nunique() == 4 and qs["hops"].between(3, 6).all()
+    per = qs.groupby("method", sort=False)
+    assert per["correct"].mean().tolist() == df["accuracy"].tolist()
+    assert per["forward_passes"].mean().tolist() == pytest.approx(df["forward_passes"].tolist())
+    assert (qs[qs["method"] == "slr"]["iterations"] == 2).all()
+    assert qs[qs["method"] == "cot"]["iterations"].isna().all()
 
 
 def test_baselines_train_on_the_same_data_and_a_loop_starts_from_cot(random_model_dir, tmp_path):

@@ -68,7 +68,7 @@ def latent_eval_cmd(
     task: list[str] = typer.Option(["prosqa"], "--task", help="Task(s) to evaluate on (repeatable)."),
     model: str = typer.Option("tiny", help="Base model spec the checkpoints were trained on."),
     limit: Optional[int] = typer.Option(None, help="Only the first Q questions."),
-    out: Optional[str] = typer.Option(None, help="Directory for latent_eval.parquet."),
+    out: Optional[str] = typer.Option(None, help="Directory for latent_eval.parquet (a row per method) and latent_questions.parquet (a row per method and question: correct, answer, text, passes, iterations)."),
     epsilon: float = typer.Option(1e-2, help="Threshold of the adaptive-halting rows."),
     halting: list[str] = typer.Option(["state"], "--halting", help="Adaptive halting of the extra row per fixed-T loop (repeatable): state, kl or token (stop where the lens names the answer marker; loops trained with --thought-loss learn it)."),
     soft_thoughts: int = typer.Option(12, help="Most soft thoughts of the training-free soft-thinking row (0: no row)."),
@@ -90,10 +90,11 @@ def latent_eval_cmd(
     bad = [h for h in halting if h not in ("state", "kl", "token")]
     if bad:
         raise ConfigError(f"--halting must be state, kl or token, got {bad[0]!r}")
+    per_question: list[dict] = []
     frames = [evaluate(t, [Path(c) for c in checkpoints] if checkpoints else None,
                        model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon,
                        haltings=tuple(dict.fromkeys(halting)),
-                       soft_thoughts=soft_thoughts, device=device)
+                       soft_thoughts=soft_thoughts, device=device, questions=per_question)
               for t in task]
     df = pd.concat(frames, ignore_index=True)
     if out:
@@ -101,6 +102,8 @@ def latent_eval_cmd(
 
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(Path(out) / "latent_eval.parquet", df.to_parquet(index=False))
+        atomic_write_bytes(Path(out) / "latent_questions.parquet",
+                           pd.DataFrame(per_question).to_parquet(index=False))
     cols = ["method", "accuracy", "forward_passes", "wall_s", "iterations", "final_change",
             "cot_format"]
     heads = ["method", "accuracy", "passes", "wall_s", "iters", "change", "cot"]  # fits 80 columns

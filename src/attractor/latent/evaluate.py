@@ -93,7 +93,7 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int, n_thoughts: int | 
         norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
     wall = time.perf_counter() - t0
     return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
-            "iterations": sum(iters) / len(iters),
+            "iterations": sum(iters) / len(iters), "per_question_iterations": iters,
             "final_change": float(pd.Series(change).mean()),
             "state_norm": sum(norms) / len(norms) if norms else None}
 
@@ -101,14 +101,15 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int, n_thoughts: int | 
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
              limit: int | None = None, data_dir: str | None = None,
              haltings: tuple[str, ...] = ("state",), epsilon: float = 1e-2,
-             max_new_tokens: int = 96, soft_thoughts: int = 12, device: str = "auto"
-             ) -> pd.DataFrame:
+             max_new_tokens: int = 96, soft_thoughts: int = 12, device: str = "auto",
+             questions: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
     kind (ProsQA or ProntoQA). A loop trained with fixed halting gets one more row per entry
     of ``haltings`` (``<method>-adaptive`` for ``state``, ``<method>-adaptive-<halting>`` for
     ``kl`` and ``token``), at ``epsilon``. ``soft_thoughts`` > 0 adds ``soft-thinking``: the
     loops' CoT model (see the module docstring), untrained, with that many soft thoughts before
-    it goes on in text."""
+    it goes on in text. ``questions``, when given, receives one dict per (row, question):
+    task, method, checkpoint, id, hops, correct, answer, text, forward_passes, iterations."""
     from attractor.models.load import load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
@@ -127,6 +128,14 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
 
     def add(method: str, source: str, res: dict[str, Any], cot_format: str = "-") -> None:
         ok = correct_answers(res["texts"], problems)
+        if questions is not None:
+            iters = res.get("per_question_iterations") or [None] * len(problems)
+            questions.extend(
+                {"task": task, "method": method, "checkpoint": source, "id": p.id,
+                 "hops": len(p.steps) if p.steps else None, "correct": c,
+                 "answer": extract_answer(t, p.kind), "text": t, "forward_passes": f,
+                 "iterations": i}
+                for p, c, t, f, i in zip(problems, ok, res["texts"], res["forward_passes"], iters))
         rows.append({"task": task, "method": method, "n": len(problems),
                      "accuracy": sum(ok) / len(ok),
                      "forward_passes": sum(res["forward_passes"]) / len(ok),
