@@ -177,15 +177,30 @@ def test_checkpoint_on_another_base_model_is_refused(checkpoint, tmp_path):
                                   ["--first-stage", "9"], ["--cot-format", "x"],
                                   ["--dev-limit", "0"], ["--thought-loss", "-1"],
                                   ["--feedback", "mixed"], ["--soft-temperature", "0"],
-                                  ["--loop", "lora_rank"], ["--loop", "depth=3"],
-                                  ["--loop", "lora_rank=four"], ["--loop", "residual=sideways"],
-                                  ["--loop", "halting=kl"], ["--loop", "norm_match=maybe"],
-                                  ["--loop", "lora_targets=gate"],
-                                  ["--method", "cot", "--loop", "lora_rank=2"]])
+                                  ["--loop", "depth=3"], ["--loop", "lora_targets=gate"]])
 def test_bad_training_options_exit_2(random_model_dir, tmp_path, args):
     proc = attractor("latent", "train", "--model", str(random_model_dir), "--task",
                      "synthetic:prosqa:n=2", "--out", str(tmp_path / "x"), *args, check=False)
     assert proc.returncode == 2 and len((proc.stderr + proc.stdout).strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("items, message", [
+    (["lora_rank"], "expected KEY=VALUE"), (["depth=3"], "unknown field 'depth'"),
+    (["lora_rank=four"], "needs an integer"), (["residual=sideways"], "residual must be one of"),
+    (["halting=kl"], "with --halting"), (["max_thoughts=3"], "with --stages"),
+    (["norm_match=maybe"], "true or false"), (["lora_targets=,"], "comma-separated"),
+    (["residual_alpha=x"], "needs a number")])
+def test_bad_loop_overrides_name_the_field(items, message):
+    """Every bad --loop value is a ConfigError (exit 2 at the CLI) naming what was expected,
+    raised when the options are read, before any data or model loads."""
+    from attractor.errors import ConfigError
+    from attractor.latent.train import LatentTrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        LatentTrainConfig(loop=items)
+    with pytest.raises(ConfigError, match="no loop to configure"):
+        LatentTrainConfig(method="cot", loop=["lora_rank=2"])
+    assert LatentTrainConfig(loop=["norm_match=off"]).loop_config().norm_match is False
 
 
 def test_task_without_steps_exits_2(random_model_dir, tmp_path):
