@@ -119,9 +119,9 @@ def generate_prosqa(
             About 10x slower to generate (rejection sampling).
         cross: percent chance that a candidate edge from the distractor side into the root
             side is kept (0-100). Such an edge lets another person reach the root's concepts,
-            so a backward proof must choose its parents; at the default 8, 31% of generated
-            questions have two or more people reaching the target, against 9% of ProsQA
-            valid. 0: only the root reaches the target, and every upward walk from the target
+            so a backward proof must choose its parents; at the default 8, about a third of
+            generated questions have two or more people reaching the target, against 9% of
+            ProsQA valid. 0: only the root reaches the target, and every upward walk from the target
             ends at the root.
     """
     if not 1 <= min_hops <= max_hops:
@@ -145,8 +145,7 @@ def people_reaching(n: int, edges: list[list[int]], node: int) -> int:
 
 
 def _one_problem(rng: random.Random, pid: str, min_hops: int, max_hops: int, min_nodes: int,
-                 max_nodes: int, edge_ratio: float, balanced: bool = False,
-                 cross: float = 0.08) -> Problem:
+                 max_nodes: int, edge_ratio: float, balanced: bool, cross: float) -> Problem:
     target_bigger = balanced and rng.random() < 0.5  # no draw unless balanced: seeds stay put
     while True:
         graph = _try_graph(rng, min_hops, max_hops, min_nodes, max_nodes, edge_ratio, cross)
@@ -187,7 +186,8 @@ def _balanced(n: int, edges: list[list[int]], target: int, neg: int, target_bigg
 
 
 def _try_graph(rng: random.Random, min_hops: int, max_hops: int, min_nodes: int, max_nodes: int,
-               edge_ratio: float, cross: float = 0.08) -> tuple[list[str], list[list[int]], int, int, int] | None:
+               edge_ratio: float, cross: float
+               ) -> tuple[list[str], list[list[int]], int, int, int] | None:
     """One attempt at a graph; None when the random choices painted it into a corner.
 
     Like the released data, the graph has a root side (what the root reaches) and a distractor
