@@ -49,21 +49,25 @@ def test_deepconf_signals_and_short_traces():
     assert np.isnan(deepconf_signals([])["conf_mean"])
 
 
-def test_trajectory_signals():
+def test_trajectory_signals_on_simple_paths():
     straight = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]])
     s = trajectory_signals(straight)
-    assert s["net_change"] == 3 and s["cumulative_change"] == 3 and s["aligned_change"] == 1
+    # net change per step (3 steps), path length 3, every step along the drift
+    assert s["net_change"] == 1 and s["cumulative_change"] == 3 and s["aligned_change"] == 1
     back = np.array([[0.0, 0], [1, 0], [0, 0]])
-    s = trajectory_signals(back)
-    assert s["net_change"] == 0 and s["cumulative_change"] == 2 and s["aligned_change"] == -1
+    s = trajectory_signals(back)  # no drift: cosines with a zero vector count as 0
+    assert s["net_change"] == 0 and s["cumulative_change"] == 2 and s["aligned_change"] == 0
     assert np.isnan(trajectory_signals(straight[:1])["net_change"])
 
 
-def test_auroc_row_picks_the_better_direction():
+def test_auroc_row_reports_the_registered_direction():
     scores = np.array([0.1, 0.2, 0.8, 0.9])
-    r = auroc_row("entropy", "sample_correct", scores, np.array([1, 1, 0, 0]))
+    r = auroc_row("mean_token_entropy", "sample_correct", scores, np.array([1, 1, 0, 0]))
     assert r["auroc"] == 1.0 and r["direction"] == "lower"
-    assert r["ci_low"] <= 1.0
+    # the same data read as a signal where higher means correct: a finding below 0.5
+    r = auroc_row("conf_mean", "sample_correct", scores, np.array([1, 1, 0, 0]))
+    assert r["auroc"] == 0.0 and r["direction"] == "higher"
+    assert auroc_row("not_a_signal", "sample_correct", scores, np.array([1, 1, 0, 0])) is None
 
 
 def test_analyze_with_latents_writes_every_table(random_model_dir, tmp_path):

@@ -125,7 +125,8 @@ def sample_cmd(
 @app.command("analyze")
 def analyze_cmd(
     run: str = typer.Argument(..., help="Run directory."),
-    window: int = typer.Option(2048, help="DeepConf sliding-window size in tokens."),
+    window: int = typer.Option(2048, help="DeepConf sliding-window size in tokens (group confidence)."),
+    tail: int = typer.Option(2048, help="DeepConf tail length in tokens (conf_tail), as in the paper."),
 ) -> None:
     """Grade what is ungraded; write metrics/questions.parquet, samples.parquet, signals.parquet,
     latent.parquet (when latents were captured) and summary.json."""
@@ -134,14 +135,16 @@ def analyze_cmd(
 
     if window <= 0:
         raise ConfigError(f"--window must be positive, got {window}")
-    print_summary(run_analyze(run, window=window))
+    if tail <= 0:
+        raise ConfigError(f"--tail must be positive, got {tail}")
+    print_summary(run_analyze(run, window=window, tail=tail, show_progress=True))
 
 
 @app.command("capture")
 def capture_cmd(
     run: str = typer.Argument(..., help="Run directory."),
     layers: str = typer.Option("all", help="all | every:K | a list like 0,4,8 (0 = embeddings, L = after the final norm)."),
-    positions: str = typer.Option("frac:0.5,last:1", help="Comma-separated: frac:F, every:K, chunk:W, last:K, answer."),
+    positions: str = typer.Option("frac:0.5,last:1", help="Comma-separated: frac:F, every:K, chunk:W (bare chunk = chunk:500), last:K, answer, decisive (the token before the first token where right and wrong answers differ)."),
     model: Optional[str] = typer.Option(None, help="Model spec (default: the run's model; needed for imported runs)."),
     max_tokens_per_batch: int = typer.Option(16384, help="Memory budget: rows x padded length per forward."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
@@ -193,9 +196,12 @@ def vote_cmd(
     t = run_vote(run, draws=draws, etas=etas, layer=layer, position=position)
     kmax = int(t["k"].max())
     rows = [[r.method, r.accuracy, f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", r.majority,
-             r.delta_vs_majority, r.tokens] for r in t[t["k"] == kmax].itertuples()]
-    console.print(table(f"voting at k={kmax} (all k in {run}/metrics/vote.parquet)",
-                        ["method", "accuracy", "95% CI", "majority", "delta", "tokens"], rows))
+             r.delta_vs_majority, r.tokens, r.n_questions]
+            for r in t[t["k"] == kmax].itertuples()]
+    console.print(table(f"voting at k={kmax} (all k in {run}/metrics/vote.parquet); majority "
+                        "on the same questions as each method",
+                        ["method", "accuracy", "95% CI", "majority", "delta", "tokens",
+                         "questions"], rows))
 
 
 @app.command("early-stop")
@@ -207,20 +213,24 @@ def early_stop_cmd(
     max_loss: float = typer.Option(0.01, help="Accuracy loss allowed when picking each rule's best setting."),
 ) -> None:
     """Replay DeepConf, consensus and latent-variance early stopping on stored traces."""
-    from attractor.pipeline.early_stop import best_within, run_early_stop
+    from attractor.pipeline.early_stop import reported, run_early_stop
     from attractor.ui import console, table
 
     if window <= 0:
         raise ConfigError(f"--window must be positive, got {window}")
-    t = run_early_stop(run, window=window, layer=layer, position=position)
-    ref = t[t["rule"] == "majority"].iloc[0]
-    best = best_within(t, max_loss)
+    t = run_early_stop(run, window=window, layer=layer, position=position, max_loss=max_loss)
+    ref = t[t["row"] == "reference"].iloc[0]
+    best = reported(t)
+    best = best[best["row"] == "cross-fit"]
     console.print(table(f"early stopping vs majority over all samples (accuracy {ref.accuracy:.3f}, "
-                        f"{ref.tokens:.0f} tokens): best setting per rule losing <= {max_loss:.1%}",
-                        ["rule", "setting", "tokens saved", "accuracy", "accuracy loss"],
+                        f"{ref.tokens:.0f} tokens), cross-fitted: each half of the questions "
+                        f"uses the setting that saved most within {max_loss:.1%} loss on the "
+                        "other half",
+                        ["rule", "settings chosen", "tokens saved", "accuracy", "accuracy loss"],
                         [[r.rule, r.setting, r.tokens_saved, r.accuracy, r.accuracy_loss]
                          for r in best.itertuples()]))
-    console.print(f"all {len(t)} settings: {run}/metrics/early_stop.parquet")
+    console.print(f"all {int((t['row'] == 'grid').sum())} grid settings on all questions: "
+                  f"{run}/metrics/early_stop.parquet")
 
 
 @app.command("sweep")

@@ -9,15 +9,22 @@ prompt + completion):
     ``frac:F``   the completion token at floor(F * (C - 1)), F in [0, 1]
     ``every:K``  completion tokens K-1, 2K-1, ... (one vector each)
     ``chunk:W``  the mean over each non-overlapping W-token chunk of the completion (the last,
-                 shorter chunk included; ``token_index`` is null)
+                 shorter chunk included, as in the Latent-Trajectory reference; ``token_index``
+                 is null); bare ``chunk`` is ``chunk:500``, the paper's chunk
     ``last:K``   the last K completion tokens (fewer when the completion is shorter)
     ``answer``   the token just before the extracted answer span (none when there is no answer)
+    ``decisive`` the token just before the decisive token, the first token where a right and a
+                 wrong answer differ (ProsQA: the option's concept; ProntoQA: True/False; math:
+                 the first answer token); see :mod:`attractor.capture.decisive`
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from attractor.errors import ConfigError
+
+DEFAULT_CHUNK = 500  # "Tracing the Traces" averages hidden states over 500-token chunks
+SINGLE = ("answer", "decisive")
 
 
 @dataclass(frozen=True)
@@ -30,8 +37,8 @@ class PositionSpec:
     @property
     def text(self) -> str:
         """The spec as the user wrote it (and as ``latents/index.parquet`` stores it)."""
-        if self.kind == "answer":
-            return "answer"
+        if self.kind in SINGLE:
+            return self.kind
         v = self.value
         return f"{self.kind}:{int(v) if self.kind != 'frac' else _fmt(v)}"
 
@@ -44,13 +51,15 @@ def parse_positions(spec: str) -> list[PositionSpec]:
     """Parse ``--positions`` (comma-separated specs)."""
     out = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
-        if item == "answer":
-            out.append(PositionSpec("answer"))
+        if item in SINGLE:
+            out.append(PositionSpec(item))
             continue
+        if item == "chunk":
+            item = f"chunk:{DEFAULT_CHUNK}"
         kind, sep, val = item.partition(":")
         if not sep or kind not in ("frac", "every", "chunk", "last"):
-            raise ConfigError(f"--positions: '{item}' is not frac:F, every:K, chunk:W, last:K "
-                              "or answer")
+            raise ConfigError(f"--positions: '{item}' is not frac:F, every:K, chunk[:W], last:K, "
+                              "answer or decisive")
         try:
             num = float(val) if kind == "frac" else int(val)
         except ValueError:
@@ -63,6 +72,10 @@ def parse_positions(spec: str) -> list[PositionSpec]:
         out.append(PositionSpec(kind, float(num)))
     if not out:
         raise ConfigError("--positions: no position given")
+    texts = [p.text for p in out]
+    dup = sorted({t for t in texts if texts.count(t) > 1})
+    if dup:
+        raise ConfigError(f"--positions: {', '.join(dup)} given twice")
     return out
 
 
@@ -109,9 +122,9 @@ class Target:
 
 
 def resolve(specs: list[PositionSpec], prompt_len: int, completion_len: int,
-            answer_token: int | None) -> list[Target]:
-    """Every target of one rollout. ``answer_token`` is the completion index of the token
-    before the answer span, or None."""
+            answer_token: int | None, decisive_token: int | None = None) -> list[Target]:
+    """Every target of one rollout. ``answer_token`` and ``decisive_token`` are the completion
+    indices of the tokens before the answer span and before the decisive token, or None."""
     c, p = completion_len, prompt_len
     out: list[Target] = []
     if c == 0:
@@ -132,6 +145,8 @@ def resolve(specs: list[PositionSpec], prompt_len: int, completion_len: int,
             k = int(s.value)
             out += [Target(s.text, j, p + i, p + i + 1)
                     for j, i in enumerate(range(max(0, c - k), c))]
-        elif answer_token is not None:
-            out.append(Target(s.text, 0, p + answer_token, p + answer_token + 1))
+        else:
+            at = answer_token if s.kind == "answer" else decisive_token
+            if at is not None:
+                out.append(Target(s.text, 0, p + at, p + at + 1))
     return out

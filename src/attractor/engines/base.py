@@ -13,8 +13,9 @@ class Rollout:
 
     ``token_logprobs`` and ``token_entropies`` (nats) are of the *sampling* distribution (after
     temperature, top-k and top-p); for greedy decoding, of the model's own distribution (T=1).
-    ``token_confidences`` is DeepConf's token confidence: minus the mean log-probability of
-    the 20 most likely tokens of the model's tempered distribution (before top-k / top-p).
+    ``token_confidences`` is DeepConf's token confidence: minus the mean raw (T=1, unfiltered)
+    log-probability of the 20 most likely tokens, plus the sampled token when it is outside
+    them (:mod:`attractor.engines.confidence`).
     The stop token is not part of ``completion_token_ids``.
     """
 

@@ -2,11 +2,16 @@
 
 One request per (question, sample) with ``SamplingParams(n=1, seed=seed + i, logprobs=20)``, so
 sample ``i`` depends on its seed alone, as in the hf engine; vLLM's prefix cache shares each
-prompt's prefill among its samples. Log-probabilities: vLLM returns those of the *raw* model
-distribution by default; this engine asks for ``logprobs_mode="processed_logprobs"`` (after
-temperature, top-k, top-p: the hf engine's convention) and records in the manifest which one it
-got. Entropies come from the 20 returned log-probabilities (renormalised), a lower bound of the
-full entropy; DeepConf confidences are exact (minus the mean of the top-20 log-probabilities).
+prompt's prefill among its samples.
+
+Log-probabilities are those of the *raw* model distribution (``logprobs_mode="raw_logprobs"``,
+vLLM V1's default and what DeepConf reads): DeepConf confidences are then exactly the
+reference's (:mod:`attractor.engines.confidence`), whatever top-p and top-k are. Under top-p the
+*processed* log-probabilities are -inf outside the nucleus, and a confidence averaged over the
+finite ones would invert DeepConf's order. The price: ``token_logprobs`` and
+``token_entropies`` describe the raw distribution (T=1, unfiltered), not the sampling
+distribution the hf engine records; entropies come from the returned log-probabilities
+(renormalised), a lower bound. The manifest records both conventions.
 """
 from __future__ import annotations
 
@@ -15,9 +20,8 @@ from typing import Any
 
 from attractor.config import SamplingConfig
 from attractor.engines.base import Rollout
+from attractor.engines.confidence import TOP_LOGPROBS, confidence_from_logprobs
 from attractor.errors import ConfigError
-
-TOP_LOGPROBS = 20
 
 
 def _import_vllm():
@@ -30,15 +34,16 @@ def _import_vllm():
 
 
 def position_stats(chosen: int, candidates: Any) -> tuple[float, float, float]:
-    """(log-prob of the chosen token, entropy of the renormalised top-k, DeepConf confidence)
-    from one position's ``{token_id: Logprob}`` mapping."""
-    lps = sorted((float(v.logprob) for v in candidates.values()), reverse=True)
-    top = [x for x in lps[:TOP_LOGPROBS] if x > -math.inf]
-    conf = -sum(top) / len(top) if top else float("nan")
-    mx = top[0] if top else 0.0
+    """(log-prob of the chosen token, entropy of the renormalised returned log-probabilities,
+    DeepConf confidence) from one position's ``{token_id: Logprob}`` mapping of raw
+    log-probabilities (the top 20, plus the sampled token when it is outside them)."""
+    raw = {int(t): float(v.logprob) for t, v in candidates.items()}
+    conf = confidence_from_logprobs(raw)
+    top = [x for x in raw.values() if x > -math.inf]
+    mx = max(top) if top else 0.0
     z = sum(math.exp(x - mx) for x in top)
     ent = -sum(math.exp(x - mx) / z * (x - mx - math.log(z)) for x in top) if top else float("nan")
-    return float(candidates[chosen].logprob), ent, conf
+    return raw[int(chosen)], ent, conf
 
 
 def rollout_from_completion(question_id: str, sample_id: int, seed: int,
@@ -79,13 +84,13 @@ class VLLMEngine:
         self.vllm = _import_vllm()
         try:
             self.llm = self.vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     enable_prefix_caching=True,
-                                     logprobs_mode="processed_logprobs")
-            self.logprobs_distribution = "processed (after temperature, top-k, top-p)"
-        except TypeError:  # vLLM older than logprobs_mode
+                                     enable_prefix_caching=True, logprobs_mode="raw_logprobs")
+        except TypeError:  # vLLM older than logprobs_mode: V1 returns raw log-probs anyway
             self.llm = self.vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code,
                                      enable_prefix_caching=True)
-            self.logprobs_distribution = "raw model distribution (vLLM default)"
+        self.logprobs_distribution = ("raw model distribution (vLLM logprobs_mode=raw_logprobs: "
+                                      "T=1, before top-k and top-p); entropies over the "
+                                      f"{TOP_LOGPROBS} returned tokens")
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
                  cfg: SamplingConfig) -> list[list[Rollout]]:

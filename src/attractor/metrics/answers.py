@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from attractor.metrics.auroc import auroc  # noqa: F401  (re-exported: one AUROC)
+
 
 def answer_entropy(classes: Sequence[str | None]) -> float:
     """Shannon entropy (nats) of the empirical answer distribution (null is one class)."""
@@ -97,6 +99,9 @@ def question_metrics(classes: Sequence[str | None], correct: Sequence[bool],
         "top1_share": top1_share(classes),
         "n_unique_answers": len(set(classes)),
         "null_rate": sum(c is None for c in classes) / n,
+        # a question whose samples all lack an answer has entropy 0 and top-1 share 1 (the null
+        # class): filter on answered_share > 0 before reading those as "stable"
+        "answered_share": sum(c is not None for c in classes) / n,
         "majority_answer": maj,
         "majority_correct": maj_ok,
         # imported rollouts may lack finish reasons or token counts: NaN, not a made-up 0
@@ -124,13 +129,3 @@ def bootstrap_ci(values: Sequence[float], reps: int = 2000, seed: int = 0,
     means = x[rng.integers(0, len(x), size=(reps, len(x)))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(x.mean()), float(lo), float(hi)
-
-
-def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Area under the ROC curve of ``scores`` for ``labels`` (None when one class is absent)."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(labels, dtype=bool)
-    if y.all() or (~y).all():
-        return None
-    return float(roc_auc_score(y, np.asarray(scores, dtype=float)))

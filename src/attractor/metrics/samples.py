@@ -2,29 +2,31 @@
 
 - DeepConf confidences from the stored token confidences (see :mod:`attractor.metrics.confidence`);
 - mean token entropy and log-probability of the trace;
-- trajectory signals over chunk means (:mod:`attractor.metrics.trajectory`), per captured layer
-  (``traj_<signal>@L<layer>``) and averaged over layers (``traj_<signal>``);
-- internal consistency (logit lens): at the ``answer`` position, the number of layers whose
-  logit-lens top token equals the final layer's (``consistency``) and that count over the
-  layers compared (``consistency_frac``). Defined where the answer's first token decides the
-  answer (ProsQA, ProntoQA); NaN elsewhere.
+- Latent-Trajectory signals over chunk means (:mod:`attractor.metrics.trajectory`), per captured
+  layer (``traj_<signal>@L<layer>``) and averaged over the transformer layers (``traj_<signal>``);
+  with several ``chunk:W`` sizes captured, each size keeps its own columns
+  (``traj_<signal>[chunk:W]`` and ``traj_<signal>[chunk:W]@L<layer>``);
+- internal consistency (:mod:`attractor.metrics.consistency`) at the ``decisive`` position, where
+  the task has a fixed label set (ProsQA's two options, ProntoQA's True/False): ``consistency``
+  (calibrated agreements with the final layer, summed over layers) and ``consistency_frac``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from attractor.metrics.confidence import deepconf_signals
+from attractor.metrics.consistency import calibrated_consistency, label_probs
 from attractor.metrics.latent import iter_question_vectors
-from attractor.metrics.trajectory import trajectory_signals
+from attractor.metrics.trajectory import layer_average, trajectory_signals
 
 CONSISTENCY_KINDS = ("prosqa", "prontoqa")
 
 
-def trace_signals(rollouts: pd.DataFrame, window: int = 2048) -> pd.DataFrame:
+def trace_signals(rollouts: pd.DataFrame, window: int = 2048, tail: int = 2048) -> pd.DataFrame:
     """Token-level signals of every rollout (no latents needed)."""
     rows = []
     for r in rollouts.itertuples(index=False):
@@ -35,50 +37,69 @@ def trace_signals(rollouts: pd.DataFrame, window: int = 2048) -> pd.DataFrame:
                      "n_tokens": r.n_tokens,
                      "mean_token_entropy": float(ent.mean()) if len(ent) else float("nan"),
                      "mean_token_logprob": float(lp.mean()) if len(lp) else float("nan"),
-                     **deepconf_signals(r.token_confidences, window=window, tail=window)})
+                     **deepconf_signals(r.token_confidences, window=window, tail=tail)})
     return pd.DataFrame(rows)
 
 
-def latent_signals(latent_store, lens=None, kind: str = "math") -> pd.DataFrame:
-    """Trajectory signals (from ``chunk:W`` latents) and logit-lens consistency (from
-    ``answer`` latents) per rollout, streamed one question at a time. ``lens`` is a callable
-    mapping (n, d) hidden states to top token ids, or None to skip consistency."""
+def _traj_name(signal: str, chunk: str, several: bool, layer: int | None = None) -> str:
+    name = f"traj_{signal}" + (f"[{chunk}]" if several else "")
+    return name if layer is None else f"{name}@L{layer}"
+
+
+def latent_signals(latent_store, lens: Callable | None = None,
+                   candidates: dict[str, list[int]] | None = None,
+                   final_layer: int | None = None) -> pd.DataFrame:
+    """Trajectory signals (from ``chunk:W`` latents) and internal consistency (from
+    ``decisive`` latents) per rollout, streamed one question at a time. ``lens(h, layers, ids)``
+    maps (n, d) hidden states to (n, len(ids)) logits of the tokens ``ids``; ``candidates``
+    maps a question id to its label tokens (questions without one get no consistency);
+    ``final_layer`` is the model's last layer, which consistency needs."""
     index = latent_store.index().to_pandas()
     if index.empty:
         return pd.DataFrame(columns=["question_id", "sample_id"])
-    wanted = index["position"].str.startswith("chunk:") | (index["position"] == "answer")
+    chunks = sorted({p for p in index["position"].unique() if p.startswith("chunk:")},
+                    key=lambda p: int(p.split(":")[1]))
+    several = len(chunks) > 1
+    do_lens = lens is not None and bool(candidates)
+    wanted = index["position"].isin(chunks) | (do_lens & (index["position"] == "decisive"))
     index = index[wanted]
     out: dict[tuple[str, int], dict[str, Any]] = {}
-    do_lens = lens is not None and kind in CONSISTENCY_KINDS
+    probs: dict[tuple[str, int], np.ndarray] = {}
     for qid, rows, vecs in iter_question_vectors(latent_store, index):
         loc = {i: k for k, i in enumerate(rows.index)}
         for (sid, pos), grp in rows.groupby(["sample_id", "position"], sort=False):
             rec = out.setdefault((qid, int(sid)), {"question_id": qid, "sample_id": int(sid)})
             if pos.startswith("chunk:"):
-                per_layer = []
+                per_layer = {}
                 for layer, g in grp.groupby("layer"):
                     g = g.sort_values("occurrence")
                     sig = trajectory_signals(vecs[[loc[i] for i in g.index]])
                     for k, v in sig.items():
-                        rec[f"traj_{k}@L{int(layer)}"] = v
-                    per_layer.append(sig)
-                for k in per_layer[0]:
-                    vals = [s[k] for s in per_layer if not np.isnan(s[k])]
-                    rec[f"traj_{k}"] = float(np.mean(vals)) if vals else float("nan")
-            elif do_lens:
+                        rec[_traj_name(k, pos, several, int(layer))] = v
+                    per_layer[int(layer)] = sig
+                for k, v in layer_average(per_layer).items():
+                    rec[_traj_name(k, pos, several)] = v
+            elif candidates and qid in candidates:
                 g = grp.sort_values("layer")
-                top = lens(torch.from_numpy(vecs[[loc[i] for i in g.index]]),
-                           g["layer"].to_numpy())
-                final = top[-1]
-                agree = int((top[:-1] == final).sum())
-                rec["consistency"] = agree
-                rec["consistency_frac"] = agree / max(1, len(top) - 1)
+                layers = g["layer"].to_numpy()
+                if final_layer is not None and layers[-1] != final_layer:
+                    continue
+                logits = lens(torch.from_numpy(vecs[[loc[i] for i in g.index]]), layers,
+                              candidates[qid])
+                probs[(qid, int(sid))] = label_probs(logits, list(range(logits.shape[-1])))
+    if probs:
+        keys = list(probs)
+        aoc, frac, _ = calibrated_consistency(np.stack([probs[k] for k in keys]))
+        for key, a, f in zip(keys, aoc, frac):
+            out[key]["consistency"] = float(a)
+            out[key]["consistency_frac"] = float(f)
     return pd.DataFrame(list(out.values()))
 
 
 def make_logit_lens(model):
-    """A callable (hidden (n, d), layers) -> top token ids: the final norm (for layers before
-    the last, whose vectors are pre-norm) and the LM head, as the logit lens reads them."""
+    """A callable (hidden (n, d), layers, token ids) -> (n, len(ids)) logits of those tokens: the
+    final norm (for layers before the last, whose vectors are pre-norm) and the LM head, as the
+    logit lens reads them."""
     from attractor.capture.reforward import decoder_parts
 
     _, _, blocks, norm = decoder_parts(model)
@@ -88,10 +109,10 @@ def make_logit_lens(model):
     dtype = next(model.parameters()).dtype
 
     @torch.inference_mode()
-    def lens(h: torch.Tensor, layers: np.ndarray) -> np.ndarray:
+    def lens(h: torch.Tensor, layers: np.ndarray, ids: list[int]) -> np.ndarray:
         h = h.to(dev, dtype)
         pre = torch.as_tensor(layers < n_layers, device=dev)
         h = torch.where(pre[:, None], norm(h), h)
-        return head(h).argmax(-1).cpu().numpy()
+        return head(h)[:, ids].float().cpu().numpy()
 
     return lens

@@ -18,7 +18,8 @@ from attractor.store.environment import now
 from attractor.store.run_store import RunStore, atomic_write_table
 
 SUMMARY_METRICS = ("accuracy", "answer_entropy_nats", "answer_entropy_bits", "top1_share",
-                   "n_unique_answers", "truncation_rate", "mean_tokens", "majority_correct")
+                   "n_unique_answers", "answered_share", "truncation_rate", "mean_tokens",
+                   "majority_correct")
 
 
 def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, grader: str) -> int:
@@ -56,16 +57,61 @@ def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, gr
     return graded
 
 
-def per_question(df: pd.DataFrame) -> pd.DataFrame:
-    """One row of metrics per question, in the run's question order."""
+def per_question(df: pd.DataFrame, weights: dict[tuple[str, int], float] | None = None
+                 ) -> pd.DataFrame:
+    """One row of metrics per question, in the run's question order. ``weights`` (per
+    (question, sample)) replace plain majority voting by a weighted vote (an online DeepConf
+    run: :func:`deepconf_weights`)."""
     rows = []
     for qid, sub in df.groupby("question_id", sort=False):
         sub = sub.sort_values("sample_id")
         classes = [c if isinstance(c, str) else None for c in sub["answer_class"]]
-        rows.append({"question_id": qid, **question_metrics(
-            classes, [bool(x) for x in sub["correct"].fillna(False)],
-            sub["finish_reason"].tolist(), sub["n_tokens"].tolist())})
+        correct = [bool(x) for x in sub["correct"].fillna(False)]
+        row = {"question_id": qid, **question_metrics(
+            classes, correct, sub["finish_reason"].tolist(), sub["n_tokens"].tolist())}
+        if weights is not None:
+            w = np.array([weights.get((qid, int(i)), 0.0) for i in sub["sample_id"]])
+            row["majority_answer"], row["majority_correct"] = weighted_majority(classes,
+                                                                                 correct, w)
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def weighted_majority(classes: list[str | None], correct: list[bool], w: np.ndarray
+                      ) -> tuple[str | None, bool]:
+    """The class with the largest total weight (ties: the one seen first) and its correctness."""
+    score: dict[str, float] = {}
+    for c, x in zip(classes, w):
+        if c is not None and x > 0:
+            score[c] = score.get(c, 0.0) + float(x)
+    if not score:
+        return None, False
+    best = max(score.values())
+    winner = next(c for c in classes if c is not None and score.get(c) == best)
+    return winner, bool(correct[classes.index(winner)])
+
+
+def deepconf_weights(store: RunStore, rule: str) -> dict[tuple[str, int], float]:
+    """DeepConf's vote weights for a run sampled with ``--early-stop deepconf:...``: the
+    warm-up samples at or above the threshold and the samples not cut, weighted by their lowest
+    group confidence (:mod:`attractor.scaling.deepconf`)."""
+    from attractor.scaling import deepconf
+    from attractor.scaling.online import parse_rule
+
+    roll = store.rollouts(["question_id", "sample_id", "answer_class", "finish_reason",
+                           "token_confidences"])
+    params = parse_rule(rule, int(roll.groupby("question_id").size().max())).params
+    out: dict[tuple[str, int], float] = {}
+    for qid, sub in roll.groupby("question_id", sort=False):
+        sub = sub.sort_values("sample_id")
+        confs = [np.asarray(c if c is not None else [], float) for c in sub["token_confidences"]]
+        warm = params["warmup"]
+        thr = deepconf.threshold(confs[:warm], params["percentile"], params["window"])
+        w = deepconf.voting_weights(confs, [isinstance(a, str) for a in sub["answer_class"]],
+                                    [f == "early_stop" for f in sub["finish_reason"]], warm, thr,
+                                    params["window"])
+        out.update({(qid, int(i)): float(x) for i, x in zip(sub["sample_id"], w)})
+    return out
 
 
 def summarise(q: pd.DataFrame) -> dict[str, Any]:
@@ -106,15 +152,17 @@ def summarise(q: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int) -> dict[str, Any]:
+def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int, tail: int,
+                             notes: list[str], show_progress: bool = False) -> dict[str, Any]:
     """samples.parquet, latent.parquet (when latents exist) and signals.parquet."""
     from attractor.metrics.latent import latent_table
-    from attractor.metrics.samples import latent_signals, make_logit_lens, trace_signals
-    from attractor.metrics.signals import signal_table
+    from attractor.metrics.samples import trace_signals
+    from attractor.metrics.signals import n_signals, signal_table
+    from attractor.ui import progress_bar
 
     roll = store.rollouts(["question_id", "sample_id", "correct", "n_tokens", "token_logprobs",
                            "token_entropies", "token_confidences"])
-    samples = trace_signals(roll, window=window)
+    samples = trace_signals(roll, window=window, tail=tail)
     latent = None
     index = store.latent_store.index()
     if index.num_rows:
@@ -122,24 +170,50 @@ def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int) -> d
                       zip(samples["question_id"], samples["sample_id"], samples["correct"])}
         latent = latent_table(store.latent_store, correct_of)
         store.write_metric_table("latent", latent)
-        cap = store.manifest.get("stages", {}).get("capture", {})
-        lens = None
-        kinds = {p.kind for p in store.questions()}
-        if "answer" in cap.get("positions", []) and kinds & {"prosqa", "prontoqa"}:
-            from attractor.models.load import load
-
-            model, _ = load(cap["model"], device="cpu")
-            lens = make_logit_lens(model)
-        lat = latent_signals(store.latent_store, lens, kind=next(iter(kinds)))
+        lat = _latent_signals(store, notes)
         if not lat.empty:
             samples = samples.merge(lat, on=["question_id", "sample_id"], how="left")
     store.write_metric_table("samples", samples)
-    signals = signal_table(samples, q, latent)
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("AUROCs", total=n_signals(samples, latent))
+        signals = signal_table(samples, q, latent, progress=lambda: bar.update(task, advance=1))
     store.write_metric_table("signals", signals)
     return {"signals": signals, "latent": latent}
 
 
-def run_analyze(run: str, window: int = 2048) -> dict[str, Any]:
+def _latent_signals(store: RunStore, notes: list[str]) -> pd.DataFrame:
+    """Trajectory and internal-consistency signals of the captured latents."""
+    from attractor.capture.decisive import (LABEL_TASKS, answer_candidates,
+                                            candidate_token_ids)
+    from attractor.metrics.samples import latent_signals, make_logit_lens
+
+    cap = store.manifest.get("stages", {}).get("capture", {})
+    problems = store.questions()
+    lens, candidates, final = None, None, None
+    if "decisive" in cap.get("positions", []) and any(p.kind in LABEL_TASKS for p in problems):
+        from attractor.models.load import load
+
+        model, tok = load(cap["model"], device="cpu")
+        final = model.config.num_hidden_layers
+        if final not in cap.get("layers", []):
+            notes.append(f"consistency not computed: it compares every layer with the final one "
+                         f"(layer {final}), which was not captured (--layers {cap.get('layers')})")
+        else:
+            lens = make_logit_lens(model)
+            candidates = {}
+            for p in problems:
+                words = answer_candidates(p)
+                ids = candidate_token_ids(tok, words) if words else None
+                if ids is not None:
+                    candidates[p.id] = ids
+    elif "answer" in cap.get("positions", []) and any(p.kind in LABEL_TASKS for p in problems):
+        notes.append("consistency not computed: it is read at the 'decisive' position (the "
+                     "token before the answer label); capture with --positions ...,decisive")
+    return latent_signals(store.latent_store, lens, candidates, final)
+
+
+def run_analyze(run: str, window: int = 2048, tail: int = 2048,
+                show_progress: bool = False) -> dict[str, Any]:
     """Analyse a run directory; returns the summary dict (also written to metrics/)."""
     store = RunStore(run)
     if not store.exists():
@@ -156,19 +230,21 @@ def run_analyze(run: str, window: int = 2048) -> dict[str, Any]:
         store.update_stage("grade", status="done", finished=now(), n_graded=graded)
     df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "finish_reason",
                          "n_tokens"])
-    q = per_question(df)
+    rule = (m.get("config") or {}).get("early_stop") or ""
+    weights = deepconf_weights(store, rule) if rule.startswith("deepconf") else None
+    q = per_question(df, weights)
     hops = {p.id: p.meta.get("hops") for p in store.questions()}
     q["hops"] = q["question_id"].map(hops).astype("Int64")
     store.write_metric_table("questions", q)
     summary = summarise(q)
-    extra = latent_and_signal_tables(store, q, window)
+    summary["vote"] = ("deepconf: warm-up samples at or above the threshold and the samples not "
+                       "cut, weighted by their lowest group confidence" if weights is not None
+                       else "majority of the samples with an answer")
+    notes: list[str] = []
+    extra = latent_and_signal_tables(store, q, window, tail, notes, show_progress)
     summary["signals"] = extra["signals"].head(40).to_dict("records")
     summary["has_latents"] = extra["latent"] is not None
+    summary["notes"] = notes
     store.write_metric_json("summary", summary)
     store.update_stage("analyze", status="done", finished=now())
     return summary
-
-
-def nan_to_none(x: float | None) -> float | None:
-    """None for NaN (for printing)."""
-    return None if x is None or (isinstance(x, float) and np.isnan(x)) else x

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from attractor.capture.decisive import decisive_token_index
 from attractor.capture.positions import parse_layers, parse_positions, resolve
 from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
 from attractor.errors import ConfigError, UserError
@@ -90,6 +91,7 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
         from attractor.tasks.prompts import prompt_ids
 
         prompts = {p.id: prompt_ids(p, tok) for p in store.questions()}
+    kinds = {p.id: p.kind for p in store.questions()}
     items, keys = [], []
     for r in df.itertuples(index=False):
         if (r.question_id, r.sample_id) in done:
@@ -101,7 +103,9 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
             p_ids, c_ids = list(r.prompt_token_ids), list(r.completion_token_ids)
         ans = answer_token_index(tok, c_ids, r.text or "") if any(
             s.kind == "answer" for s in specs) else None
-        targets = resolve(specs, len(p_ids), len(c_ids), ans)
+        dec = decisive_token_index(tok, c_ids, r.text or "", kinds[r.question_id]) if any(
+            s.kind == "decisive" for s in specs) else None
+        targets = resolve(specs, len(p_ids), len(c_ids), ans, dec)
         if targets:
             items.append(BatchItem(p_ids + c_ids, targets))
             keys.append((r.question_id, int(r.sample_id)))

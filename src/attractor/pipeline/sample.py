@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from attractor.config import RunConfig
 from attractor.engines.base import Rollout
+from attractor.engines.confidence import CONVENTION as CONFIDENCE_CONVENTION
 from attractor.errors import ConfigError, UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
@@ -131,7 +132,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
                              engine, "logprobs_distribution",
                              "sampling distribution (after temperature, top-k, top-p); model "
                              "distribution at T=1 for greedy"), "entropy_log_base": "e",
-                         "entropy_unit": "nats"},
+                         "entropy_unit": "nats", "confidence": CONFIDENCE_CONVENTION},
             "questions_per_shard": qps,
             **environment(),
             "stages": {},

@@ -33,10 +33,16 @@ def print_summary(summary: dict[str, Any], title: str = "answer stability") -> N
         for target in ("sample_correct", "majority_correct"):
             top = [r for r in sig if r["target"] == target][:8]
             if top:
-                console.print(table(f"signals predicting {target.replace('_', ' ')} (AUROC)",
-                                    ["signal", "AUROC", "direction", "95% low", "95% high", "n"],
-                                    [[r["signal"], r["auroc"], r["direction"], r["ci_low"],
-                                      r["ci_high"], r["n"]] for r in top]))
+                console.print(table(
+                    f"signals predicting {target.replace('_', ' ')} (AUROC in each signal's "
+                    f"fixed direction; 95% interval: {top[0].get('interval', 'bootstrap')})",
+                    ["signal", "AUROC", "correct when", "95% low", "95% high", "n", "n+", "n-"],
+                    [[r["signal"], r["auroc"], r["direction"], r["ci_low"], r["ci_high"], r["n"],
+                      r.get("n_positive"), r.get("n_negative")] for r in top]))
+    if summary.get("vote", "").startswith("deepconf"):
+        console.print(f"majority = DeepConf vote ({summary['vote']})")
+    for note in summary.get("notes") or []:
+        console.print(f"[yellow]note[/yellow]: {note}")
     au = summary["auroc_majority_correct"]
     console.print(f"AUROC for a correct majority: top-1 share {_f(au['top1_share'])}, "
                   f"-entropy {_f(au['neg_answer_entropy'])}")

@@ -1,7 +1,8 @@
 """``attractor vote RUN``: majority against confidence-, trajectory-, consistency- and
 tightness-weighted votes at k = 1, 2, 4, ... N, resampling k-subsets of each question's samples.
 Writes ``metrics/vote.parquet`` (method, k, accuracy, ci_low, ci_high, tokens, majority,
-delta_vs_majority)."""
+delta_vs_majority, n_questions): ``accuracy``, ``majority`` and ``tokens`` are means over the
+same ``n_questions`` questions, those where the method is defined."""
 from __future__ import annotations
 
 from typing import Any
@@ -83,11 +84,15 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
             per_q = res[(m, k)]
             if np.isnan(per_q).all():
                 continue
-            mean, lo, hi = bootstrap_ci(per_q.tolist())
+            # the method and majority are compared on the same questions: those where the
+            # method is defined (a signal may be missing for some questions)
+            defined = ~np.isnan(per_q) & ~np.isnan(maj)
+            mean, lo, hi = bootstrap_ci(per_q[defined].tolist())
             rows.append({"method": m, "k": k, "accuracy": mean, "ci_low": lo, "ci_high": hi,
-                         "tokens": float(np.mean(res[("__tokens__", k)])),
-                         "majority": float(np.nanmean(maj)),
-                         "delta_vs_majority": float(np.nanmean(per_q - maj))})
+                         "tokens": float(np.mean(res[("__tokens__", k)][defined])),
+                         "majority": float(np.mean(maj[defined])),
+                         "delta_vs_majority": float(np.mean(per_q[defined] - maj[defined])),
+                         "n_questions": int(defined.sum())})
     table = pd.DataFrame(rows)
     store.write_metric_table("vote", table)
     store.update_stage("vote", status="done", finished=now(), draws=draws,

@@ -5,11 +5,13 @@ to return; it is scored by the tokens it would have spent and the accuracy of it
 full-budget majority voting over all samples. Traces are taken in sample-id order (the order an
 engine would start them).
 
-- ``deepconf``: DeepConf's online rule. The first ``warmup`` traces run in full; the threshold is
-  the ``percentile``-th percentile of their lowest group confidences (window ``window``); every
-  later trace stops at the first token whose sliding-window confidence falls below it and is
-  dropped from the vote. The answer is the majority of the kept traces. A trace shorter than the
-  window is judged on its single group (DeepConf's rule cannot fire there).
+- ``deepconf``: DeepConf's online rule (:mod:`attractor.scaling.deepconf`). The first ``warmup``
+  traces run in full; the threshold is the ``percentile``-th percentile of their lowest group
+  confidences (window ``window``); every later trace stops at the first token whose
+  sliding-window confidence falls below it and never votes. The answer is DeepConf's weighted
+  vote: warm-up traces at or above the threshold and the later traces that ran to the end, each
+  weighted by its lowest group confidence. A trace shorter than the window is judged on its
+  single group.
 - ``consensus``: traces one after another; stop once at least ``min_traces`` are done and the top
   answer holds ``share`` of them.
 - ``latent``: as consensus, but stop once the mean pairwise cosine of the done traces' latents
@@ -23,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from attractor.metrics.confidence import group_confidences
+from attractor.scaling import deepconf
 from attractor.scaling.vote import vote_correct
 
 
@@ -61,24 +64,22 @@ def first_below(conf: np.ndarray, window: int, threshold: float) -> int | None:
 
 
 def deepconf_rule(warmup: int, percentile: float, window: int) -> Callable:
-    """DeepConf's online early stop (see module doc)."""
+    """DeepConf's online early stop and vote (see module doc)."""
     def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
         warm = traces[:warmup]
-        lows = [group_confidences(t.confidences, window).min() for t in warm
-                if len(t.confidences)]
-        if not lows:
+        thr = deepconf.threshold([t.confidences for t in warm], percentile, window)
+        if thr is None:
             return majority_outcome(traces, correct_of)
-        threshold = float(np.percentile(lows, percentile))
         tokens = float(sum(t.n_tokens for t in warm))
-        kept = [t.answer for t in warm]
+        stopped = [False] * len(warm)
         for t in traces[warmup:]:
-            stop = first_below(t.confidences, window, threshold) if len(t.confidences) else None
-            if stop is None:
-                tokens += t.n_tokens
-                kept.append(t.answer)
-            else:
-                tokens += stop
-        return Outcome(tokens, vote_correct(kept, np.ones(len(kept)), correct_of))
+            stop = first_below(t.confidences, window, thr) if len(t.confidences) else None
+            tokens += t.n_tokens if stop is None else stop
+            stopped.append(stop is not None)
+        w = deepconf.voting_weights([t.confidences for t in traces],
+                                    [t.answer is not None for t in traces], stopped, warmup, thr,
+                                    window)
+        return Outcome(tokens, vote_correct([t.answer for t in traces], w, correct_of))
     return run
 
 

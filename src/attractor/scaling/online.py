@@ -5,8 +5,10 @@ Rules, written ``NAME:key=value,...``:
 - ``deepconf:warmup=W,percentile=P,window=K``: DeepConf's online rule. Samples ``0..W-1`` of a
   question run in full; the threshold is the P-th percentile of their lowest group confidences
   (sliding window of K tokens); every later sample stops at the first token whose window
-  confidence falls below it (``finish_reason = "early_stop"``) and is left out of the vote. The
-  same rule replayed offline on a full run (``attractor early-stop``) spends the same tokens.
+  confidence falls below it (``finish_reason = "early_stop"``) and never votes. The same rule
+  replayed offline on a full run (``attractor early-stop``) spends the same tokens.
+  ``attractor analyze`` then votes as DeepConf does (:mod:`attractor.scaling.deepconf`): warm-up
+  samples below the threshold do not vote, every voter weighs its lowest group confidence.
 - ``consensus:min_traces=M,share=S``: samples are made one after another (batched across
   questions); once a question has at least M samples and its leading answer holds a share S of
   them, its remaining samples are never started (recorded as ``early_stop`` with no tokens).
@@ -18,11 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 
 from attractor.engines.base import Rollout
 from attractor.errors import ConfigError
-from attractor.metrics.confidence import group_confidences
+from attractor.scaling import deepconf
 
 RULE_KEYS = {"deepconf": {"warmup": int, "percentile": float, "window": int},
              "consensus": {"min_traces": int, "share": float}}
@@ -75,9 +76,7 @@ def parse_rule(spec: str, samples: int) -> OnlineRule:
 
 def deepconf_threshold(warm: list[Rollout], percentile: float, window: int) -> float | None:
     """The P-th percentile of the warm-up samples' lowest group confidences (None if none)."""
-    lows = [group_confidences(np.asarray(r.token_confidences, float), window).min()
-            for r in warm if r.token_confidences]
-    return float(np.percentile(lows, percentile)) if lows else None
+    return deepconf.threshold([r.token_confidences for r in warm], percentile, window)
 
 
 def not_started(template: Rollout, sample_id: int, seed: int) -> Rollout:

@@ -43,8 +43,12 @@ Weigher = Callable[[Question, np.ndarray], np.ndarray | None]
 
 
 def signal_weigher(name: str, higher_is_better: bool = True, eta: float | None = None) -> Weigher:
-    """Weights from a per-sample signal, shifted to be positive; ``eta`` keeps only the top
-    eta% samples of the subset by that signal (DeepConf's filtering)."""
+    """Weights from a per-sample signal (DeepConf weights a vote by the trace's confidence; a
+    signal with values <= 0, or one where lower is better, is shifted to be positive).
+
+    ``eta`` is DeepConf's filtering (reference ``filter_top_confidence``): among the samples of
+    the subset that *have an answer*, keep those whose signal is at least the
+    (100 - eta)-th percentile (numpy's linear interpolation) of theirs; the rest get weight 0."""
     def weigh(q: Question, idx: np.ndarray) -> np.ndarray | None:
         if name not in q.signals:
             return None
@@ -55,9 +59,11 @@ def signal_weigher(name: str, higher_is_better: bool = True, eta: float | None =
         s = np.where(np.isnan(s), np.nanmin(s), s)
         w = s - s.min() + 1e-6 if (s <= 0).any() else s.copy()
         if eta is not None:
-            keep = max(1, int(np.ceil(len(s) * eta / 100)))
-            cut = np.sort(s)[-keep]
-            w = np.where(s >= cut, w, 0.0)
+            answered = np.array([q.classes[i] is not None for i in idx])
+            if not answered.any():
+                return np.zeros(len(idx))
+            cut = np.percentile(s[answered], 100 - eta)
+            w = np.where(answered & (s >= cut), w, 0.0)
         return w
     return weigh
 

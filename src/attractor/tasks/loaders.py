@@ -72,6 +72,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file; :class:`DataError` naming the file, line and byte otherwise."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                        f"{err.start}); expected a UTF-8 JSON or JSONL file") from None
+
+
 def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """Rows of a JSONL, JSON (a list of objects) or Parquet file as ``(line_or_row, dict)``.
 
@@ -88,7 +99,9 @@ def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
         except Exception as err:
             raise DataError(f"{path}: not a readable Parquet file ({err})") from None
         return [(i + 1, row) for i, row in enumerate(table.to_pylist())]
-    text = path.read_text(encoding="utf-8")
+    if suffix not in (".json", ".jsonl", ".ndjson"):
+        raise DataError(f"{path}: unsupported file type '{suffix}' (expected .jsonl, .json, .parquet)")
+    text = read_utf8(path)
     if suffix == ".json":
         try:
             data = json.loads(text)
