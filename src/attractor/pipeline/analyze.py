@@ -79,7 +79,7 @@ def per_question(df: pd.DataFrame, weights: dict[tuple[str, int], float] | None 
 
 def weighted_majority(classes: list[str | None], correct: list[bool], w: np.ndarray
                       ) -> tuple[str | None, bool]:
-    """The class with the largest total weight (ties: the one seen first) and its correctness."""
+    """The class with the largest total weight (ties: the first voter's) and its correctness."""
     score: dict[str, float] = {}
     for c, x in zip(classes, w):
         if c is not None and x > 0:
@@ -87,7 +87,8 @@ def weighted_majority(classes: list[str | None], correct: list[bool], w: np.ndar
     if not score:
         return None, False
     best = max(score.values())
-    winner = next(c for c in classes if c is not None and score.get(c) == best)
+    # ties: the first voter's answer, as the reference's max over its insertion-ordered dict
+    winner = next(c for c, x in zip(classes, w) if c is not None and x > 0 and score[c] == best)
     return winner, bool(correct[classes.index(winner)])
 
 

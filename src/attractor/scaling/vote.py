@@ -30,7 +30,7 @@ def vote_correct(classes: list[str | None], weights: np.ndarray, correct_of: dic
     """Expected correctness of the weighted vote (1, 0 or a tie share)."""
     score: dict[str, float] = {}
     for c, w in zip(classes, weights):
-        if c is not None and np.isfinite(w):
+        if c is not None and np.isfinite(w) and w > 0:  # weight 0: the sample does not vote
             score[c] = score.get(c, 0.0) + float(w)
     if not score:
         return 0.0
