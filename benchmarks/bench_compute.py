@@ -7,8 +7,9 @@ process and on the same questions).
   consensus     sample --early-stop consensus:min_traces=M,share=S
   uniform/adaptive at budget B   sample --budget B --allocate uniform|adaptive
 
-Tokens are completion tokens actually generated; accuracy is majority-vote accuracy over the
-samples each run kept (cut traces never vote).
+Tokens are completion tokens actually generated; accuracy is the run's vote: DeepConf's
+thresholded, confidence-weighted vote for the deepconf runs (as the reference votes), majority
+over the samples with an answer otherwise (cut traces never vote).
 
 Usage: python benchmarks/bench_compute.py [--task prosqa] [--limit 100] [--samples 16]
 """
@@ -23,22 +24,23 @@ from rich.console import Console
 from rich.table import Table
 
 from attractor.config import RunConfig, SamplingConfig
-from attractor.metrics.answers import majority
+from attractor.pipeline.analyze import deepconf_weights, per_question
 from attractor.pipeline.sample import run_sample
 from attractor.store.run_store import RunStore
 
 
 def score(run: Path) -> tuple[int, float, float]:
-    """(tokens generated, majority accuracy, mean samples per question) of a finished run."""
-    df = RunStore(run).rollouts(["question_id", "answer_class", "correct", "n_tokens",
-                                 "finish_reason"])
-    accs, counts = [], []
-    for _, sub in df.groupby("question_id"):
-        classes = [c if isinstance(c, str) else None for c in sub["answer_class"]]
-        correct_of = {c: bool(ok) for c, ok in zip(classes, sub["correct"]) if c is not None}
-        accs.append(majority(classes, correct_of)[1])
-        counts.append(int((sub["n_tokens"] > 0).sum()))
-    return int(df["n_tokens"].sum()), sum(accs) / len(accs), sum(counts) / len(counts)
+    """(tokens generated, vote accuracy, mean samples per question) of a finished run. The vote
+    is the run's own: DeepConf's (thresholded, confidence-weighted) for a deepconf run, else
+    majority over the samples with an answer (cut traces never vote)."""
+    store = RunStore(run)
+    df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "n_tokens",
+                         "finish_reason"])
+    rule = store.manifest["config"].get("early_stop") or ""
+    weights = deepconf_weights(store, rule) if rule.startswith("deepconf") else None
+    q = per_question(df, weights)
+    counts = df.groupby("question_id")["n_tokens"].apply(lambda x: int((x > 0).sum()))
+    return int(df["n_tokens"].sum()), float(q["majority_correct"].mean()), float(counts.mean())
 
 
 def main() -> None:
@@ -87,7 +89,7 @@ def main() -> None:
                                                        "first_round": 2})))
     t = Table(title=f"{args.model} on {args.task} (first {args.limit} questions), N={n}, "
                     f"T={args.temperature}")
-    for c in ("run", "tokens", "tokens saved", "majority acc", "acc - full", "samples/question",
+    for c in ("run", "tokens", "tokens saved", "vote acc", "acc - full", "samples/question",
               "wall s", "wall vs full"):
         t.add_column(c)
     for name, tokens, acc, per_q, wall in rows:

@@ -11,7 +11,7 @@ import typer
 from attractor.cli_latent import latent_app
 from attractor.errors import ConfigError, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Measure and improve the stability of LLM reasoning.")
 
 
@@ -127,6 +127,7 @@ def analyze_cmd(
     run: str = typer.Argument(..., help="Run directory."),
     window: int = typer.Option(2048, help="DeepConf sliding-window size in tokens (group confidence)."),
     tail: int = typer.Option(2048, help="DeepConf tail length in tokens (conf_tail), as in the paper."),
+    partial: bool = typer.Option(False, "--partial", help="Analyse a run whose sampling has not finished (every output then says partial)."),
 ) -> None:
     """Grade what is ungraded; write metrics/questions.parquet, samples.parquet, signals.parquet,
     latent.parquet (when latents were captured) and summary.json."""
@@ -137,7 +138,7 @@ def analyze_cmd(
         raise ConfigError(f"--window must be positive, got {window}")
     if tail <= 0:
         raise ConfigError(f"--tail must be positive, got {tail}")
-    print_summary(run_analyze(run, window=window, tail=tail, show_progress=True))
+    print_summary(run_analyze(run, window=window, tail=tail, show_progress=True, partial=partial))
 
 
 @app.command("capture")

@@ -9,7 +9,7 @@ import typer
 
 from attractor.errors import ConfigError
 
-latent_app = typer.Typer(no_args_is_help=True,
+latent_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Stable Latent Reasoning: train, evaluate, inspect and search continuous-thought loops.")
 
 
@@ -191,7 +191,7 @@ def latent_seek_cmd(
     threshold: float = typer.Option(0.9, help="Stop a question once its samples' mean reward reaches this."),
     seed: int = typer.Option(0, help="Sampling seed."),
     out: Optional[str] = typer.Option(None, help="Directory for latentseek.parquet (one row per question); batches are stored as they finish and a rerun resumes."),
-    device: str = typer.Option("cpu", help="cpu or cuda[:i]."),
+    device: str = typer.Option("auto", help="cpu, cuda[:i] or auto (a GPU when one is visible)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder of preset data files."),
 ) -> None:
     """LatentSeek: test-time policy gradient on a loop's thoughts (weights frozen).
@@ -201,7 +201,7 @@ def latent_seek_cmd(
 
     from attractor.latent.checkpoint import load_loop, require_loop
     from attractor.latent.latentseek import SeekConfig, seek, summary
-    from attractor.models.load import load
+    from attractor.models.load import load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import console, frame_table, progress_bar
@@ -210,6 +210,7 @@ def latent_seek_cmd(
                      reward=reward, threshold=threshold, seed=seed)
     require_loop(Path(checkpoint))
     problems, _ = load_task(task, data_dir=data_dir, limit=limit)
+    device = resolve_device(device)
     base, tok = load(model, dtype="float32", device=device)
     loop, _ = load_loop(Path(checkpoint), base, tok, device=device)
     prompts = [prompt_ids(p, tok, True) for p in problems]

@@ -5,6 +5,7 @@ Every field has a help string; cross-field checks live in ``__post_init__`` and 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -29,9 +30,9 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.samples <= 0:
             raise ConfigError(f"--samples must be a positive integer, got {self.samples}")
-        if self.temperature < 0:
-            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ConfigError(f"--temperature must be a finite number >= 0, got {self.temperature}")
+        if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ConfigError(f"--top-k must be >= 0 (0 disables it), got {self.top_k}")

@@ -208,3 +208,27 @@ def generate_requests(engine: HFEngine, requests: list[tuple[str, list[int], int
         for i, group in zip(idx, groups):
             out[i] = group
     return out
+
+
+def generate_capped(engine, question_ids: list[str], prompts: list[list[int]],
+                    cfg: SamplingConfig, max_rows: int) -> list[list[Rollout]]:
+    """All ``cfg.samples`` rollouts of each prompt with at most ``max_rows`` rows per forward
+    batch: whole questions share a batch while they fit, and a question with more samples than
+    ``max_rows`` is made in slices of its sample ids (seeds stay ``seed + i``, so the rollouts
+    are those of one call)."""
+    n = cfg.samples
+    if len(prompts) * n <= max_rows:
+        return engine.generate(question_ids, prompts, cfg)
+    out: list[list[Rollout]] = []
+    if n <= max_rows:
+        per = max(1, max_rows // n)
+        for i in range(0, len(prompts), per):
+            out += engine.generate(question_ids[i:i + per], prompts[i:i + per], cfg)
+        return out
+    for qid, prompt in zip(question_ids, prompts):
+        group: list[Rollout] = []
+        for first in range(0, n, max_rows):
+            group += engine.generate([qid], [prompt], cfg, first_sample=first,
+                                     count=min(max_rows, n - first))[0]
+        out.append(group)
+    return out

@@ -46,6 +46,8 @@ def read_meta(path: Path) -> dict[str, Any]:
     f = Path(path) / "loop.json"
     if not f.exists():
         raise UserError(f"{path}: not a latent checkpoint (no loop.json)")
+    if not (Path(path) / "model.safetensors").exists():
+        raise UserError(f"{path}: latent checkpoint without its weights (no model.safetensors)")
     try:
         return json.loads(f.read_text())
     except json.JSONDecodeError as e:

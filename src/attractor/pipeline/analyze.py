@@ -179,7 +179,7 @@ def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int, tail
         task = bar.add_task("AUROCs", total=n_signals(samples, latent))
         signals = signal_table(samples, q, latent, progress=lambda: bar.update(task, advance=1))
     store.write_metric_table("signals", signals)
-    return {"signals": signals, "latent": latent}
+    return {"signals": signals, "latent": latent, "samples": samples}
 
 
 def _latent_signals(store: RunStore, notes: list[str]) -> pd.DataFrame:
@@ -213,15 +213,53 @@ def _latent_signals(store: RunStore, notes: list[str]) -> pd.DataFrame:
     return latent_signals(store.latent_store, lens, candidates, final)
 
 
-def run_analyze(run: str, window: int = 2048, tail: int = 2048,
-                show_progress: bool = False) -> dict[str, Any]:
-    """Analyse a run directory; returns the summary dict (also written to metrics/)."""
+def undefined_signal_notes(samples: pd.DataFrame, window: int) -> list[str]:
+    """One line for each signal family that the run cannot define (instead of silent NaN)."""
+    notes = []
+    traj = [c for c in samples.columns if c.startswith("traj_") and "@" not in c]
+    if traj and samples[traj].isna().all().all():
+        notes.append("trajectory signals undefined: no completion spans two chunks; capture a "
+                     "smaller chunk:W (the completions have at most "
+                     f"{int(samples['n_tokens'].max())} tokens)")
+    longest = int(samples["n_tokens"].max()) if len(samples) else 0
+    if 0 < longest <= window:
+        notes.append(f"--window {window} is at least as long as every trace (longest {longest} "
+                     "tokens): each trace is one group, so conf_lowest_group and conf_bottom10 "
+                     "equal conf_mean; pass a smaller --window")
+    return notes
+
+
+def _label_disagreements(store: RunStore) -> str | None:
+    """For imported rollouts with the file's own correctness labels: where grading disagrees."""
+    roll = store.rollouts(["question_id", "sample_id", "correct", "label_correct"])
+    has = roll[roll["label_correct"].notna()]
+    if has.empty:
+        return None
+    bad = has[has["label_correct"].astype(bool) != has["correct"].astype(bool)]
+    if bad.empty:
+        return f"grading agrees with the file's correctness labels on all {len(has)} rollouts"
+    first = ", ".join(f"{a}/{b}" for a, b in zip(bad["question_id"][:5], bad["sample_id"][:5]))
+    return (f"grading disagrees with the file's correctness labels on {len(bad)} of {len(has)} "
+            f"rollouts (first: {first}); see rollouts' correct vs label_correct")
+
+
+def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: bool = False,
+                partial: bool = False) -> dict[str, Any]:
+    """Analyse a run directory; returns the summary dict (also written to metrics/). A run whose
+    sampling has not finished is refused unless ``partial`` (then every output says so)."""
     store = RunStore(run)
     if not store.exists():
         raise UserError(f"{run}: not a run directory (no manifest.json)")
     m = store.manifest
     if not store.rollout_shards():
         raise UserError(f"{run}: the run has no rollouts yet")
+    sample_stage = m.get("stages", {}).get("sample")
+    unfinished = sample_stage is not None and sample_stage.get("status") != "done"
+    if unfinished and not partial:
+        have = len(set(store.rollouts(["question_id"])["question_id"]))
+        raise UserError(f"{run}: sampling has not finished ({have} of {len(store.questions())} "
+                        "questions have rollouts); resume it by running the same `attractor "
+                        "sample` command again, or pass --partial to analyse what is there")
     df = store.rollouts(["question_id", "correct"])
     if df["correct"].isna().any():
         problems = store.questions()
@@ -231,6 +269,7 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048,
         store.update_stage("grade", status="done", finished=now(), n_graded=graded)
     df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "finish_reason",
                          "n_tokens"])
+    labels = _label_disagreements(store)
     rule = (m.get("config") or {}).get("early_stop") or ""
     weights = deepconf_weights(store, rule) if rule.startswith("deepconf") else None
     q = per_question(df, weights)
@@ -241,11 +280,18 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048,
     summary["vote"] = ("deepconf: warm-up samples at or above the threshold and the samples not "
                        "cut, weighted by their lowest group confidence" if weights is not None
                        else "majority of the samples with an answer")
-    notes: list[str] = []
+    notes: list[str] = [labels] if labels else []
     extra = latent_and_signal_tables(store, q, window, tail, notes, show_progress)
+    notes += undefined_signal_notes(extra["samples"], window)
     summary["signals"] = extra["signals"].head(40).to_dict("records")
     summary["has_latents"] = extra["latent"] is not None
+    if unfinished:
+        have = int(q["question_id"].nunique())
+        notes.insert(0, f"PARTIAL: sampling has not finished; {have} of "
+                        f"{len(store.questions())} questions analysed")
+    summary["partial"] = unfinished
     summary["notes"] = notes
+    summary["computed_from"] = store.source_fingerprint()
     store.write_metric_json("summary", summary)
     store.update_stage("analyze", status="done", finished=now())
     return summary

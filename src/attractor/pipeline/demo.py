@@ -7,6 +7,7 @@ offline on a fresh install.
 from __future__ import annotations
 
 from attractor.config import RunConfig, SamplingConfig
+from attractor.errors import ConfigError
 from attractor.pipeline.analyze import run_analyze
 from attractor.pipeline.sample import run_sample
 from attractor.pipeline.summary_print import print_summary
@@ -17,6 +18,8 @@ from attractor.ui import console
 def run_demo(out: str, questions: int = 50, samples: int = 16, temperature: float = 1.0,
              data_dir: str | None = None) -> dict:
     """Sample, analyse and print; returns the summary."""
+    if questions <= 0:
+        raise ConfigError(f"--questions must be a positive integer, got {questions}")
     base = data_dir or default_data_dir()
     if base is not None and (__import__("pathlib").Path(base) / PRESETS["prosqa"]["file"]).exists():
         task = "prosqa"

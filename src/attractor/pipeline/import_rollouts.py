@@ -99,7 +99,10 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
                 "label_correct": _as_bool(row.get(correct_field), where, correct_field or "")
                 if correct_field else None,
                 "finish_reason": row.get(finish_reason_field) if finish_reason_field else None})
+    if not any(samples.values()):
+        raise UserError(f"{path}: no rollouts read (check --response-field / --responses-field)")
     store = RunStore(out)
+    store.check_writable()
     identity = {"import.file_sha256": sha256_file(path), "import.response_field": response_field,
                 "import.responses_field": responses_field, "import.id_field": id_field,
                 "import.question_field": question_field, "import.answer_field": answer_field,

@@ -30,11 +30,11 @@ EXTRACTION_DOC = ("last \\boxed{}, else last '#### n', else text after last '###
                   "'The answer is'; no fallback")
 
 
-def identity_of(cfg: RunConfig, questions_per_shard: int) -> dict[str, Any]:
-    """The fields a rerun into the same directory must share (flattened)."""
+def identity_of(cfg: RunConfig) -> dict[str, Any]:
+    """The fields a rerun into the same directory must share (flattened). Batch sizes are not
+    among them: a run resumes with a smaller ``--max-batch-rows`` after running out of memory."""
     ident = {k: v for k, v in asdict(cfg).items() if k != "sampling"}
     ident.update({f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()})
-    ident["questions_per_shard"] = questions_per_shard
     return ident
 
 
@@ -81,13 +81,22 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
                                  steps_field=cfg.steps_field, limit=cfg.limit)
     if not problems:
         raise UserError(f"--task {cfg.task}: no questions")
+    if max_batch_rows <= 0:
+        raise ConfigError(f"--max-batch-rows must be positive, got {max_batch_rows}")
     n = cfg.sampling.samples
-    qps = max(1, max_batch_rows // n)
     store = RunStore(out)
+    store.check_writable()
     if store.path.exists() and not store.exists() and any(store.path.iterdir()):
         raise UserError(f"{store.path}: exists and is not a run directory (no manifest.json)")
-    identity = identity_of(cfg, qps)
-    store.check_compatible(identity)
+    identity = identity_of(cfg)
+    # a run that never wrote a rollout holds nothing to protect: a corrected command restarts it
+    fresh = not store.rollout_shards()
+    if not fresh:
+        store.check_compatible(identity)
+    # the shard layout (questions per shard) is the run's own, fixed when it began; batches
+    # within a shard follow this command's --max-batch-rows
+    qps = (store.manifest.get("questions_per_shard") if not fresh else None) or max(
+        1, max_batch_rows // n)
 
     from attractor.models.load import describe, load
     from attractor.tasks.prompts import prompt_ids
@@ -96,7 +105,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     model, tok = load(cfg.model, dtype=cfg.dtype, device=device if cfg.engine == "hf" else "cpu",
                       trust_remote_code=trust_remote_code)
     model_info = describe(cfg.model, model, tok)
-    old = store.manifest
+    old = {} if fresh else store.manifest
     for key, new in (("model.weights_sha256", model_info["weights_sha256"]),
                      ("task.sha256", source.sha256)):
         section, field = key.split(".")
@@ -156,7 +165,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
             with progress_bar(show_progress) as bar:
                 task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
                 for k, groups in _chunk_results(engine, chunks, todo, prompts, cfg, rule,
-                                                verifier):
+                                                verifier, max_batch_rows):
                     chunk = chunks[k]
                     rows: list[dict[str, Any]] = []
                     for p, group in zip(chunk, groups):
@@ -191,8 +200,11 @@ def make_engine(cfg: RunConfig, model, tok, device: str, max_batch_rows: int,
     return HFEngine(model, tok, max_batch_rows=max_batch_rows)
 
 
-def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier):
+def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier,
+                   max_batch_rows: int):
     """``(chunk index, rollouts per question)`` for every chunk to do, in completion order."""
+    from attractor.engines.hf import generate_capped
+
     if hasattr(engine, "stream"):  # engines that schedule the whole run themselves
         yield from engine.stream([(k, [p.id for p in chunks[k]],
                                    [prompts[p.id] for p in chunks[k]]) for k in todo],
@@ -202,7 +214,8 @@ def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier
         chunk = chunks[k]
         ids, prs = [p.id for p in chunk], [prompts[p.id] for p in chunk]
         if rule is None:
-            yield k, engine.generate(ids, prs, cfg.sampling)
+            yield k, (generate_capped(engine, ids, prs, cfg.sampling, max_batch_rows)
+                      if engine.name == "hf" else engine.generate(ids, prs, cfg.sampling))
             continue
         yield k, sample_with_rule(
             engine, ids, prs, cfg.sampling, rule,

@@ -48,6 +48,7 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
         raise UserError(f"{run}: not a run directory (no manifest.json)")
     if not store.sub("metrics", "samples.parquet").exists():
         raise UserError(f"{run}: no metrics/samples.parquet; run 'attractor analyze {run}' first")
+    store.check_metrics_fresh()
     samples = store.metric_table("samples")
     roll = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "n_tokens"])
     df = roll.merge(samples.drop(columns=["correct", "n_tokens"], errors="ignore"),

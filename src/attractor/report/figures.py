@@ -102,7 +102,8 @@ def tsne_scatter(z: np.ndarray, correct: np.ndarray, title: str):
 
 
 def auroc_chart(sig: pd.DataFrame, top: int = 15):
-    """Horizontal bars of the best signals' AUROCs with their intervals."""
+    """Horizontal bars of the best signals' AUROCs (each in its fixed direction, so a bar can
+    fall below 0.5) with their intervals."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, target in zip(axes, ("sample_correct", "majority_correct")):
         sub = sig[sig["target"] == target].head(top)[::-1]
@@ -111,7 +112,7 @@ def auroc_chart(sig: pd.DataFrame, top: int = 15):
             ax.barh([f"{s} ({d})" for s, d in zip(sub["signal"], sub["direction"])], sub["auroc"],
                     xerr=np.nan_to_num(err), color="#457b9d")
             ax.axvline(0.5, color="grey", lw=1, ls="--")
-            ax.set_xlim(0.3, 1.0)
+            ax.set_xlim(0.0, 1.0)
             ax.tick_params(axis="y", labelsize=7)
         ax.set_title(f"AUROC for {target.replace('_', ' ')}")
     fig.tight_layout()

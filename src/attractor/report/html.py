@@ -40,6 +40,7 @@ def build_report(run: str, layer: int | None = None, position: str | None = None
     store = RunStore(run)
     if not store.exists():
         raise UserError(f"{run}: not a run directory (no manifest.json)")
+    store.check_metrics_fresh()
     q_path = store.sub("metrics", "questions.parquet")
     if not q_path.exists():
         raise UserError(f"{run}: no metrics yet; run 'attractor analyze {run}' first")

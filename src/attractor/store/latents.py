@@ -3,6 +3,7 @@
 shard, row)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,13 @@ class LatentStore:
 
     def append(self, vectors: torch.Tensor, rows: dict[str, list]) -> None:
         """Write one shard (float16) and then the index that lists it, both atomically."""
-        from attractor.store.run_store import atomic_write_table
+        from attractor.store.run_store import _UMASK, atomic_write_table
 
         self.dir.mkdir(parents=True, exist_ok=True)
         name = self.next_shard_name()
         tmp = self.dir / f".{name}.tmp"
         save_file({"latents": vectors.to(torch.float16).contiguous()}, str(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors writes 0600; the run's other files are 0644
         tmp.replace(self.dir / name)
         n = vectors.shape[0]
         new = pa.table({**rows, "shard": [name] * n, "row": list(range(n))}, schema=INDEX_SCHEMA)
@@ -125,7 +127,16 @@ class LatentStore:
         (``answer`` misses answerless ones). (None, None) when nothing is captured."""
         idx = self.index().to_pandas()
         if idx.empty:
+            if layer is not None or position is not None:
+                raise UserError(f"{self.dir.parent}: no latents captured; run `attractor capture` "
+                                "before naming --layer or --position")
             return None, None
+        if layer is not None and layer not in set(idx["layer"]):
+            raise UserError(f"--layer {layer}: not captured (captured layers: "
+                            f"{', '.join(map(str, sorted(set(idx['layer']))))})")
+        if position is not None and position not in set(idx["position"]):
+            raise UserError(f"--position {position}: not captured (captured positions: "
+                            f"{', '.join(sorted(set(idx['position'])))})")
         layer = int(idx["layer"].max()) if layer is None else layer
         single = idx[(idx["occurrence"] == 0) & (idx["layer"] == layer)]
         if position is None and not single.empty:

@@ -91,6 +91,10 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
         raise
 
 
+# fields that older runs stored as identity but that no longer decide what a run is
+NOT_IDENTITY = {"questions_per_shard"}
+
+
 class RunStore:
     """A run directory. ``RunStore(path).rollouts()`` is a DataFrame of every rollout."""
 
@@ -113,6 +117,21 @@ class RunStore:
     def exists(self) -> bool:
         """True when the directory holds a manifest."""
         return self.manifest_path.exists()
+
+    def check_writable(self, option: str = "--out") -> None:
+        """UserError (before anything is loaded or written) when the run directory cannot be
+        made or written: it is a file, or its nearest existing ancestor is not writable (a
+        read-only filesystem included)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{option} {self.path}: exists and is a file, not a directory")
+        probe = self.path
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UserError(f"{option} {self.path}: {probe} is a file, not a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise UserError(f"{option} {self.path}: {probe} is not writable (read-only "
+                            "filesystem or permissions)")
 
     # -- manifest ----------------------------------------------------------------------------
     @property
@@ -142,6 +161,7 @@ class RunStore:
         old = self.manifest.get("identity")
         if old is None:
             return
+        old = {k: v for k, v in old.items() if k not in NOT_IDENTITY}
         for key in sorted(set(old) | set(identity)):
             if old.get(key) != identity.get(key):
                 raise RunMismatchError(
@@ -236,6 +256,26 @@ class RunStore:
         path = self.sub("metrics", f"{name}.json")
         atomic_write_json(path, obj)
         return path
+
+    def source_fingerprint(self) -> dict[str, Any]:
+        """What metrics are computed from: the sha256 of every rollout shard and of the latent
+        index (which changes whenever latents are added)."""
+        from attractor.tasks.loaders import sha256_file
+
+        idx = self.path / "latents" / "index.parquet"
+        return {"rollouts": {s.name: sha256_file(s) for s in self.rollout_shards()},
+                "latents_index": sha256_file(idx) if idx.exists() else None}
+
+    def check_metrics_fresh(self) -> None:
+        """UserError unless ``metrics/`` was computed from the rollouts and latents the run holds
+        now (a resumed sample, a new capture or a re-grade makes them stale)."""
+        path = self.sub("metrics", "summary.json")
+        if not path.exists():
+            raise UserError(f"{self.path}: no metrics yet; run `attractor analyze {self.path}`")
+        recorded = json.loads(path.read_text()).get("computed_from")
+        if recorded != self.source_fingerprint():
+            raise UserError(f"{self.path}: the metrics are stale (the rollouts or latents changed "
+                            f"since they were computed); run `attractor analyze {self.path}` again")
 
     def metric_table(self, name: str):
         """A metrics table as a DataFrame."""

@@ -198,6 +198,24 @@ def parse_synthetic(spec: str) -> tuple[str, dict[str, Any]]:
     return name, opts
 
 
+def _check_synthetic_keys(name: str, opts: dict[str, Any]) -> None:
+    """ConfigError naming an option the generator does not take (before it runs)."""
+    import inspect
+
+    from attractor.tasks.arith import generate_arith
+    from attractor.tasks.prontoqa import generate_prontoqa
+    from attractor.tasks.prosqa import generate_prosqa
+
+    gen = {"prosqa": generate_prosqa, "prontoqa": generate_prontoqa, "arith": generate_arith}[name]
+    internal = {"n", "seed", "min_hops", "max_hops", "min_nodes", "max_nodes", "steps"}
+    aliases = {"prosqa": {"hops", "nodes"}, "prontoqa": set(), "arith": {"hops", "steps"}}[name]
+    valid = ({p for p in inspect.signature(gen).parameters} - internal) | aliases | {"n", "seed"}
+    unknown = sorted(set(opts) - valid)
+    if unknown:
+        raise ConfigError(f"synthetic:{name}: unknown option '{unknown[0]}' (expected one of "
+                          f"{', '.join(sorted(valid))})")
+
+
 def generate_synthetic(name: str, opts: dict[str, Any]) -> list[Problem]:
     """Run a synthetic generator with options from :func:`parse_synthetic`."""
     from attractor.tasks.arith import generate_arith
@@ -209,6 +227,7 @@ def generate_synthetic(name: str, opts: dict[str, Any]) -> list[Problem]:
     seed = int(opts.pop("seed", 0))
     if n <= 0:
         raise ConfigError(f"synthetic:{name}: n must be positive, got {n}")
+    _check_synthetic_keys(name, opts)
     try:
         if name == "prosqa":
             hops = opts.pop("hops", (3, 6))
