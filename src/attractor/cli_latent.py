@@ -81,7 +81,7 @@ def latent_eval_cmd(
     import pandas as pd
 
     from attractor.latent.evaluate import evaluate
-    from attractor.ui import console, frame_table
+    from attractor.ui import console, frame_table, progress_bar
 
     if epsilon <= 0:
         raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
@@ -91,11 +91,15 @@ def latent_eval_cmd(
     if bad:
         raise ConfigError(f"--halting must be state, kl or token, got {bad[0]!r}")
     per_question: list[dict] = []
-    frames = [evaluate(t, [Path(c) for c in checkpoints] if checkpoints else None,
-                       model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon,
-                       haltings=tuple(dict.fromkeys(halting)),
-                       soft_thoughts=soft_thoughts, device=device, questions=per_question)
-              for t in task]
+    with progress_bar() as bar:
+        job = bar.add_task("latent eval", total=None)
+        frames = [evaluate(t, [Path(c) for c in checkpoints] if checkpoints else None,
+                           model_spec=model, limit=limit, data_dir=data_dir, epsilon=epsilon,
+                           haltings=tuple(dict.fromkeys(halting)),
+                           soft_thoughts=soft_thoughts, device=device, questions=per_question,
+                           on_row=lambda m, t=t: bar.update(job, advance=1,
+                                                            description=f"latent eval {t}: {m} done"))
+                  for t in task]
     df = pd.concat(frames, ignore_index=True)
     if out:
         from attractor.store.run_store import atomic_write_bytes

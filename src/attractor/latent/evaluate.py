@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -102,14 +102,16 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
              limit: int | None = None, data_dir: str | None = None,
              haltings: tuple[str, ...] = ("state",), epsilon: float = 1e-2,
              max_new_tokens: int = 96, soft_thoughts: int = 12, device: str = "auto",
-             questions: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+             questions: list[dict[str, Any]] | None = None,
+             on_row: Callable[[str], None] | None = None) -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
     kind (ProsQA or ProntoQA). A loop trained with fixed halting gets one more row per entry
     of ``haltings`` (``<method>-adaptive`` for ``state``, ``<method>-adaptive-<halting>`` for
     ``kl`` and ``token``), at ``epsilon``. ``soft_thoughts`` > 0 adds ``soft-thinking``: the
     loops' CoT model (see the module docstring), untrained, with that many soft thoughts before
     it goes on in text. ``questions``, when given, receives one dict per (row, question):
-    task, method, checkpoint, id, hops, correct, answer, text, forward_passes, iterations."""
+    task, method, checkpoint, id, hops, correct, answer, text, forward_passes, iterations.
+    ``on_row(method)`` is called as each row is done (progress)."""
     from attractor.models.load import load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
@@ -142,6 +144,8 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
                      "wall_s": res["wall_s"], "iterations": res["iterations"],
                      "final_change": res["final_change"], "cot_format": cot_format,
                      "checkpoint": source})
+        if on_row:
+            on_row(method)
 
     metas = {ck: read_meta(ck) for ck in checkpoints}
     # the CoT the loops were distilled from: the first cot checkpoint of the loops' own format,

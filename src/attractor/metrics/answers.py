@@ -49,28 +49,29 @@ def maj_at_k(classes: Sequence[str | None], correct_of: dict[str, bool], k: int,
              draws: int = 2000, seed: int = 0) -> float:
     """Expected majority-vote accuracy over random k-subsets of the samples (without
     replacement), ties split evenly among the tied classes; exact when all subsets are few,
-    otherwise a seeded Monte Carlo estimate over ``draws`` subsets."""
+    otherwise a seeded Monte Carlo estimate over ``draws`` subsets. Vectorised over subsets."""
     n = len(classes)
     if k >= n:
-        subsets: Any = [np.arange(n)]
+        subsets = np.arange(n)[None, :]
     elif math.comb(n, k) <= draws:
         from itertools import combinations
 
-        subsets = (np.array(s) for s in combinations(range(n), k))
+        subsets = np.array(list(combinations(range(n), k)))
     else:
         rng = np.random.default_rng(seed)
-        subsets = (rng.choice(n, size=k, replace=False) for _ in range(draws))
-    labels = list(classes)
-    total, count = 0.0, 0
-    for idx in subsets:
-        votes = Counter(labels[i] for i in idx if labels[i] is not None)
-        count += 1
-        if not votes:
-            continue
-        best = max(votes.values())
-        tied = [c for c, v in votes.items() if v == best]
-        total += sum(correct_of.get(c, False) for c in tied) / len(tied)
-    return total / count
+        subsets = rng.random((draws, n)).argsort(1)[:, :k]  # uniform k-subsets
+    names = sorted({c for c in classes if c is not None})
+    if not names:
+        return 0.0
+    code = {c: i for i, c in enumerate(names)}
+    labels = np.array([code[c] if c is not None else -1 for c in classes])[subsets]
+    counts = np.stack([(labels == i).sum(1) for i in range(len(names))], axis=1)  # (D, C)
+    best = counts.max(1, keepdims=True)
+    tied = (counts == best) & (best > 0)
+    right = np.array([correct_of.get(c, False) for c in names], dtype=float)
+    n_tied = tied.sum(1)
+    share = np.where(n_tied > 0, (tied * right).sum(1) / np.maximum(n_tied, 1), 0.0)
+    return float(share.mean())
 
 
 def k_values(n: int) -> list[int]:
