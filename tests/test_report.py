@@ -7,17 +7,23 @@ import pytest
 
 from helpers import attractor
 
-FIGURES = ["entropy_vs_top1", "tsne_text", "tightness_heatmaps", "tightness_by_layer",
-           "pca_question", "tsne_latents"]
+FIGURES = ["entropy_vs_top1", "pass_maj", "auroc", "vote", "early_stop", "tsne_text",
+           "tightness_heatmaps", "tightness_by_layer", "pca_question", "pca_stable",
+           "tsne_latents"]
+SECTIONS = ["provenance", "headline", "stability-gap", "scaling", "signals", "votes",
+            "early-stop", "latents", "questions"]
 
 
 @pytest.fixture(scope="module")
-def reported_run(random_model_dir, tmp_path_factory):
+def reported_run(tmp_path_factory):
+    """The embedded model (it answers, so every section has data) on 8 generated questions."""
     run = tmp_path_factory.mktemp("rep") / "run"
-    attractor("sample", "--model", str(random_model_dir), "--task", "synthetic:prosqa:n=5,seed=3",
-              "--samples", "4", "--max-new-tokens", "30", "--out", str(run))
+    attractor("sample", "--model", "tiny", "--task", "synthetic:prosqa:n=8,seed=3",
+              "--samples", "4", "--max-new-tokens", "40", "--out", str(run))
     attractor("capture", str(run), "--layers", "all", "--positions", "frac:0.5,chunk:8")
-    attractor("analyze", str(run))
+    attractor("analyze", str(run), "--window", "4")
+    attractor("vote", str(run), "--draws", "20")
+    attractor("early-stop", str(run), "--window", "4")
     attractor("report", str(run))
     return run
 
@@ -28,7 +34,10 @@ def test_report_files(reported_run):
         assert (reported_run / "report" / f"{name}.png").stat().st_size > 1000
         assert f"id='fig-{name}'" in html
     assert "<table" in html and "data:image/png;base64," in html
-    assert not re.search(r"(src|href)=['\"]https?://", html)  # self-contained
+    for sid in SECTIONS:
+        assert f"<section id='{sid}'>" in html, sid
+    assert "weights sha256" in html and "--samples 4" in html  # provenance: hash and command
+    assert not re.search(r"(src|href)=['\"]https?://|url\(|@import", html)  # fetches nothing
 
 
 def _browser():
@@ -62,6 +71,40 @@ def test_report_renders_every_figure_in_headless_chromium(reported_run, tmp_path
     assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert int(m.group(1)) == int(m.group(2)) >= len(FIGURES)
     assert {f"fig-{n}" for n in FIGURES} <= set(m.group(3).split(","))
+
+
+def test_report_table_sorts_and_searches_and_fits_two_widths(reported_run, tmp_path):
+    browser = _browser()
+    page = (reported_run / "report" / "index.html").as_uri()
+    probe = tmp_path / "probe.html"
+    probe.write_text(f"""<!doctype html><html><body><iframe id=f src="{page}"
+        style="width:800px;height:800px"></iframe><pre id=out>pending</pre><script>
+        document.getElementById('f').onload = () => {{
+          const d = document.getElementById('f').contentDocument;
+          const t = d.getElementById('qtable');
+          const first = () => t.tBodies[0].rows[0].cells[0].textContent;
+          t.tHead.rows[0].cells[0].click(); const asc = first();
+          t.tHead.rows[0].cells[0].click(); const desc = first();
+          const s = d.getElementById('qsearch'); s.value = 'no such text anywhere';
+          s.dispatchEvent(new Event('input'));
+          const shown = [...t.tBodies[0].rows].filter(r => r.style.display !== 'none').length;
+          const wide = d.documentElement.scrollWidth <= 800;
+          document.getElementById('out').textContent =
+            'asc=' + asc + ' desc=' + desc + ' shown=' + shown + ' fits=' + wide;
+        }};</script></body></html>""")
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--allow-file-access-from-files", "--virtual-time-budget=5000",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    m = re.search(r"asc=(\S+) desc=(\S+) shown=(\d+) fits=(\w+)", proc.stdout)
+    assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert m.group(1) != m.group(2) and m.group(3) == "0"
+    for width in (1400, 800):
+        shot = tmp_path / f"report-{width}.png"
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--hide-scrollbars", f"--window-size={width},2000",
+                        f"--screenshot={shot}", page], capture_output=True, timeout=120)
+        assert shot.stat().st_size > 20_000
 
 
 def test_report_needs_metrics(random_model_dir, tmp_path):

@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
@@ -36,7 +37,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     """A rich table with string-formatted cells; a cell too wide for the terminal wraps onto the
     next line instead of being cut to an ellipsis (method names must stay readable)."""
     t = Table(title=title)
-    cells = [[fmt(x) for x in r] for r in rows]
+    cells = [[escape(fmt(x)) for x in r] for r in rows]  # "[chunk:4]" is text, not markup
     for i, c in enumerate(columns):
         if i == 0:  # names (methods, signals) are never broken mid-word
             width = max([len(c)] + [len(r[0]) for r in cells]) if cells else len(c)

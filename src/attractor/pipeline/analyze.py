@@ -283,7 +283,9 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
     notes: list[str] = [labels] if labels else []
     extra = latent_and_signal_tables(store, q, window, tail, notes, show_progress)
     notes += undefined_signal_notes(extra["samples"], window)
-    summary["signals"] = extra["signals"].head(40).to_dict("records")
+    sig = extra["signals"]
+    summary["signals"] = (pd.concat([g.head(20) for _, g in sig.groupby("target", sort=False)])
+                          if len(sig) else sig).to_dict("records")
     summary["has_latents"] = extra["latent"] is not None
     if unfinished:
         have = int(q["question_id"].nunique())
