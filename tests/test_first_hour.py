@@ -195,3 +195,50 @@ def test_numbers_print_cleanly():
     from attractor.ui import fmt
 
     assert fmt(-0.0001) == "0.000" and fmt(np.int64(3)) == "3" and fmt(np.float32(0.5)) == "0.500"
+
+
+def test_import_reports_where_grading_disagrees_with_the_labels(tmp_path):
+    from attractor.pipeline.import_rollouts import run_import
+
+    f = tmp_path / "x.jsonl"
+    rows = [{"qid": "1", "problem": "1+1?", "gold": "2", "out": o, "ok": ok}
+            for o, ok in (("so \\boxed{2}", True), ("so \\boxed{3}", True), ("\\boxed{4}", False))]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = run_import(str(f), str(tmp_path / "r"), response_field="out", id_field="qid",
+                     question_field="problem", answer_field="gold", correct_field="ok")
+    assert res["label_check"] == {"labelled": 3, "disagree": 1, "first": ["1/1"]}
+
+
+def test_a_mismatch_names_the_users_option(full_run, tmp_path):
+    from attractor.errors import RunMismatchError
+
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    with pytest.raises(RunMismatchError, match="--samples 4.*--samples 5"):
+        _sample(run, samples=5)
+
+
+def test_thoughts_are_numbered_from_one_in_the_api(released_loop_ids):
+    import torch
+
+    from attractor.latent.interventions import intervening, recorder, zero
+
+    loop, ids = released_loop_ids
+    fed: dict = {}
+    with torch.no_grad(), intervening(loop, recorder(fed)):
+        clean = loop.think(ids, adaptive=False).states
+    assert sorted(fed) == list(range(1, loop.cfg.max_thoughts + 1))
+    with torch.no_grad(), intervening(loop, zero(1)):  # the first thought, made from states[0]
+        got = loop.think(ids, adaptive=False).states
+    assert torch.equal(clean[0], got[0]) and not torch.allclose(clean[1], got[1], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def released_loop_ids():
+    from attractor.latent.checkpoint import RELEASED, load_loop
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+
+    loop, _ = load_loop(RELEASED / "prosqa" / "slr")
+    problems, _ = load_task("synthetic:prosqa:n=3,seed=5")
+    return loop, [prompt_ids(p, loop.tok, True) for p in problems]

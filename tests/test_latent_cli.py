@@ -271,7 +271,7 @@ def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):
     ids = [tok("Every wumpus is a rorpus. Is Tom a rorpus or lempus?\n")["input_ids"]]
     with torch.no_grad():
         clean = loop.think(ids).states
-        with intervening(loop, noise(1, 0.5, torch.Generator().manual_seed(0))):
+        with intervening(loop, noise(2, 0.5, torch.Generator().manual_seed(0))):
             noisy = loop.think(ids).states
     assert torch.allclose(clean[1], noisy[1])          # before the perturbed thought: unchanged
     assert not torch.allclose(clean[2], noisy[2], atol=1e-3)  # the thought fed with noise moves

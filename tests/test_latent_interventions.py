@@ -42,7 +42,7 @@ def test_swap_feeds_the_previous_questions_thought_and_leaves_other_thoughts(loo
     with torch.no_grad():
         states = loop.think(ids, adaptive=False).states
         clean = [loop.feed(states[t], t) for t in range(3)]
-        with intervening(loop, swap(1)):
+        with intervening(loop, swap(2)):  # the second thought, fed states[1]
             fed = [loop.feed(states[t], t) for t in range(3)]
     assert torch.equal(fed[0], clean[0]) and torch.equal(fed[2], clean[2])
     assert torch.equal(fed[1], clean[1][[2, 0, 1]])
@@ -53,9 +53,9 @@ def test_zero_changes_the_states_from_that_thought_on(loop_and_ids):
     loop, ids = loop_and_ids
     with torch.no_grad():
         clean = loop.think(ids, adaptive=False).states
-        with intervening(loop, zero(1)):
+        with intervening(loop, zero(2)):
             got = loop.think(ids, adaptive=False).states
-    assert torch.allclose(clean[1], got[1])            # thought 1 (0-based 0) untouched
+    assert torch.allclose(clean[1], got[1])            # thought 1 untouched
     assert not torch.allclose(clean[2], got[2], atol=1e-3)
 
 
@@ -72,8 +72,8 @@ def test_every_thought_swapped_feeds_the_donors_clean_chain(loop_and_ids):
 
     with torch.no_grad(), intervening(loop, record):
         loop.think(ids, adaptive=False)
-    for t in range(3):
-        assert torch.equal(fed[t], chain[t][[2, 0, 1]])
+    for t in range(1, 4):
+        assert torch.equal(fed[t], chain[t - 1][[2, 0, 1]])
 
 
 def test_mean_inputs_average_each_thoughts_clean_input(loop_and_ids):

@@ -169,9 +169,14 @@ def report_cmd(
 ) -> None:
     """Write RUN/report/index.html (self-contained) and the figures as PNG files."""
     from attractor.report.html import build_report
-    from attractor.ui import console
+    from attractor.ui import console, progress_bar
 
-    console.print(f"report: {build_report(run, layer=layer, position=position)}")
+    with progress_bar() as bar:
+        job = bar.add_task("report", total=None)
+        path = build_report(run, layer=layer, position=position,
+                            on_figure=lambda name: bar.update(job, advance=1,
+                                                              description=f"report: {name}"))
+    console.print(f"report: {path}")
 
 
 @app.command("vote")
@@ -295,6 +300,13 @@ def import_cmd(
     else:
         console.print(f"imported {res['rollouts']} rollouts of {res['questions']} questions into "
                       f"{out}; next: attractor analyze {out}")
+        check = res.get("label_check")
+        if check:
+            console.print(
+                f"grading agrees with the file's labels on all {check['labelled']} labelled "
+                "rollouts" if not check["disagree"] else
+                f"grading disagrees with the file's labels on {check['disagree']} of "
+                f"{check['labelled']} rollouts (first: {', '.join(check['first'])})")
 
 
 @app.command("demo")

@@ -141,7 +141,7 @@ def latent_inspect_cmd(
     from attractor.store.run_store import atomic_write_bytes
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
-    from attractor.ui import console, frame_table
+    from attractor.ui import console, frame_table, progress_bar
 
     try:
         sigmas = [float(x) for x in sigma.split(",") if x.strip()]
@@ -157,9 +157,18 @@ def latent_inspect_cmd(
     base, tok = load(model, dtype="float32", device="cpu")
     loop, meta = load_loop(Path(checkpoint), base, tok)
     prompts = [prompt_ids(p, tok, True) for p in problems]
-    thoughts = thought_table(loop, problems, prompts, cot_format=cot_format_of(meta))
-    robust = flip_rates(loop, problems, prompts, sigmas)
-    causal = intervention_table(loop, problems, prompts, kinds) if kinds else None
+    # every row of the tables below is a full run of the loop over all questions: 1 for the
+    # lens, 1 + T x sigmas for the noise, 1 + (T + 1) x kinds for the interventions
+    T = loop.cfg.max_thoughts
+    with progress_bar() as bar:
+        job = bar.add_task("inspect (loop runs)",
+                           total=1 + (1 + T * len(sigmas)) + (1 + (T + 1) * len(kinds) if kinds else 0))
+        step = lambda: bar.update(job, advance=1)  # noqa: E731
+        thoughts = thought_table(loop, problems, prompts, cot_format=cot_format_of(meta))
+        step()
+        robust = flip_rates(loop, problems, prompts, sigmas, on_step=step)
+        causal = (intervention_table(loop, problems, prompts, kinds, on_step=step)
+                  if kinds else None)
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest / "thoughts.parquet", thoughts.to_parquet(index=False))

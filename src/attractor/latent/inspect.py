@@ -67,17 +67,22 @@ def thought_table(loop: LatentLoop, problems, prompts: list[list[int]], top: int
 
 @torch.no_grad()
 def flip_rates(loop: LatentLoop, problems, prompts: list[list[int]], sigmas: list[float],
-               seed: int = 0, max_new_tokens: int = 32) -> pd.DataFrame:
+               seed: int = 0, max_new_tokens: int = 32, on_step=None) -> pd.DataFrame:
     """Share of questions whose extracted answer changes when thought t gets Gaussian noise of
-    relative scale sigma, for every t < T and sigma."""
+    relative scale sigma, for every t < T and sigma. ``on_step()`` follows each of the
+    1 + T x len(sigmas) runs of the loop (progress)."""
     base = _answers(loop, problems, prompts, max_new_tokens)
+    if on_step:
+        on_step()
     rows = []
-    for t in range(loop.cfg.max_thoughts):
+    for t in range(1, loop.cfg.max_thoughts + 1):
         for sigma in sigmas:
             with intervening(loop, noise(t, sigma, torch.Generator().manual_seed(seed))):
                 got = _answers(loop, problems, prompts, max_new_tokens)
+            if on_step:
+                on_step()
             flips = [a != b for a, b in zip(base, got)]
-            rows.append({"thought": t + 1, "sigma": sigma, "flip_rate": sum(flips) / len(flips),
+            rows.append({"thought": t, "sigma": sigma, "flip_rate": sum(flips) / len(flips),
                          "n": len(flips)})
     return pd.DataFrame(rows)
 

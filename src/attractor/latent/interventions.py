@@ -2,9 +2,11 @@
 run on from there, and see whether the answer changes.
 
 An intervention is a function ``(t, x) -> x'`` that :class:`~attractor.latent.loop.LatentLoop`
-applies to the input of every thought ``t`` (0-based; ``x`` is the batch's fed-back input after
-the stabilisers, shape (batch, d)). The ones here touch a single thought and return the others
-unchanged:
+applies to the input of every thought ``t`` (``x`` is the batch's fed-back input after the
+stabilisers, shape (batch, d)). Thoughts are numbered from 1 everywhere a user sees them: in
+these functions (``zero(3)`` is the third thought), in the hooks' ``t`` and in the tables
+(``LatentLoop.feed`` keeps its internal 0-based loop index). The ones here touch a single
+thought and return the others unchanged:
 
 - ``noise``: Gaussian noise of relative scale sigma (the latent-stability measure);
 - ``zero``: the thought is a zero vector (it carries nothing);
@@ -18,7 +20,6 @@ A thought the answer depends on flips answers under ``zero``/``mean``/``swap``; 
 ignored (or whose content the later thoughts recompute) does not. Each kind also runs on every
 thought at once (``t=None``; rows with ``scope="all"`` and ``thought=0``): if the answers barely
 change then, the loop answers from the question and the thoughts do little of the reasoning.
-Thought numbers in the tables are 1-based, as in :func:`attractor.latent.inspect.flip_rates`.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def zero(t: int | None) -> Intervention:
 
 
 def mean(t: int | None, values: list[torch.Tensor]) -> Intervention:
-    """Feed thought ``t`` (every thought when None) its mean input ``values[t]`` (d,)."""
-    return (lambda s, x: values[s].to(x.device, x.dtype).expand_as(x)
+    """Feed thought ``t`` (every thought when None) its mean input ``values[t - 1]`` (d,)."""
+    return (lambda s, x: values[s - 1].to(x.device, x.dtype).expand_as(x)
             if t is None or s == t else x)
 
 
@@ -67,11 +68,11 @@ def swap(t: int) -> Intervention:
 def swap_chain(chain: torch.Tensor) -> Intervention:
     """Feed each question every thought of the previous question's clean run (``chain``:
     (T, batch, d) clean inputs of one batch, as :func:`clean_inputs` gives)."""
-    return lambda s, x: chain[s].roll(1, dims=0).to(x.device, x.dtype)
+    return lambda s, x: chain[s - 1].roll(1, dims=0).to(x.device, x.dtype)
 
 
 def recorder(store: dict[int, torch.Tensor]) -> Intervention:
-    """Leave every thought as it is and keep its input (detached) in ``store[t]``."""
+    """Leave every thought as it is and keep its input (detached) in ``store[t]`` (t from 1)."""
     def fn(s: int, x: torch.Tensor) -> torch.Tensor:
         store[s] = x.detach()
         return x
@@ -130,21 +131,25 @@ def mean_inputs(chains: list[torch.Tensor]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def intervention_table(loop: LatentLoop, problems, prompts: list[list[int]],
-                       kinds: tuple[str, ...] = KINDS, max_new_tokens: int = 32) -> pd.DataFrame:
+                       kinds: tuple[str, ...] = KINDS, max_new_tokens: int = 32,
+                       on_step=None) -> pd.DataFrame:
     """For every thought t (and all thoughts at once: ``scope="all"``, ``thought=0``) and
     intervention kind: accuracy, its change against the clean loop, and the share of questions
     whose extracted answer flips. Thoughts run at the loop's configured halting; a question
-    that halts before thought t is not touched by it."""
+    that halts before thought t is not touched by it. ``on_step()`` follows each of the
+    1 + (T + 1) x len(kinds) runs of the loop (progress)."""
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"unknown intervention {bad[0]!r}; expected one of {', '.join(KINDS)}")
     clean = texts(loop, prompts, max_new_tokens)
+    if on_step:
+        on_step()
     base_ans = [extract_answer(x, p.kind) for x, p in zip(clean, problems)]
     base_acc = sum(correct_answers(clean, problems)) / max(len(problems), 1)
     chains = clean_inputs(loop, prompts) if {"mean", "swap"} & set(kinds) else []
     means = mean_inputs(chains) if "mean" in kinds else []
     rows = []
-    for t in [*range(loop.cfg.max_thoughts), None]:
+    for t in [*range(1, loop.cfg.max_thoughts + 1), None]:
         for kind in kinds:
             if kind == "swap" and t is None:
                 got = texts(loop, prompts, max_new_tokens, [swap_chain(c) for c in chains])
@@ -152,9 +157,11 @@ def intervention_table(loop: LatentLoop, problems, prompts: list[list[int]],
                 fn = zero(t) if kind == "zero" else swap(t) if kind == "swap" else mean(t, means)
                 with intervening(loop, fn):
                     got = texts(loop, prompts, max_new_tokens)
+            if on_step:
+                on_step()
             ans = [extract_answer(x, p.kind) for x, p in zip(got, problems)]
             acc = sum(correct_answers(got, problems)) / max(len(problems), 1)
-            rows.append({"thought": 0 if t is None else t + 1,
+            rows.append({"thought": 0 if t is None else t,
                          "scope": "all" if t is None else "one", "intervention": kind,
                          "accuracy": acc,
                          "accuracy_change": acc - base_acc,

@@ -82,7 +82,7 @@ def rewards(answers: list[str | None], problems, texts: list[str], reward: str) 
 
 def _feeding(z: torch.Tensor):
     """Intervention feeding row i the thoughts ``z[i]`` (rows, T, d) instead of its own."""
-    return lambda t, x: z[:, t].to(x.dtype)
+    return lambda t, x: z[:, t - 1].to(x.dtype)  # thoughts numbered from 1
 
 
 def seek(loop: LatentLoop, problems, prompts: list[list[int]], cfg: SeekConfig,
@@ -141,7 +141,7 @@ def _seek_batch(loop: LatentLoop, qs, ps: list[list[int]], cfg: SeekConfig,
     fed: dict[int, torch.Tensor] = {}
     with torch.no_grad(), intervening(loop, recorder(fed)):
         clean = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)
-    x0 = torch.stack([fed[t].float() for t in range(T)], dim=1)  # (b, T, d)
+    x0 = torch.stack([fed[t].float() for t in range(1, T + 1)], dim=1)  # (b, T, d)
     scale = x0.pow(2).mean(-1, keepdim=True).sqrt()
     u = torch.zeros_like(x0, requires_grad=True)
     opt = torch.optim.Adam([u], lr=cfg.lr)

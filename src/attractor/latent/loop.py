@@ -71,7 +71,8 @@ class LatentLoop(nn.Module):
         self.halt_id = halt[0] if halt else -1
         eos = tokenizer.eos_token_id
         self.stop_ids = {eos} if isinstance(eos, int) else set(eos or [])
-        # (thought index t, input (batch, d)) -> the input fed instead: see latent.interventions
+        # (thought number t, 1-based, input (batch, d)) -> the input fed instead: see
+        # latent.interventions
         self.intervention: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
     # -- pieces ------------------------------------------------------------------------------
@@ -112,7 +113,7 @@ class LatentLoop(nn.Module):
         if self.timestep is not None:
             x = self.timestep(x, t)
         if self.intervention is not None:
-            x = self.intervention(t, x)
+            x = self.intervention(t + 1, x)  # hooks number thoughts from 1, as the tables
         return x
 
     # -- the loop ----------------------------------------------------------------------------

@@ -209,6 +209,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
             pos["epoch"] += 1
             if pos["epoch"] >= cfg.epochs_per_stage:
                 if dev_set is not None:
+                    bar.update(task, description=f"stage {stage}: scoring "
+                                                 f"{len(dev_set[0])} dev questions")
                     point = _stage_point(loop, dev_set, stage, cfg, sum(losses[-20:]) /
                                          max(1, len(losses[-20:])))
                     pos.setdefault("curve", []).append(point)

@@ -134,4 +134,28 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
         store.write_rollouts(store.shard_path(k // IMPORT_SHARD_ROWS),
                              out_rows[k:k + IMPORT_SHARD_ROWS])
     store.update_stage("import", status="done", finished=now(), n_rollouts=len(out_rows))
-    return {"status": "done", "questions": len(problems), "rollouts": len(out_rows)}
+    res = {"status": "done", "questions": len(problems), "rollouts": len(out_rows)}
+    if correct_field:
+        res["label_check"] = label_check(problems, samples, task_kind, grader)
+    return res
+
+
+def label_check(problems: dict[str, Problem], samples: dict[str, list[dict[str, Any]]],
+                kind: str, grader: str) -> dict[str, Any]:
+    """Grade the imported texts (without storing the grades: ``analyze`` does) and compare with
+    the file's own correctness labels: how many disagree, and the first few (question, sample)."""
+    from attractor.grading.grade import grade_question, grader_for
+    from attractor.grading.math_equiv import MathVerifier
+
+    n, bad = 0, []
+    with MathVerifier(workers=2 if grader_for(kind, grader) == "math" else 0) as verifier:
+        for qid, items in samples.items():
+            grades = grade_question([it["text"] or "" for it in items], problems[qid].gold, kind,
+                                    grader, verifier)
+            for sid, (it, g) in enumerate(zip(items, grades)):
+                if it["label_correct"] is None:
+                    continue
+                n += 1
+                if bool(it["label_correct"]) != bool(g.correct):
+                    bad.append(f"{qid}/{sid}")
+    return {"labelled": n, "disagree": len(bad), "first": bad[:5]}

@@ -30,8 +30,10 @@ def _tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
-def build_report(run: str, layer: int | None = None, position: str | None = None) -> Path:
-    """Write the report; returns the path of index.html."""
+def build_report(run: str, layer: int | None = None, position: str | None = None,
+                 on_figure=None) -> Path:
+    """Write the report; returns the path of index.html. ``on_figure(name)`` follows each
+    figure (progress)."""
     if (Path(run) / "sweep.json").exists():
         from attractor.report.sweep import build_sweep_report
 
@@ -48,6 +50,8 @@ def build_report(run: str, layer: int | None = None, position: str | None = None
 
     def fig(name: str, title: str, caption: str, figure_obj) -> str:
         pngs[name] = _png(figure_obj)
+        if on_figure:
+            on_figure(name)
         return page.figure(name, title, caption, pngs[name])
 
     sections = [("provenance", "Run", page.provenance(store.manifest, summary)),

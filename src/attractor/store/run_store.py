@@ -164,9 +164,11 @@ class RunStore:
         old = {k: v for k, v in old.items() if k not in NOT_IDENTITY}
         for key in sorted(set(old) | set(identity)):
             if old.get(key) != identity.get(key):
+                flag = "--" + key.rsplit(".", 1)[-1].replace("_", "-")  # the user's option
                 raise RunMismatchError(
-                    f"{self.path}: existing run was made with {key}={old.get(key)!r}, this command "
-                    f"has {key}={identity.get(key)!r}; use another --out or the same options")
+                    f"{self.path}: existing run was made with {flag} {old.get(key)!r}, this "
+                    f"command has {flag} {identity.get(key)!r}; use another --out or the same "
+                    "options")
 
     # -- questions ---------------------------------------------------------------------------
     QUESTION_SCHEMA = pa.schema([("question_id", pa.string()), ("question", pa.string()),
