@@ -216,13 +216,14 @@ def _latent_signals(store: RunStore, notes: list[str]) -> pd.DataFrame:
 def undefined_signal_notes(samples: pd.DataFrame, window: int) -> list[str]:
     """One line for each signal family that the run cannot define (instead of silent NaN)."""
     notes = []
+    lengths = pd.to_numeric(samples["n_tokens"], errors="coerce").dropna()
+    longest = int(lengths.max()) if len(lengths) else 0  # imported rollouts may lack lengths
     traj = [c for c in samples.columns if c.startswith("traj_") and "@" not in c]
     if traj and samples[traj].isna().all().all():
         notes.append("trajectory signals undefined: no completion spans two chunks; capture a "
-                     "smaller chunk:W (the completions have at most "
-                     f"{int(samples['n_tokens'].max())} tokens)")
-    longest = int(samples["n_tokens"].max()) if len(samples) else 0
-    if 0 < longest <= window:
+                     f"smaller chunk:W (the completions have at most {longest} tokens)")
+    has_conf = samples["conf_mean"].notna().any() if "conf_mean" in samples else False
+    if has_conf and 0 < longest <= window:
         notes.append(f"--window {window} is at least as long as every trace (longest {longest} "
                      "tokens): each trace is one group, so conf_lowest_group and conf_bottom10 "
                      "equal conf_mean; pass a smaller --window")
