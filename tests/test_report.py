@@ -48,39 +48,41 @@ def _browser():
     pytest.skip("no Chromium on this machine (apt-get install chromium)")
 
 
-def test_report_renders_every_figure_in_headless_chromium(reported_run, tmp_path):
-    browser = _browser()
-    page = (reported_run / "report" / "index.html").as_uri()
-    # the browser reports, into the DOM it dumps, how many images decoded to real pixels
-    probe = tmp_path / "probe.html"
+def _probe(run, tmp_path, width: int, script: str) -> str:
+    """Load the report in an iframe of ``width`` px in headless Chromium, run ``script`` (with
+    ``d``, the report's document) once it loaded, and return the DOM it dumps: the script
+    writes its findings into ``out``."""
+    page = (run / "report" / "index.html").as_uri()
+    probe = tmp_path / f"probe-{width}.html"
     probe.write_text(f"""<!doctype html><html><body><iframe id=f src="{page}"
-        style="width:1200px;height:800px"></iframe><pre id=out>pending</pre><script>
+        style="width:{width}px;height:800px"></iframe><pre id=out>pending</pre><script>
         document.getElementById('f').onload = () => {{
           const d = document.getElementById('f').contentDocument;
-          const imgs = [...d.querySelectorAll('figure img')];
-          const ok = imgs.filter(i => i.complete && i.naturalWidth > 100).length;
-          document.getElementById('out').textContent =
-            'figures=' + d.querySelectorAll('figure').length + ' decoded=' + ok +
-            ' ids=' + [...d.querySelectorAll('figure')].map(f => f.id).join(',');
+          const out = document.getElementById('out');
+          {script}
         }};</script></body></html>""")
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+    proc = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu",
                            "--allow-file-access-from-files", "--virtual-time-budget=5000",
                            "--dump-dom", probe.as_uri()], capture_output=True, text=True,
                           timeout=120)
-    m = re.search(r"figures=(\d+) decoded=(\d+) ids=([\w,-]*)", proc.stdout)
-    assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout + proc.stderr[-2000:]
+
+
+def test_report_renders_every_figure_in_headless_chromium(reported_run, tmp_path):
+    # the browser reports, into the DOM it dumps, how many images decoded to real pixels
+    got = _probe(reported_run, tmp_path, 1200, """
+          const imgs = [...d.querySelectorAll('figure img')];
+          const ok = imgs.filter(i => i.complete && i.naturalWidth > 100).length;
+          out.textContent = 'figures=' + d.querySelectorAll('figure').length + ' decoded=' +
+            ok + ' ids=' + [...d.querySelectorAll('figure')].map(f => f.id).join(',');""")
+    m = re.search(r"figures=(\d+) decoded=(\d+) ids=([\w,-]*)", got)
+    assert m, got[-3000:]
     assert int(m.group(1)) == int(m.group(2)) >= len(FIGURES)
     assert {f"fig-{n}" for n in FIGURES} <= set(m.group(3).split(","))
 
 
 def test_report_table_sorts_and_searches_and_fits_two_widths(reported_run, tmp_path):
-    browser = _browser()
-    page = (reported_run / "report" / "index.html").as_uri()
-    probe = tmp_path / "probe.html"
-    probe.write_text(f"""<!doctype html><html><body><iframe id=f src="{page}"
-        style="width:800px;height:800px"></iframe><pre id=out>pending</pre><script>
-        document.getElementById('f').onload = () => {{
-          const d = document.getElementById('f').contentDocument;
+    got = _probe(reported_run, tmp_path, 800, """
           const t = d.getElementById('qtable');
           const first = () => t.tBodies[0].rows[0].cells[0].textContent;
           t.tHead.rows[0].cells[0].click(); const asc = first();
@@ -88,17 +90,14 @@ def test_report_table_sorts_and_searches_and_fits_two_widths(reported_run, tmp_p
           const s = d.getElementById('qsearch'); s.value = 'no such text anywhere';
           s.dispatchEvent(new Event('input'));
           const shown = [...t.tBodies[0].rows].filter(r => r.style.display !== 'none').length;
-          const wide = d.documentElement.scrollWidth <= 800;
-          document.getElementById('out').textContent =
-            'asc=' + asc + ' desc=' + desc + ' shown=' + shown + ' fits=' + wide;
-        }};</script></body></html>""")
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                           "--allow-file-access-from-files", "--virtual-time-budget=5000",
-                           "--dump-dom", probe.as_uri()], capture_output=True, text=True,
-                          timeout=120)
-    m = re.search(r"asc=(\S+) desc=(\S+) shown=(\d+) fits=(\w+)", proc.stdout)
-    assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert m.group(1) != m.group(2) and m.group(3) == "0"
+          const fits = d.documentElement.scrollWidth <= 800;
+          out.textContent = 'asc=' + asc + ' desc=' + desc + ' shown=' + shown + ' fits=' + fits;""")
+    page = (reported_run / "report" / "index.html").as_uri()
+    browser = _browser()
+    m = re.search(r"asc=(\S+) desc=(\S+) shown=(\d+) fits=(\w+)", got)
+    assert m, got[-3000:]
+    assert m.group(1) != m.group(2) and m.group(3) == "0", got[-500:]
+    assert m.group(4) == "true", "the page scrolls sideways at 800 px"
     for width in (1400, 800):
         shot = tmp_path / f"report-{width}.png"
         subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",

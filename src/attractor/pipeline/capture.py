@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from attractor.capture.decisive import decisive_token_index
+from attractor.capture.decisive import decisive_token_index, token_holding
 from attractor.capture.positions import parse_layers, parse_positions, resolve
 from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
 from attractor.errors import ConfigError, UserError
@@ -32,15 +32,8 @@ def answer_token_index(tokenizer, completion_ids: list[int], text: str) -> int |
     start = text.rfind(span)
     if start <= 0:
         return None
-    lo, hi = 0, len(completion_ids)
-    # smallest t whose decoded prefix reaches past the answer start: token t holds its start
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(tokenizer.decode(completion_ids[:mid + 1], skip_special_tokens=True)) > start:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo - 1 if lo >= 1 else None
+    t = token_holding(tokenizer, completion_ids, start)
+    return t - 1 if t >= 1 else None
 
 
 def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,last:1",
