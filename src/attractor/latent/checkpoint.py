@@ -49,7 +49,9 @@ def read_meta(path: Path) -> dict[str, Any]:
     if not (Path(path) / "model.safetensors").exists():
         raise UserError(f"{path}: latent checkpoint without its weights (no model.safetensors)")
     try:
-        return json.loads(f.read_text())
+        return json.loads(f.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{f}: not UTF-8 text (expected the JSON a checkpoint holds)") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{f}: not valid JSON ({e.msg}, line {e.lineno})") from None
 

@@ -33,7 +33,7 @@ def tightness_heatmaps(lat: pd.DataFrame, q: pd.DataFrame):
                                             on="question_id")
     positions = sorted(lat["position"].unique())
     layers = sorted(lat["layer"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     vmin, vmax = lat["tightness"].min(), lat["tightness"].max()
     for ax, ok, title in ((axes[0], True, "majority correct"), (axes[1], False, "majority wrong")):
         sub = lat[lat["majority_correct"] == ok]
@@ -54,7 +54,7 @@ def tightness_by_layer(lat: pd.DataFrame, q: pd.DataFrame):
     """Tightness by layer at each position, right vs wrong majority."""
     lat = lat[lat["occurrence"] == 0].merge(q[["question_id", "majority_correct"]],
                                             on="question_id")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(12, 4.2))
     for pos, style in zip(sorted(lat["position"].unique()), ["-", "--", ":", "-."] * 4):
         for ok, colour in ((True, RIGHT), (False, WRONG)):
             sub = lat[(lat["position"] == pos) & (lat["majority_correct"] == ok)]
@@ -161,7 +161,7 @@ def _auroc_rows(sub: pd.DataFrame, top: int) -> pd.DataFrame:
 def pass_maj_curves(summary: dict):
     """pass@k and maj@k (mean over questions, 95% interval) against k."""
     means = summary["means"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(12, 4))
     for prefix, colour, style in (("pass@", RIGHT, "-o"), ("maj@", "#264653", "--s")):
         ks = sorted(int(k.split("@")[1]) for k in means if k.startswith(prefix))
         if not ks:
@@ -189,7 +189,7 @@ def _k_axis(ax, ks) -> None:
 
 def vote_curves(vote: pd.DataFrame):
     """Accuracy of each voting method against k (the majority drawn thick)."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     styles = ["-", "--", ":", "-."]
     for i, (method, sub) in enumerate(vote.groupby("method", sort=False)):
         sub = sub.sort_values("k")
@@ -207,7 +207,7 @@ def vote_curves(vote: pd.DataFrame):
 def early_stop_scatter(table: pd.DataFrame):
     """Tokens saved against accuracy loss for every setting of every rule; the cross-fitted
     choices drawn as large outlined markers."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     markers = {"deepconf": "o", "consensus": "s", "latent": "^"}
     for rule, sub in table[table["row"] == "grid"].groupby("rule"):
         ax.scatter(sub["tokens_saved"], sub["accuracy_loss"], marker=markers.get(rule, "x"),

@@ -121,18 +121,18 @@ def _latent_figures(store: RunStore, q: pd.DataFrame, roll: pd.DataFrame, layer,
                     fig) -> str:
     """Text and latent embeddings, tightness, and the PCA of the most and least stable
     questions (gold answer marked)."""
-    out = ""
+    out, tsne = "", ""
     if len(roll) >= 5:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         tfidf = TfidfVectorizer(max_features=50).fit_transform(roll["text"].fillna(""))
         z = _tsne(tfidf.toarray())
-        out += fig("tsne_text", "t-SNE of the CoT texts (TF-IDF, 50 features)",
+        tsne += fig("tsne_text", "t-SNE of the CoT texts (TF-IDF, 50 features)",
                    "Do right and wrong samples write different chains? Separate clouds say yes.",
                    figures.tsne_scatter(z, roll["correct"].fillna(False).to_numpy(bool),
                                         "t-SNE of CoT texts (TF-IDF, 50 features)"))
     if not store.sub("metrics", "latent.parquet").exists():
-        return out
+        return f"<div class='grid'>{tsne}</div>"
     lat = store.metric_table("latent")
     out += fig("tightness_heatmaps", "Tightness by layer and position",
                "Mean pairwise cosine of a question's samples. Where the right-majority panel is "
@@ -146,6 +146,7 @@ def _latent_figures(store: RunStore, q: pd.DataFrame, roll: pd.DataFrame, layer,
     idx = store.latent_store.index().to_pandas()
     sel = idx[(idx.layer == layer) & (idx.position == position) & (idx.occurrence == 0)]
     answered = q[(q.get("answered_share", 1.0) > 0) & q["question_id"].isin(sel["question_id"])]
+    pcas = ""
     if not answered.empty:
         ranked = answered.sort_values(["top1_share", "answer_entropy_nats"],
                                       ascending=[True, False])
@@ -158,7 +159,7 @@ def _latent_figures(store: RunStore, q: pd.DataFrame, roll: pd.DataFrame, layer,
                        else None for s in sids]
             right = sub[sub["correct"].fillna(False).astype(bool)]["answer_class"]
             gold = right.iloc[0] if len(right) else None
-            out += fig(name, f"PCA of the {which} question ({qid}), layer {layer}, {position}",
+            pcas += fig(name, f"PCA of the {which} question ({qid}), layer {layer}, {position}",
                        "Samples coloured by answer, the gold answer as stars. A stable question "
                        "forms one tight cluster; an unstable one splits by answer if the latent "
                        "already encodes it.",
@@ -172,8 +173,8 @@ def _latent_figures(store: RunStore, q: pd.DataFrame, roll: pd.DataFrame, layer,
         all_ok.append(np.array([ok_of.get((qq, int(s)), False) for s in sorted(sub["sample_id"])]))
     if all_x and sum(len(v) for v in all_x) >= 5:
         z = _tsne(np.concatenate(all_x))
-        out += fig("tsne_latents", f"t-SNE of the latents (layer {layer}, {position})",
+        tsne += fig("tsne_latents", f"t-SNE of the latents (layer {layer}, {position})",
                    "Every sample of every question; colour is correctness.",
                    figures.tsne_scatter(z, np.concatenate(all_ok),
                                         f"t-SNE of latents, layer {layer}"))
-    return out
+    return out + f"<div class='grid'>{pcas}</div><div class='grid'>{tsne}</div>"

@@ -140,7 +140,10 @@ class RunStore:
         if not self.manifest_path.exists():
             return {}
         try:
-            return json.loads(self.manifest_path.read_text())
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise DataError(f"{self.manifest_path}: not UTF-8 text (a damaged manifest)") \
+                from None
         except json.JSONDecodeError as err:
             raise DataError(f"{self.manifest_path}:{err.lineno}: malformed manifest ({err.msg})") \
                 from None
