@@ -15,12 +15,10 @@ to where the task has a fixed label set (ProsQA's two options, ProntoQA's True/F
 """
 from __future__ import annotations
 
-import re
-
 from attractor.grading.extract import _PROSQA_RE, _TF_RE, raw_answer
 from attractor.tasks.problem import Problem
+from attractor.tasks.prosqa import QUESTION_RE
 
-PROSQA_OPTIONS_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
 LABEL_TASKS = ("prosqa", "prontoqa")
 
 
@@ -71,7 +69,7 @@ def answer_candidates(problem: Problem) -> list[str] | None:
     ProsQA's two options as the question names them, ProntoQA's True and False; None for tasks
     with open answers (math, arith)."""
     if problem.kind == "prosqa":
-        m = PROSQA_OPTIONS_RE.search(problem.question.strip())
+        m = QUESTION_RE.search(problem.question.strip())
         return [m.group(2), m.group(3)] if m else None
     if problem.kind == "prontoqa":
         return ["True", "False"]

@@ -22,9 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def label_probs(logits: np.ndarray, candidate_ids: list[int]) -> np.ndarray:
-    """(..., V) lens logits -> (..., K) probabilities restricted to the candidate tokens."""
-    z = logits[..., candidate_ids].astype(np.float64)
+def label_probs(logits: np.ndarray) -> np.ndarray:
+    """(..., K) lens logits of the K label tokens -> their softmax (the restricted lens)."""
+    z = logits.astype(np.float64)
     z = z - z.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)

@@ -23,8 +23,6 @@ from attractor.metrics.consistency import calibrated_consistency, label_probs
 from attractor.metrics.latent import iter_question_vectors
 from attractor.metrics.trajectory import layer_average, trajectory_signals
 
-CONSISTENCY_KINDS = ("prosqa", "prontoqa")
-
 
 def trace_signals(rollouts: pd.DataFrame, window: int = 2048, tail: int = 2048) -> pd.DataFrame:
     """Token-level signals of every rollout (no latents needed)."""
@@ -86,7 +84,7 @@ def latent_signals(latent_store, lens: Callable | None = None,
                     continue
                 logits = lens(torch.from_numpy(vecs[[loc[i] for i in g.index]]), layers,
                               candidates[qid])
-                probs[(qid, int(sid))] = label_probs(logits, list(range(logits.shape[-1])))
+                probs[(qid, int(sid))] = label_probs(logits)
     if probs:
         keys = list(probs)
         aoc, frac, _ = calibrated_consistency(np.stack([probs[k] for k in keys]))

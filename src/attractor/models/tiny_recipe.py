@@ -19,17 +19,15 @@ with it).
 from __future__ import annotations
 
 import random
-import re
 
 from transformers import Qwen2Config
 
 from attractor.tasks.problem import Problem
-from attractor.tasks.prosqa import distances, edge_sentence
+from attractor.tasks.prosqa import QUESTION_RE, distances, edge_sentence  # noqa: F401
 
 ARCH = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=4, max_position_embeddings=1024, rope_theta=10000.0,
             tie_word_embeddings=True, rms_norm_eps=1e-6)
-QUESTION_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
 ANSWER_MARK = "###"
 
 

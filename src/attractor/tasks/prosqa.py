@@ -268,6 +268,8 @@ def _try_graph(rng: random.Random, min_hops: int, max_hops: int, min_nodes: int,
     return symbols, edges, root, target, neg
 
 
+# "Is Tom a lempus or scrompus?" at the end of a question: (person, first option, second option)
+QUESTION_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
 _EDGE_RE = re.compile(r"^(?:Every ([a-z]+)|([A-Z][a-z]+)) is a ([a-z]+)\.$")
 _QUESTION_RE = re.compile(r"^Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?$")
 
