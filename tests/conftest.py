@@ -11,6 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("ATTRACTOR_DATA_DIR", REPO.parent / "shared" / "data"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# commands run in this process (helpers.attractor): tables as wide as a subprocess's with
+# COLUMNS=200, so assertions on printed rows do not depend on the terminal
+os.environ.setdefault("COLUMNS", "200")
 
 
 def require_data(name: str) -> Path:

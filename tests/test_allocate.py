@@ -21,8 +21,14 @@ def test_uniform_and_adaptive_spend_the_same_budget_differently(tmp_path):
     attractor("sample", *COMMON, "--allocate", "adaptive", "--out", str(tmp_path / "a"))
     du, cu = _counts(tmp_path / "u")
     da, ca = _counts(tmp_path / "a")
+    order = [p.id for p in RunStore(tmp_path / "a").questions()]
     for df, counts in ((du, cu), (da, ca)):
         assert (counts >= 2).all() and (counts <= 8).all()
+        # one question spreads over several shards; rollouts() still reads in question order,
+        # then sample id
+        rank = df["question_id"].map(order.index)
+        assert list(zip(rank, df["sample_id"])) == sorted(zip(rank, df["sample_id"]))
+        assert list(dict.fromkeys(df["question_id"])) == order
         per = df["n_tokens"].sum() / len(df)
         assert df["n_tokens"].sum() <= 700 + 16 * 40  # the last batch may overshoot its estimate
         done = df.groupby("question_id")["answer_class"].agg(

@@ -110,5 +110,5 @@ def test_thought_targets_point_each_thought_at_the_step_it_replaces(tok):
     assert build_example(steps, GOLD, [1], tok, 6, stages=6, per_step=1, lens=True).lens == \
         first + [mark]
     assert thought_targets(steps[:3], 6, 1, tok) == first[:3] + [mark, -100, -100]
-    with pytest.raises(ConfigError, match="thought-loss"):
+    with pytest.raises(ConfigError, match="`thought_loss`"):
         LatentTrainConfig(thought_loss=-1)

@@ -7,7 +7,7 @@ import torch
 
 from attractor.latent.checkpoint import RELEASED, load_loop
 from attractor.latent.config import LoopConfig
-from attractor.latent.evaluate import correct_answers
+from attractor.grading.grade import correct_answers
 from attractor.latent.interventions import (KINDS, batches, clean_inputs, intervening,
                                             intervention_table, mean_inputs, swap, swap_chain,
                                             texts, zero)

@@ -59,7 +59,7 @@ def test_vote_only_updates_questions_whose_samples_disagree(slr):
 @pytest.mark.parametrize("field,value", [("reward", "gold"), ("iterations", -1),
                                          ("samples", 0), ("lr", 0.0), ("threshold", 1.5)])
 def test_bad_settings_are_refused(field, value):
-    with pytest.raises(ConfigError, match=f"--{field}"):
+    with pytest.raises(ConfigError, match=f"`{field}`"):
         SeekConfig(**{field: value})
 
 

@@ -9,8 +9,9 @@ COMMON = ["--model", "tiny", "--task", "synthetic:prosqa:n=5,seed=8", "--samples
 
 def test_ray_engine_rollouts_equal_the_hf_engine(tmp_path):
     attractor("sample", *COMMON, "--out", str(tmp_path / "hf"))
+    # Ray in its own process, as users run it (the driver is not left inside pytest)
     attractor("sample", *COMMON, "--engine", "ray", "--workers", "2",
-              "--out", str(tmp_path / "ray"))
+              "--out", str(tmp_path / "ray"), subprocess_run=True)
     key = ["question_id", "sample_id"]
     hf = RunStore(tmp_path / "hf").rollouts().sort_values(key).reset_index(drop=True)
     ray = RunStore(tmp_path / "ray").rollouts().sort_values(key).reset_index(drop=True)
@@ -23,7 +24,7 @@ def test_ray_engine_rollouts_equal_the_hf_engine(tmp_path):
         [list(x) for x in hf["completion_token_ids"]]
     # resumable like any run: a rerun has nothing to do
     again = attractor("sample", *COMMON, "--engine", "ray", "--workers", "2",
-                      "--out", str(tmp_path / "ray"))
+                      "--out", str(tmp_path / "ray"), subprocess_run=True)
     assert "nothing to do" in again.stdout
 
 

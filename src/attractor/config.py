@@ -1,15 +1,21 @@
 """Configuration dataclasses shared by the CLI, YAML files and the Python API.
 
-Every field has a help string; cross-field checks live in ``__post_init__`` and raise
-:class:`attractor.errors.ConfigError` naming the option.
+Every field has a help string and is a command-line option of the same name
+(:mod:`attractor.cli.options`); checks live in ``__post_init__`` and raise
+:class:`attractor.errors.ConfigError` naming the field in backticks, which the CLI shows as the
+flag (`top_p` -> --top-p).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from attractor.errors import ConfigError
+
+
+ENGINES = ("hf", "ray", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _help(text: str, default: Any) -> Any:
@@ -29,15 +35,19 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.samples <= 0:
-            raise ConfigError(f"--samples must be a positive integer, got {self.samples}")
+            raise ConfigError(f"`samples` must be a positive integer, got {self.samples}")
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise ConfigError(f"--temperature must be a finite number >= 0, got {self.temperature}")
+            raise ConfigError(f"`temperature` must be a finite number >= 0, got {self.temperature}")
         if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
-            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise ConfigError(f"`top_p` must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
-            raise ConfigError(f"--top-k must be >= 0 (0 disables it), got {self.top_k}")
+            raise ConfigError(f"`top_k` must be >= 0 (0 disables it), got {self.top_k}")
         if self.max_new_tokens <= 0:
-            raise ConfigError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
+            raise ConfigError(f"`max_new_tokens` must be positive, got {self.max_new_tokens}")
+        if self.temperature == 0:
+            # greedy decoding ignores the filters; as vLLM's SamplingParams does, normalise them
+            # so two greedy runs that differ only in an unused top_p are the same run
+            self.top_p, self.top_k = 1.0, 0
 
     @property
     def greedy(self) -> bool:
@@ -56,12 +66,15 @@ class RunConfig:
     grader: str = _help("auto | math | exact.", "auto")
     chat_template: bool = _help("Apply the tokenizer's chat template when it has one.", True)
     dtype: str = _help("auto | float32 | bfloat16 | float16.", "auto")
-    engine: str = _help("Sampling engine: hf, ray or vllm.", "hf")
-    early_stop: str | None = _help("Online early-stop rule (hf engine), e.g. "
-                                   "deepconf:warmup=4,percentile=90,window=64.", None)
-    allocate: str = _help("Allocation of a --budget: uniform or adaptive.", "uniform")
-    budget: int | None = _help("Total completion tokens of the run (with --allocate); None "
-                               "gives every question --samples samples.", None)
+    engine: str = _help("Sampling engine: hf (transformers), ray (Ray Data workers running hf) "
+                        "or vllm.", "hf")
+    early_stop: str | None = _help("Online early stop (hf engine): deepconf:warmup=W,"
+                                   "percentile=P,window=K or consensus:min_traces=M,share=S.",
+                                   None)
+    allocate: str = _help("With --budget: uniform (even spread) or adaptive (more samples for "
+                          "questions whose answers disagree).", "uniform")
+    budget: int | None = _help("Total completion tokens of the run, up to --samples per "
+                               "question (unset: every question gets --samples).", None)
     first_round: int = _help("Samples every question gets before a budget is allocated.", 2)
     id_field: str | None = _help("Field holding the question id.", None)
     question_field: str | None = _help("Field holding the question.", None)
@@ -70,14 +83,27 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig,
                                      metadata={"help": "Sampling parameters."})
 
+    def __post_init__(self) -> None:
+        from attractor.grading.grade import grader_for
+        from attractor.scaling.allocate import check_allocation
+        from attractor.scaling.online import parse_rule
+
+        if self.engine not in ENGINES:
+            raise ConfigError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"`limit` must be a positive number of questions, got {self.limit}")
+        grader_for("math", self.grader)  # validates the grader's name
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"`dtype` must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.engine != "hf" and (self.early_stop or self.budget is not None):
+            raise ConfigError("`early_stop` and `budget` run in the hf engine only")
+        if self.early_stop:
+            parse_rule(self.early_stop, self.sampling.samples)
+        check_allocation(self.allocate, self.budget, self.first_round, self.sampling.samples)
+        if self.early_stop and self.budget is not None:
+            raise ConfigError("`early_stop` and `budget` cannot be combined (both decide how many "
+                              "samples a question gets)")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
         return asdict(self)
-
-
-def help_of(cls: type, name: str) -> str:
-    """The help string of field ``name`` of dataclass ``cls``."""
-    for f in fields(cls):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    raise KeyError(name)

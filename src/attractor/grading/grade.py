@@ -79,3 +79,11 @@ def grade_question(texts: list[str], gold: str, kind: str, grader: str,
         out.append(Grade(answer=a, answer_class=cls, correct=cls is not None and cls in correct_rep,
                          extraction=m))
     return out
+
+
+def correct_answers(texts: list[str], problems) -> list[bool]:
+    """Whether each generated text's extracted answer equals its problem's gold answer (exact
+    match of the extracted answers: the latent tasks' graphs and proofs have one-word answers)."""
+    got = [extract_answer(t, p.kind) for t, p in zip(texts, problems)]
+    return [a is not None and a == extract_answer(p.gold, p.kind, gold=True)
+            for a, p in zip(got, problems)]

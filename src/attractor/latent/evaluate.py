@@ -28,6 +28,8 @@ import torch
 
 from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
+from attractor.grading.grade import correct_answers
+from attractor.latent.command_config import EvalConfig
 from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_loop, read_meta,
                                          released_checkpoints)
 from attractor.latent.config import preset
@@ -41,13 +43,6 @@ def _source(ck: Path) -> str:
         return "released:" + Path(ck).resolve().relative_to(RELEASED.resolve()).as_posix()
     except ValueError:
         return str(ck)
-
-
-def correct_answers(texts: list[str], problems) -> list[bool]:
-    """Whether each generated text's extracted answer equals its problem's gold answer."""
-    got = [extract_answer(t, p.kind) for t, p in zip(texts, problems)]
-    return [a is not None and a == extract_answer(p.gold, p.kind, gold=True)
-            for a, p in zip(got, problems)]
 
 
 @torch.no_grad()
@@ -187,3 +182,26 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
             name = label + "-adaptive" + ("" if halting == "state" else f"-{halting}")
             add(name, _source(ck), eval_loop(loop, prompts, max_new_tokens), fmt)
     return pd.DataFrame(rows)
+
+
+def run_eval(cfg: EvalConfig, checkpoints: list[Path] | None = None, out: Path | None = None,
+             data_dir: str | None = None, on_row: Callable[[str, str], None] | None = None
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``attractor latent eval``: :func:`evaluate` on every task of ``cfg``; returns (a row per
+    task and method, a row per task, method and question). With ``out``, both are written as
+    ``latent_eval.parquet`` and ``latent_questions.parquet`` (atomically)."""
+    from attractor.store.run_store import atomic_write_bytes
+
+    per_question: list[dict[str, Any]] = []
+    frames = [evaluate(t, checkpoints, model_spec=cfg.model, limit=cfg.limit, data_dir=data_dir,
+                       epsilon=cfg.epsilon, haltings=tuple(cfg.halting),
+                       max_new_tokens=cfg.max_new_tokens, soft_thoughts=cfg.soft_thoughts,
+                       device=cfg.device, questions=per_question,
+                       on_row=(lambda m, t=t: on_row(t, m)) if on_row else None)
+              for t in cfg.task]
+    table, questions = pd.concat(frames, ignore_index=True), pd.DataFrame(per_question)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "latent_eval.parquet", table.to_parquet(index=False))
+        atomic_write_bytes(out / "latent_questions.parquet", questions.to_parquet(index=False))
+    return table, questions

@@ -10,12 +10,14 @@ Thought t's row reads the state h_t that thought t produced (and that is fed bac
 t + 1); thought 0 is the state after the question."""
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 import torch
 
 from attractor.grading.extract import extract_answer
+from attractor.latent.command_config import InspectConfig
 from attractor.latent.interventions import intervening, noise, texts
 from attractor.latent.loop import LatentLoop
 from attractor.tasks.prosqa import distances
@@ -161,3 +163,44 @@ def _path_nodes(p) -> list[int] | None:
             return None
         nodes.append(sym.index(last))
     return nodes
+
+
+def run_inspect(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str | None = None,
+                on_start: Callable[[int], None] | None = None,
+                on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+    """``attractor latent inspect``: the lens table, the noise flip rates and the causal
+    interventions of a loop checkpoint on ``cfg.task``, written to ``out`` (Parquet, figures and
+    ``index.html``). ``on_start(total)`` gets the number of full loop runs ahead (1 for the
+    lens, 1 + T x sigmas for the noise, 1 + (T + 1) x kinds for the interventions) and
+    ``on_step()`` is called after each. Returns the tables and the page's path."""
+    from attractor.latent.checkpoint import cot_format_of, load_loop, require_loop
+    from attractor.latent.interventions import intervention_table
+    from attractor.latent.report import write_latent_report
+    from attractor.models.load import load
+    from attractor.store.run_store import atomic_write_bytes
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+
+    step = on_step or (lambda: None)
+    require_loop(checkpoint)
+    problems, _ = load_task(cfg.task, data_dir=data_dir, limit=cfg.limit)
+    base, tok = load(cfg.model, dtype="float32", device="cpu")
+    loop, meta = load_loop(checkpoint, base, tok)
+    prompts = [prompt_ids(p, tok, True) for p in problems]
+    T = loop.cfg.max_thoughts
+    if on_start:
+        on_start(1 + (1 + T * len(cfg.sigmas))
+                 + (1 + (T + 1) * len(cfg.kinds) if cfg.kinds else 0))
+    thoughts = thought_table(loop, problems, prompts, cot_format=cot_format_of(meta))
+    step()
+    robust = flip_rates(loop, problems, prompts, list(cfg.sigmas), on_step=step)
+    causal = (intervention_table(loop, problems, prompts, cfg.kinds, on_step=step)
+              if cfg.kinds else None)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "thoughts.parquet", thoughts.to_parquet(index=False))
+    atomic_write_bytes(out / "robustness.parquet", robust.to_parquet(index=False))
+    if causal is not None:
+        atomic_write_bytes(out / "interventions.parquet", causal.to_parquet(index=False))
+    page = write_latent_report(out, f"latent thoughts: {checkpoint} on {cfg.task}", thoughts,
+                               robust, causal)
+    return {"thoughts": thoughts, "robustness": robust, "interventions": causal, "page": page}

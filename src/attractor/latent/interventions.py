@@ -31,11 +31,12 @@ import pandas as pd
 import torch
 
 from attractor.grading.extract import extract_answer
-from attractor.latent.evaluate import correct_answers
+from attractor.grading.grade import correct_answers
+from attractor.latent.command_config import INTERVENTIONS
 from attractor.latent.loop import LatentLoop
 
 Intervention = Callable[[int, torch.Tensor], torch.Tensor]
-KINDS = ("zero", "mean", "swap")
+KINDS = INTERVENTIONS
 BATCH = 32
 
 

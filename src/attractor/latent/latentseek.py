@@ -26,50 +26,19 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from attractor.errors import ConfigError, UserError
+from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
-from attractor.latent.evaluate import correct_answers
+from attractor.grading.grade import correct_answers
 from attractor.latent.interventions import intervening, recorder
 from attractor.latent.loop import LatentLoop
+from attractor.latent.seek_config import SeekConfig
 from attractor.store.run_store import atomic_write_bytes, atomic_write_json
-
-REWARDS = ("vote", "oracle")
-
-
-@dataclass
-class SeekConfig:
-    """LatentSeek's knobs (see the module docstring)."""
-
-    iterations: int = 10      # most policy-gradient updates per question
-    samples: int = 8          # answers sampled per update
-    lr: float = 0.1           # Adam step, in units of each thought's RMS per element
-    temperature: float = 1.0
-    reward: str = "vote"
-    threshold: float = 0.9    # stop once the mean reward of the samples reaches this
-    max_new_tokens: int = 16
-    batch: int = 8            # questions optimised side by side
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.reward not in REWARDS:
-            raise ConfigError(f"--reward must be {' or '.join(REWARDS)}, got {self.reward!r}")
-        for name in ("iterations", "samples", "max_new_tokens", "batch"):
-            if getattr(self, name) < (0 if name == "iterations" else 1):
-                raise ConfigError(f"--{name.replace('_', '-')} must be "
-                                  f"{'>= 0' if name == 'iterations' else '>= 1'}, "
-                                  f"got {getattr(self, name)}")
-        for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.threshold <= 1:
-            raise ConfigError(f"--threshold must be in (0, 1], got {self.threshold}")
-
 
 def rewards(answers: list[str | None], problems, texts: list[str], reward: str) -> list[float]:
     """Reward of each sampled answer of ONE question (``problems`` repeats that question)."""

@@ -133,7 +133,7 @@ class LatentLoop(nn.Module):
         self._set_step(None)
         hs, cache = self._forward(self.base.get_input_embeddings()(ids), mask, None)
         h0 = hs[:, -1]
-        h, prev = h0, h0
+        h = h0
         limit = torch.tensor(n_thoughts if n_thoughts is not None else [cfg.max_thoughts] * b,
                              device=dev)
         active = torch.ones(b, dtype=torch.bool, device=dev)
@@ -157,7 +157,7 @@ class LatentLoop(nn.Module):
                 new = new + cfg.residual_alpha * h
             rel = ((new - h).norm(dim=-1) / new.norm(dim=-1).clamp_min(1e-8)).detach()
             keep = live[:, None]
-            prev, h = h, torch.where(keep, new, h)
+            h = torch.where(keep, new, h)
             iters = iters + live.long()
             change = torch.where(live, rel.to(change.dtype), change)
             if adaptive:

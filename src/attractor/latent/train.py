@@ -17,106 +17,20 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from attractor.errors import ConfigError, UserError
+from attractor.errors import UserError
 from attractor.latent.checkpoint import load_base_weights, read_meta, save_loop
-from attractor.latent.config import FEEDBACKS, LoopConfig, preset, variant_name, with_overrides
-from attractor.latent.curriculum import (COT_FORMATS, DIRECT, build_example, check_steps,
-                                         cot_steps, stage_of, thoughts_at)
+from attractor.latent.config import variant_name
+from attractor.latent.curriculum import (build_example, check_steps, cot_steps, stage_of,
+                                         thoughts_at)
 from attractor.latent.loop import LatentLoop
-
-
-@dataclass
-class LatentTrainConfig:
-    """Options of ``attractor latent train`` (each is a CLI option)."""
-
-    task: str = field(default="synthetic:prosqa:n=2000,seed=11",
-                      metadata={"help": "Training task (with CoT steps; never a test split)."})
-    model: str = field(default="tiny", metadata={"help": "Base model spec."})
-    method: str = field(default="slr", metadata={"help": "coconut, slr, slr-minus-<name>, or "
-                                                         "the baselines cot and no-cot."})
-    init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
-                                                             "weights (e.g. a cot checkpoint)."})
-    cot_format: str = field(default="task", metadata={"help": "Steps: the task's (task) or the "
-                                                              "tiny model's backward proof on "
-                                                              "ProsQA or ProntoQA."})
-    first_stage: int = field(default=0, metadata={"help": "First curriculum stage (1 skips the "
-                                                          "CoT stage)."})
-    out: str = field(default="train-out/latent", metadata={"help": "Checkpoint directory."})
-    stages: int = field(default=6, metadata={"help": "Latent stages (the last: all latent)."})
-    thoughts_per_step: int = field(default=1, metadata={"help": "c: thoughts per CoT step."})
-    epochs_per_stage: int = field(default=1, metadata={"help": "Passes over the data per stage."})
-    mix: float = field(default=0.0, metadata={"help": "Chance of training an example at an "
-                                                      "earlier stage."})
-    thought_loss: float = field(default=0.0, metadata={"help": "Weight of the logit-lens loss "
-                                                                 "pointing each thought at the "
-                                                                 "step it replaces (0: off)."})
-    feedback: str = field(default="hidden", metadata={"help": "What a thought feeds back: "
-                                                              "hidden (Coconut) or soft (the "
-                                                              "lens's mix of embeddings)."})
-    soft_temperature: float = field(default=0.3, metadata={"help": "Temperature of the soft "
-                                                                   "feedback."})
-    loop: list[str] = field(default_factory=list, metadata={
-        "help": "KEY=VALUE overrides of the method's loop config (lora_rank=8, residual=prev, "
-                "timestep=learned, lora_targets=q_proj,v_proj,gate_proj, ...)."})
-    batch_size: int = field(default=16, metadata={"help": "Questions per step."})
-    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
-    halting: str = field(default="fixed", metadata={"help": "Halting the checkpoint uses."})
-    epsilon: float = field(default=1e-2, metadata={"help": "Halting threshold."})
-    seed: int = field(default=0, metadata={"help": "Seed of the data order."})
-    ckpt_every: int = field(default=50, metadata={"help": "Steps between checkpoints."})
-    dev_task: str | None = field(default=None, metadata={"help": "Task scored after every stage "
-                                                                  "(greedy, that stage's thoughts "
-                                                                  "then text): the stage curve."})
-    dev_limit: int = field(default=200, metadata={"help": "Questions of --dev-task scored."})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads."})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda[:i] or auto; on a GPU the "
-                                                          "forward runs under bfloat16 autocast "
-                                                          "(float32 weights and optimiser)."})
-
-    def __post_init__(self) -> None:
-        if self.stages < 1 or self.thoughts_per_step < 1 or self.epochs_per_stage < 1:
-            raise ConfigError("--stages, --thoughts-per-step and --epochs-per-stage must be >= 1")
-        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.mix < 1:
-            raise ConfigError("--batch-size >= 1, --lr > 0 and --mix in [0, 1) are required")
-        if self.thought_loss < 0:
-            raise ConfigError(f"--thought-loss must be >= 0, got {self.thought_loss}")
-        if self.feedback not in FEEDBACKS or not self.soft_temperature > 0:
-            raise ConfigError(f"--feedback must be hidden or soft and --soft-temperature > 0, "
-                              f"got {self.feedback!r}, {self.soft_temperature}")
-        if not 0 <= self.first_stage <= self.stages:
-            raise ConfigError(f"--first-stage must be in 0..{self.stages}, got {self.first_stage}")
-        if self.dev_limit < 1:
-            raise ConfigError(f"--dev-limit must be >= 1, got {self.dev_limit}")
-        if self.loop and self.method in ("cot", "no-cot"):
-            raise ConfigError(f"--loop: a {self.method} baseline has no loop to configure")
-        self.loop = list(self.loop)
-        self.loop_config()  # a bad override fails here, before any data or model loads
-        if self.cot_format not in COT_FORMATS:
-            raise ConfigError(f"--cot-format must be one of {', '.join(COT_FORMATS)}, "
-                              f"got {self.cot_format!r}")
-
-    def loop_config(self) -> LoopConfig:
-        """The loop this run trains: the method's preset, T = stages * c, the halting and
-        feedback options, then the ``--loop`` overrides."""
-        cfg = replace(preset(self.method, max_thoughts=self.stages * self.thoughts_per_step),
-                      halting=self.halting, epsilon=self.epsilon, feedback=self.feedback,
-                      soft_temperature=self.soft_temperature)
-        return with_overrides(cfg, self.loop)
-
-    def schedule(self) -> list[int]:
-        """The stages this run trains, in order (``DIRECT`` = the no-cot baseline)."""
-        if self.method == "cot":
-            return [0]
-        if self.method == "no-cot":
-            return [DIRECT]
-        return list(range(self.first_stage, self.stages + 1))
+from attractor.latent.train_config import LatentTrainConfig
 
 
 # Options that change where or how fast a run goes, not what it trains: a resumed run may differ.
@@ -247,7 +161,8 @@ def _stage_point(loop: LatentLoop, dev_set: tuple[list, list], stage: int,
                  cfg: LatentTrainConfig, loss: float) -> dict[str, Any]:
     """Greedy dev accuracy with ``stage``'s thought count (``k * c``, also for a proof shorter
     than ``k``), then the model's own text."""
-    from attractor.latent.evaluate import correct_answers, eval_loop
+    from attractor.grading.grade import correct_answers
+    from attractor.latent.evaluate import eval_loop
 
     problems, prompts = dev_set
     thoughts = thoughts_at(stage, cfg.stages, cfg.thoughts_per_step)

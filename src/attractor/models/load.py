@@ -5,10 +5,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from attractor.config import DTYPES
 from attractor.errors import ConfigError, ModelLoadError
 
 TINY_DIR = Path(__file__).resolve().parent / "tiny"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def resolve_device(device: str = "auto") -> str:

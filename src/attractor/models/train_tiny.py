@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,58 +24,8 @@ from attractor.models.tiny_recipe import (DRILL_MARK, completion_text, lookup_dr
                                           lookup_sentences, prompt_text, root_question,
                                           tiny_config)
 from attractor.models.tiny_tokenizer import build_tokenizer
+from attractor.models.train_tiny_config import TinyTrainConfig
 from attractor.tasks.prosqa import generate_prosqa
-
-
-@dataclass
-class TinyTrainConfig:
-    """Hyper-parameters of ``attractor train-tiny`` (every field is a CLI option)."""
-
-    out: str = field(default="train-out/tiny", metadata={"help": "Output directory."})
-    steps: int = field(default=9000, metadata={"help": "Optimiser steps."})
-    batch_size: int = field(default=32, metadata={"help": "Problems per step."})
-    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW)."})
-    warmup: int = field(default=300, metadata={"help": "Linear warm-up steps."})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
-    seed: int = field(default=0, metadata={"help": "Seed of initialisation and data."})
-    eval_every: int = field(default=500, metadata={"help": "Steps between dev evaluations."})
-    eval_size: int = field(default=128, metadata={"help": "Generated dev problems per eval."})
-    ckpt_every: int = field(default=250, metadata={"help": "Steps between checkpoints."})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads."})
-    drill: float = field(default=0.5, metadata={
-        "help": "Share of training examples that are look-up drills (concept -> parent pairs "
-                "after the question) instead of proofs."})
-    stop_after: int | None = field(default=None, metadata={
-        "help": "Stop (and save the model) after this step; the schedule still follows --steps."})
-    root_drill: float = field(default=0.0, metadata={
-        "help": "Share of training examples that are root drills: the people of the graph, "
-                "each followed by ' ###' if it is the person asked about, else ' .' (the "
-                "decision that ends a proof chain)."})
-    init_from: str | None = field(default=None, metadata={
-        "help": "Start from this saved model (and its tokenizer) instead of random weights, "
-                "e.g. the shipped tiny model, to continue its training."})
-    lookup_steps: int = field(default=6000, metadata={
-        "help": "Steps of look-up warm-up (random sentence sets, concept -> parent drills) "
-                "before ProsQA graphs; the sentence count grows from 3 while the drill "
-                "accuracy passes --lookup-gate."})
-    lookup_gate: float = field(default=0.85, metadata={
-        "help": "Drill accuracy (moving average) above which the warm-up adds a sentence."})
-    lookup_start: int = field(default=3, metadata={"help": "Sentences the warm-up starts at."})
-    lookup_max: int = field(default=40, metadata={"help": "Most sentences in the warm-up."})
-    curriculum: int = field(default=1000, metadata={
-        "help": "Steps over which graphs grow from 8-10 nodes (3-4 hops) to full ProsQA size; "
-                "0 trains on full size from the start."})
-
-    def __post_init__(self) -> None:
-        from attractor.errors import ConfigError
-
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise ConfigError("--steps and --batch-size must be positive")
-        if not 0.0 <= self.drill < 1.0 or not 0.0 <= self.root_drill < 1.0 - self.drill:
-            raise ConfigError(f"--drill and --root-drill must be >= 0 with a sum below 1, got "
-                              f"{self.drill} and {self.root_drill}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
 
 
 ROOT_MARK = "%"

@@ -17,7 +17,6 @@ from attractor.engines.confidence import CONVENTION as CONFIDENCE_CONVENTION
 from attractor.errors import ConfigError, UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
-from attractor.scaling.allocate import check_allocation
 from attractor.scaling.online import parse_rule, sample_with_rule
 from attractor.store.environment import environment, now
 from attractor.store.run_store import RunStore
@@ -25,7 +24,6 @@ from attractor.tasks.loaders import load_task
 from attractor.tasks.problem import Problem
 from attractor.ui import progress_bar
 
-ENGINES = ("hf", "ray", "vllm")
 EXTRACTION_DOC = ("last \\boxed{}, else last '#### n', else text after last '###', else last "
                   "'The answer is'; no fallback")
 
@@ -66,16 +64,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
                log: Callable[[str], None] = print, show_progress: bool = True) -> dict[str, Any]:
     """Sample (or resume) a run; returns a summary dict. Nothing is written before every input
     has been validated."""
-    if cfg.engine not in ENGINES:
-        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
-    if cfg.engine != "hf" and (cfg.early_stop or cfg.budget is not None):
-        raise ConfigError("--early-stop and --budget run in the hf engine only")
-    grader_for("math", cfg.grader)  # validates --grader
+    # RunConfig checked its fields when it was made (RunConfig.__post_init__)
     rule = parse_rule(cfg.early_stop, cfg.sampling.samples) if cfg.early_stop else None
-    check_allocation(cfg.allocate, cfg.budget, cfg.first_round, cfg.sampling.samples)
-    if rule is not None and cfg.budget is not None:
-        raise ConfigError("--early-stop and --budget cannot be combined (both decide how many "
-                          "samples a question gets)")
     problems, source = load_task(cfg.task, data_dir=data_dir, id_field=cfg.id_field,
                                  question_field=cfg.question_field, answer_field=cfg.answer_field,
                                  steps_field=cfg.steps_field, limit=cfg.limit)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute.sort_indices)
 import pyarrow.parquet as pq
 
 from attractor.errors import DataError, RunMismatchError, UserError
@@ -230,10 +231,29 @@ class RunStore:
             schema = ROLLOUT_SCHEMA if cols is None else pa.schema(
                 [ROLLOUT_SCHEMA.field(c) for c in cols])
             return schema.empty_table()
-        return pa.concat_tables([pq.read_table(s, columns=cols) for s in shards])
+        keys = [] if cols is None else [k for k in ("question_id", "sample_id") if k not in cols]
+        table = pa.concat_tables([pq.read_table(s, columns=None if cols is None else cols + keys)
+                                  for s in shards])
+        return self._sorted(table).drop_columns(keys)
+
+    def _sorted(self, table: pa.Table) -> pa.Table:
+        """Rows in the run's question order (``questions.parquet``; ids it lacks after, by id),
+        then by sample id: a budgeted run spreads one question over several shards."""
+        order = {}
+        if self.questions_path.exists():
+            ids = pq.read_table(self.questions_path, columns=["question_id"]).column(0)
+            order = {q: i for i, q in enumerate(ids.to_pylist())}
+        qids = table.column("question_id").to_pylist()
+        unknown = sorted({q for q in qids if q not in order})
+        rank = {**order, **{q: len(order) + i for i, q in enumerate(unknown)}}
+        keys = pa.table({"q": pa.array([rank[q] for q in qids], pa.int64()),
+                         "s": table.column("sample_id")})
+        idx = pa.compute.sort_indices(keys, sort_keys=[("q", "ascending"), ("s", "ascending")])
+        return table.take(idx)
 
     def rollouts(self, columns: Iterable[str] | None = None):
-        """Every rollout as a pandas DataFrame, sorted by question order of the run and sample id."""
+        """Every rollout as a pandas DataFrame, in the run's question order, then by sample id
+        (whatever shard each row is in)."""
         return self.rollout_table(columns).to_pandas()
 
     # -- latents -----------------------------------------------------------------------------

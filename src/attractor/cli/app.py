@@ -1,0 +1,48 @@
+"""The two typer apps (``attractor`` and its ``latent`` group) and the entry point.
+
+Commands live in :mod:`attractor.cli.commands` (token-space runs) and
+:mod:`attractor.cli.latent` (continuous-thought loops); their options come from the config
+dataclasses (:mod:`attractor.cli.options`)."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from attractor.cli.options import flags_in
+from attractor.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Measure and improve the stability of LLM reasoning.")
+latent_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="Stable Latent Reasoning: train, evaluate, inspect and search "
+                              "continuous-thought loops.")
+app.add_typer(latent_app, name="latent")
+
+
+@app.callback()
+def _root() -> None:
+    """Measure and improve the stability of LLM reasoning (run a command with --help)."""
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: user errors print one line and exit 2; other failures exit 1."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="attractor", standalone_mode=False)
+    except UserError as err:
+        # config dataclasses name their fields in backticks: shown as the flags they are here
+        typer.echo(f"error: {flags_in(str(err))}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:
+        # click's usage errors (unknown option, bad type, missing argument) carry show/exit_code
+        if hasattr(err, "show") and hasattr(err, "exit_code"):
+            err.show()
+            sys.exit(2)
+        raise
+    if isinstance(result, int) and result:
+        sys.exit(result)

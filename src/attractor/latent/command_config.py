@@ -1,0 +1,87 @@
+"""The options of ``attractor latent eval`` and ``attractor latent inspect``, kept apart from the
+code that runs them so the CLI validates them without importing torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from attractor.errors import ConfigError
+
+ADAPTIVE_HALTINGS = ("state", "kl", "token")
+INTERVENTIONS = ("zero", "mean", "swap")
+
+
+def _h(text: str, default: Any = None, factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"`limit` must be a positive number of questions, got {limit}")
+
+
+@dataclass
+class EvalConfig:
+    """What ``attractor latent eval`` evaluates and how (every field is a CLI option)."""
+
+    task: list[str] = _h("Task(s) to evaluate on (repeatable).", factory=lambda: ["prosqa"])
+    model: str = _h("Base model spec the checkpoints were trained on.", "tiny")
+    limit: int | None = _h("Only the first Q questions.", None)
+    epsilon: float = _h("Threshold of the adaptive-halting rows.", 1e-2)
+    halting: list[str] = _h("Adaptive halting of the extra row per fixed-T loop (repeatable): "
+                            "state, kl or token (stop where the lens names the answer marker; "
+                            "loops trained with --thought-loss learn it).",
+                            factory=lambda: ["state"])
+    soft_thoughts: int = _h("Most soft thoughts of the training-free soft-thinking row (0: no "
+                            "row).", 12)
+    max_new_tokens: int = _h("Token budget of every row's greedy decoding (after the thoughts, "
+                             "if any).", 96)
+    device: str = _h("cpu, cuda[:i] or auto.", "auto")
+
+    def __post_init__(self) -> None:
+        self.task, self.halting = list(self.task), list(dict.fromkeys(self.halting))
+        if not self.task:
+            raise ConfigError("`task`: name at least one task")
+        _check_limit(self.limit)
+        if not self.epsilon > 0:
+            raise ConfigError(f"`epsilon` must be > 0, got {self.epsilon}")
+        if self.soft_thoughts < 0:
+            raise ConfigError(f"`soft_thoughts` must be >= 0, got {self.soft_thoughts}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
+        bad = [h for h in self.halting if h not in ADAPTIVE_HALTINGS]
+        if bad:
+            raise ConfigError(f"`halting` must be {', '.join(ADAPTIVE_HALTINGS[:-1])} or "
+                              f"{ADAPTIVE_HALTINGS[-1]}, got {bad[0]!r}")
+
+
+@dataclass
+class InspectConfig:
+    """What ``attractor latent inspect`` reads on a loop (every field is a CLI option)."""
+
+    task: str = _h("Task to read the thoughts on.", "prosqa")
+    model: str = _h("Base model spec the checkpoint was trained on.", "tiny")
+    limit: int | None = _h("Only the first Q questions.", 100)
+    sigma: str = _h("Relative noise scales for the flip rate (comma-separated).", "0.1,0.3,1.0")
+    interventions: str = _h("Causal interventions on each thought, comma-separated: zero, mean "
+                            "(mean ablation), swap (another question's thought); empty: none.",
+                            "zero,mean,swap")
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
+        try:
+            sigmas = [float(x) for x in self.sigma.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"`sigma` must be comma-separated numbers, got {self.sigma!r}") \
+                from None
+        if not sigmas or any(not x > 0 for x in sigmas):
+            raise ConfigError(f"`sigma` values must be > 0, got {self.sigma!r}")
+        kinds = tuple(dict.fromkeys(k.strip() for k in self.interventions.split(",")
+                                    if k.strip()))
+        if any(k not in INTERVENTIONS for k in kinds):
+            raise ConfigError(f"`interventions` must name {', '.join(INTERVENTIONS)}, got "
+                              f"{self.interventions!r}")
+        self.sigmas: tuple[float, ...] = tuple(sigmas)
+        self.kinds: tuple[str, ...] = kinds

@@ -1,0 +1,44 @@
+"""The options of ``attractor latent seek`` (LatentSeek; see :mod:`attractor.latent.latentseek`),
+kept apart from the search so the CLI validates them without importing torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from attractor.errors import ConfigError
+
+REWARDS = ("vote", "oracle")
+
+
+def _h(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class SeekConfig:
+    """LatentSeek's knobs (every field is a CLI option of the same name)."""
+
+    iterations: int = _h("Most policy-gradient updates per question.", 10)
+    samples: int = _h("Answers sampled per update.", 8)
+    lr: float = _h("Adam step in units of each thought's RMS per element.", 0.1)
+    temperature: float = _h("Sampling temperature of the answers.", 1.0)
+    reward: str = _h("vote (label-free: agree with the samples' majority) or oracle (reads the "
+                     "gold answer: an upper bound only).", "vote")
+    threshold: float = _h("Stop a question once its samples' mean reward reaches this.", 0.9)
+    max_new_tokens: int = _h("Token budget of each sampled answer.", 16)
+    batch: int = _h("Questions optimised side by side.", 8)
+    seed: int = _h("Sampling seed.", 0)
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ConfigError(f"`reward` must be {' or '.join(REWARDS)}, got {self.reward!r}")
+        for name in ("iterations", "samples", "max_new_tokens", "batch"):
+            if getattr(self, name) < (0 if name == "iterations" else 1):
+                raise ConfigError(f"`{name}` must be "
+                                  f"{'>= 0' if name == 'iterations' else '>= 1'}, "
+                                  f"got {getattr(self, name)}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"`threshold` must be in (0, 1], got {self.threshold}")
