@@ -83,7 +83,7 @@ def main() -> None:
     root = Path(args.dir or tempfile.mkdtemp(prefix="latent-bench-"))
     shutil.rmtree(root / "latents", ignore_errors=True)
     t = time.perf_counter()
-    store = build_store(root, args.questions, args.samples, args.layers, args.positions, args.dim)
+    build_store(root, args.questions, args.samples, args.layers, args.positions, args.dim)
     build_s = time.perf_counter() - t
     size = sum(p.stat().st_size for p in (root / "latents").glob("*.safetensors"))
     rng = np.random.default_rng(0)

@@ -1,6 +1,5 @@
 import numpy as np
 import pandas as pd
-import pytest
 
 from attractor.scaling.early_stop import (Trace, consensus_rule, deepconf_rule, first_below,
                                           latent_rule, majority_outcome)

@@ -9,6 +9,7 @@ from attractor.latent.train import LatentTrainConfig
 from attractor.models.tiny_recipe import completion_text
 from attractor.models.tiny_tokenizer import build_tokenizer
 from attractor.tasks.loaders import load_task
+from conftest import DATA_DIR, require_data
 
 STEPS = ["Tom is a terpus.", "Every terpus is a brimpus.", "Every brimpus is a lempus."]
 GOLD = "Tom is a lempus."
@@ -66,7 +67,9 @@ def test_backward_proof_steps_are_the_tiny_models_chain():
 def test_first_stated_proof_takes_the_parent_stated_first_and_still_proves(task):
     from attractor.tasks.prosqa import distances, edge_sentence
 
-    problems, _ = load_task(task, limit=60)
+    if task == "prosqa":
+        require_data("prosqa_valid.json")  # skips, not fails, without ../shared/data
+    problems, _ = load_task(task, limit=60, data_dir=str(DATA_DIR))
     steps = cot_steps(problems, "backward-proof-first", seed=0)
     assert steps == cot_steps(problems, "backward-proof-first", seed=1)  # no draws
     for p, chain in zip(problems, steps):

@@ -8,7 +8,7 @@ import torch
 from attractor.latent.checkpoint import RELEASED, load_loop
 from attractor.latent.config import LoopConfig
 from attractor.grading.grade import correct_answers
-from attractor.latent.interventions import (KINDS, batches, clean_inputs, intervening,
+from attractor.latent.interventions import (KINDS, batches, clean_inputs, intervening, recorder,
                                             intervention_table, mean_inputs, swap, swap_chain,
                                             texts, zero)
 from attractor.latent.loop import LatentLoop
@@ -46,7 +46,7 @@ def test_swap_feeds_the_previous_questions_thought_and_leaves_other_thoughts(loo
             fed = [loop.feed(states[t], t) for t in range(3)]
     assert torch.equal(fed[0], clean[0]) and torch.equal(fed[2], clean[2])
     assert torch.equal(fed[1], clean[1][[2, 0, 1]])
-    assert loop.intervention is None  # restored after the block
+    assert loop.hooks == []  # removed after the block
 
 
 def test_zero_changes_the_states_from_that_thought_on(loop_and_ids):
@@ -64,14 +64,11 @@ def test_every_thought_swapped_feeds_the_donors_clean_chain(loop_and_ids):
     (chain,) = clean_inputs(loop, ids)
     assert chain.shape[:2] == (3, 3)
     fed = {}
-    hook = swap_chain(chain)
-
-    def record(s, x):
-        fed[s] = hook(s, x)
-        return fed[s]
-
-    with torch.no_grad(), intervening(loop, record):
+    # two named hooks in order: the swap, then a recorder of what the swap feeds
+    with torch.no_grad(), intervening(loop, ("swap", swap_chain(chain)), ("rec", recorder(fed))):
+        assert [name for name, _ in loop.hooks] == ["swap", "rec"]
         loop.think(ids, adaptive=False)
+    assert loop.hooks == []
     for t in range(1, 4):
         assert torch.equal(fed[t], chain[t - 1][[2, 0, 1]])
 

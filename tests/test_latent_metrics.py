@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -75,7 +74,7 @@ def test_analyze_with_latents_writes_every_table(random_model_dir, tmp_path):
     attractor("sample", "--model", str(random_model_dir), "--task", "synthetic:prosqa:n=4,seed=2",
               "--samples", "4", "--max-new-tokens", "30", "--out", str(run))
     attractor("capture", str(run), "--layers", "all", "--positions", "frac:0.5,chunk:8,answer")
-    proc = attractor("analyze", str(run), "--window", "8")
+    attractor("analyze", str(run), "--window", "8")
     lat = pd.read_parquet(run / "metrics" / "latent.parquet")
     assert {"question_id", "layer", "position", "tightness", "tightness_correct",
             "tightness_wrong", "cov_trace", "pc1_explained", "mean_norm"} <= set(lat.columns)

@@ -1,6 +1,5 @@
 import copy
 import json
-import random
 
 import pytest
 

@@ -1,7 +1,5 @@
 """The latent-loop checkpoints shipped for the tiny model: small float16 safetensors that load
 onto the embedded model, and the evaluation tables they reproduce offline."""
-import json
-
 import pandas as pd
 import pytest
 from safetensors import safe_open
@@ -37,6 +35,45 @@ def test_released_checkpoints_are_small_float16_and_fit_the_tiny_model():
             assert loop.cfg.max_thoughts == (6 if meta["method"] in LOOPS else 1)
 
 
+QUESTION_COLS = ["method", "checkpoint", "id", "hops", "correct", "answer", "forward_passes",
+                 "iterations"]
+
+
+def _per_question(path):
+    frame = pd.read_parquet(path)
+    frame = frame[[c for c in QUESTION_COLS if c in frame]]
+    return frame.sort_values(["method", "checkpoint", "id"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("kind", ["prosqa", "prontoqa"])
+def test_shipped_per_question_answers_add_up_to_the_shipped_table(kind):
+    """The per-question answers shipped beside each table are the table's own questions."""
+    want = pd.read_parquet(RELEASED / kind / "latent_eval.parquet")
+    want = want[want["task"] == kind]
+    per_q = pd.read_parquet(RELEASED / kind / "latent_questions.parquet")
+    assert per_q.groupby(["method", "checkpoint"])["id"].nunique().eq(DATA[kind][1]).all()
+    acc = per_q.groupby(["method", "checkpoint"])["correct"].mean()
+    for r in want.itertuples():
+        assert acc[(r.method, r.checkpoint)] == pytest.approx(r.accuracy), r.method
+
+
+@pytest.mark.parametrize("kind", ["prosqa", "prontoqa"])
+def test_released_loops_answer_a_benchmark_slice_exactly_as_shipped(kind, tmp_path):
+    """``attractor latent eval`` on the first 30 benchmark questions: every method's answer,
+    correctness, passes and iterations on every question equal the shipped per-question file
+    (made by the full evaluation; the full table is the ``slow`` test below)."""
+    name, _ = DATA[kind]
+    require_data(name)
+    attractor("latent", "eval", "--task", kind, "--limit", "30", "--data-dir", str(DATA_DIR),
+              "--out", str(tmp_path))
+    got = _per_question(tmp_path / "latent_questions.parquet")
+    want = _per_question(RELEASED / kind / "latent_questions.parquet")
+    want = want[want["id"].isin(set(got["id"]))].reset_index(drop=True)
+    assert got["id"].nunique() == 30 and len(got) == len(want) > 0
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["prosqa", "prontoqa"])
 def test_released_table_reproduces_on_the_benchmark(kind, tmp_path):
     """``attractor latent eval`` with no checkpoint named evaluates the released ones; every
@@ -55,3 +92,6 @@ def test_released_table_reproduces_on_the_benchmark(kind, tmp_path):
     loops = want["iterations"].notna()
     assert (got.loc[loops, "iterations"] - want.loc[loops, "iterations"]).abs().max() <= 0.05
     assert (got["checkpoint"] == want["checkpoint"]).all()
+    pd.testing.assert_frame_equal(_per_question(tmp_path / "latent_questions.parquet"),
+                                  _per_question(RELEASED / kind / "latent_questions.parquet"),
+                                  check_dtype=False)

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from attractor.scaling.vote import Question, evaluate, signal_weigher, tightness_weigher, vote_correct
+from attractor.store.run_store import RunStore
 from helpers import attractor
 
 
@@ -48,6 +49,12 @@ def test_vote_command_writes_the_table(random_model_dir, tmp_path):
     t = pd.read_parquet(run / "metrics" / "vote.parquet")
     assert {"method", "k", "accuracy", "ci_low", "ci_high", "tokens"} <= set(t.columns)
     assert set(t["k"]) == {1, 2, 4}
+    assert ((t["ci_low"] <= t["accuracy"] + 1e-9) & (t["accuracy"] <= t["ci_high"] + 1e-9)).all()
+    # every method at k = N votes over all 4 samples: the same tokens as the whole run
+    roll = RunStore(run).rollouts()
+    full = t[t["k"] == 4]
+    assert full["tokens"].sub(roll.groupby("question_id")["n_tokens"].sum().mean()).abs().max() \
+        < 1e-6
     assert {"majority", "tightness", "deepconf:conf_mean", "deepconf:conf_mean@top10%"} <= set(t["method"])
     bad = attractor("vote", str(run), "--eta", "0", check=False)
     assert bad.returncode == 2 and "--eta" in bad.stderr

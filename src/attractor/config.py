@@ -1,4 +1,4 @@
-"""Configuration dataclasses shared by the CLI, YAML files and the Python API.
+"""Configuration dataclasses shared by the CLI and the Python API.
 
 Every field has a help string and is a command-line option of the same name
 (:mod:`attractor.cli.options`); checks live in ``__post_init__`` and raise

@@ -28,7 +28,7 @@ class BatchItem:
 
 
 def decoder_parts(model):
-    """(embedding module, decoder layers, final norm) of a HF causal LM."""
+    """(decoder, embedding module, decoder layers, final norm) of a HF causal LM."""
     base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     layers = getattr(base, "layers", None)
     norm = getattr(base, "norm", None) or getattr(base, "final_layernorm", None)

@@ -72,13 +72,14 @@ def load_base_weights(path: Path, model) -> dict[str, Any]:
     check_base(path, model, meta)
     state = {k[len("base."):]: v for k, v in
              load_file(Path(path) / "model.safetensors").items() if k.startswith("base.")}
-    _load_into(model, model, state, path)
+    load_checked(model, model, state, path)
     return meta
 
 
-def _load_into(module, model, state: dict, path: Path) -> None:
+def load_checked(module, model, state: dict, path: Path) -> None:
     """Load float32 copies of ``state`` into ``module`` (the tied LM head may be absent), then
-    re-tie ``model``'s embeddings."""
+    re-tie ``model``'s embeddings; any other missing or unexpected key is a UserError naming
+    ``path``."""
     missing, unexpected = module.load_state_dict({k: v.float() for k, v in state.items()},
                                                  strict=False)
     bad = [k for k in missing if not k.endswith("lm_head.weight")]
@@ -119,5 +120,5 @@ def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[La
         model, tok = load(meta["base_model"], dtype="float32", device=device)
     check_base(path, model, meta)
     loop = LatentLoop(model, tok, LoopConfig.from_dict(meta["loop"]))
-    _load_into(loop, model, load_file(Path(path) / "model.safetensors"), path)
+    load_checked(loop, model, load_file(Path(path) / "model.safetensors"), path)
     return loop.to(device).eval(), meta

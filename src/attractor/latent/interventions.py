@@ -80,14 +80,23 @@ def recorder(store: dict[int, torch.Tensor]) -> Intervention:
     return fn
 
 
+Hook = Intervention | tuple[str, Intervention] | None
+
+
 @contextmanager
-def intervening(loop: LatentLoop, fn: Intervention | None) -> Iterator[LatentLoop]:
-    """Run ``loop`` with intervention ``fn`` inside the block; restored afterwards."""
-    before, loop.intervention = loop.intervention, fn
+def intervening(loop: LatentLoop, *hooks: Hook) -> Iterator[LatentLoop]:
+    """Run ``loop`` with ``hooks`` on each thought's input inside the block, applied in order
+    after the hooks already on it, and all removed together afterwards (TransformerLens's
+    ``run_with_hooks``). A hook is a function ``(t, x) -> x`` (t numbers thoughts from 1) or a
+    ``(name, function)`` pair; ``None`` adds nothing."""
+    added = [h if isinstance(h, tuple) else (getattr(h, "__name__", "hook"), h)
+             for h in hooks if h is not None]
+    loop.hooks.extend(added)
     try:
         yield loop
     finally:
-        loop.intervention = before
+        for h in added:
+            loop.hooks.remove(h)
 
 
 def batches(n: int, size: int = BATCH) -> list[slice]:
@@ -106,7 +115,7 @@ def texts(loop: LatentLoop, prompts: list[list[int]], max_new_tokens: int = 32,
     if given, is the intervention of batch i."""
     out: list[str] = []
     for i, sl in enumerate(batches(len(prompts))):
-        with intervening(loop, per_batch[i] if per_batch else loop.intervention):
+        with intervening(loop, per_batch[i] if per_batch else None):
             out += loop.generate(prompts[sl], max_new_tokens=max_new_tokens).texts
     return out
 

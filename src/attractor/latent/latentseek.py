@@ -143,15 +143,16 @@ def _seek_batch(loop: LatentLoop, qs, ps: list[list[int]], cfg: SeekConfig,
             rows_j = [j * k + s for j in keep for s in range(k)]
             zk = (x0 + scale * u)[[active[j] for j in keep]].repeat_interleave(k, 0)
             with intervening(loop, _feeding(zk)):
-                logp = loop.answer_logprobs([rp[r] for r in rows_j], [T] * len(rows_j),
-                                            [out.token_ids[r] for r in rows_j])
+                logp, grad_passes = loop.answer_logprobs(
+                    [rp[r] for r in rows_j], [T] * len(rows_j),
+                    [out.token_ids[r] for r in rows_j])
             loss = -(torch.tensor(adv, device=logp.device) * logp).sum() / k
             opt.zero_grad()
             (u.grad,) = torch.autograd.grad(loss, [u])
             opt.step()
-            for j in keep:
+            for n, j in enumerate(keep):
                 updates[active[j]] += 1
-                passes[active[j]] += k * (T + 2)   # prefill, T thoughts, the answer
+                passes[active[j]] += sum(grad_passes[n * k:(n + 1) * k])  # counted, per row
         active = [active[j] for j in keep]
     with torch.no_grad(), intervening(loop, _feeding(torch.stack(final_z))):
         after = loop.generate(ps, cfg.max_new_tokens, n_thoughts=T)

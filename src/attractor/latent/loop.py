@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from attractor.errors import ConfigError
 from attractor.latent.config import LoopConfig
 from attractor.latent.stabilisers import TimestepEmbedding, embedding_norm, install_loop_lora
 from attractor.models.kv_cache import cache_kwargs, output_cache
@@ -72,18 +73,14 @@ class LatentLoop(nn.Module):
         eos = tokenizer.eos_token_id
         self.stop_ids = {eos} if isinstance(eos, int) else set(eos or [])
         # (thought number t, 1-based, input (batch, d)) -> the input fed instead: see
-        # latent.interventions
-        self.intervention: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+        # named hooks on each thought's input, applied in order (latent.interventions adds and
+        # removes them together, as TransformerLens's run_with_hooks does)
+        self.hooks: list[tuple[str, Callable[[int, torch.Tensor], torch.Tensor]]] = []
 
     # -- pieces ------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.base.parameters()).device
-
-    def stabiliser_state_dict(self) -> dict[str, torch.Tensor]:
-        """The loop's own parameters (timestep embedding and loop-wise adapters)."""
-        return {k: v for k, v in self.state_dict().items()
-                if k.startswith("timestep.") or ".a" == k[-2:] or ".b" == k[-2:]}
 
     def _set_step(self, t: int | None) -> None:
         for m in self._loras:
@@ -112,8 +109,8 @@ class LatentLoop(nn.Module):
             x = x * (target / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         if self.timestep is not None:
             x = self.timestep(x, t)
-        if self.intervention is not None:
-            x = self.intervention(t + 1, x)  # hooks number thoughts from 1, as the tables
+        for _, hook in self.hooks:
+            x = hook(t + 1, x)  # hooks number thoughts from 1, as the tables
         return x
 
     # -- the loop ----------------------------------------------------------------------------
@@ -123,6 +120,9 @@ class LatentLoop(nn.Module):
         stages), else ``cfg.max_thoughts`` with the configured halting."""
         cfg, dev = self.cfg, self.device
         adaptive = (cfg.halting != "fixed") if adaptive is None else adaptive
+        if adaptive and cfg.halting == "fixed":
+            raise ConfigError("adaptive halting needs the loop's `halting` to be state, kl or "
+                              "token, not fixed")
         b = len(prompts)
         width = max(len(p) for p in prompts)
         ids = torch.full((b, width), self.pad_id, dtype=torch.long, device=dev)
@@ -222,13 +222,15 @@ class LatentLoop(nn.Module):
         return torch.cat([first_logits.float()[:, None], logits[:, :-1]], dim=1), labels
 
     def answer_logprobs(self, prompts: list[list[int]], n_thoughts: list[int],
-                        targets: list[list[int]]) -> torch.Tensor:
+                        targets: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
         """Summed log-probability of each ``targets[i]`` after ``n_thoughts[i]`` thoughts and
-        the end marker, shape (b,), differentiable through the thoughts (LatentSeek's policy)."""
+        the end marker, shape (b,), differentiable through the thoughts (LatentSeek's policy),
+        and the forward passes each row took (prefill, its thoughts, one teacher-forced pass)."""
         run = self.think(prompts, n_thoughts, adaptive=False)
         logits, labels = self._answer_logits(run, targets)
         logp = logits.log_softmax(-1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]
-        return (logp * (labels != -100)).sum(-1)
+        passes = (run.iterations + 2).tolist()
+        return (logp * (labels != -100)).sum(-1), passes
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], max_new_tokens: int = 32,

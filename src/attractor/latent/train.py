@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from attractor.errors import UserError
-from attractor.latent.checkpoint import load_base_weights, read_meta, save_loop
+from attractor.latent.checkpoint import load_base_weights, load_checked, read_meta, save_loop
 from attractor.latent.config import variant_name
 from attractor.latent.curriculum import (build_example, check_steps, cot_steps, stage_of,
                                          thoughts_at)
@@ -78,7 +78,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
         if _what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
                 _what_it_trains(asdict(cfg)):  # options added since a run began: their defaults
             raise UserError(f"{out}: holds a run of another configuration; use another --out")
-        loop.load_state_dict(load_file(state_dir / "model.safetensors", device=dev), strict=False)
+        load_checked(loop, loop.base, load_file(state_dir / "model.safetensors", device=dev),
+                     state_dir)
         pos = saved["pos"]
         log(f"resumed at phase {pos['phase']} of {len(plan)}, epoch {pos['epoch']}, "
             f"batch {pos['batch']}")

@@ -62,7 +62,6 @@ def backward_proof(p: Problem, rng: random.Random, first_stated: bool = False) -
     parents: list[list[int]] = [[] for _ in range(n)]
     for a, b in edges:
         parents[b].append(a)
-    has_parent = {b for _, b in edges}
     reach = distances(n, edges, root)
 
     def stated_at(u: int, child: int) -> int:

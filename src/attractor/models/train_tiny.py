@@ -11,6 +11,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -294,7 +295,7 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     tok.save_pretrained(final)
     # what made these weights, so a later stage (--init-from) can cite it in its record
     (final / "training_stage.json").write_text(json.dumps({
-        "command": "attractor " + " ".join(__import__("sys").argv[1:]), "config": asdict(cfg),
+        "command": "attractor " + " ".join(sys.argv[1:]), "config": asdict(cfg),
         "steps": step, "lookup_sentences": k, "lookup_drill_accuracy": round(drill_acc, 4)},
         indent=2))
     acc, _ = greedy_accuracy(model, tok, dev)

@@ -6,6 +6,8 @@ offline on a fresh install.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from attractor.config import RunConfig, SamplingConfig
 from attractor.errors import ConfigError
 from attractor.pipeline.analyze import run_analyze
@@ -21,7 +23,7 @@ def run_demo(out: str, questions: int = 50, samples: int = 16, temperature: floa
     if questions <= 0:
         raise ConfigError(f"--questions must be a positive integer, got {questions}")
     base = data_dir or default_data_dir()
-    if base is not None and (__import__("pathlib").Path(base) / PRESETS["prosqa"]["file"]).exists():
+    if base is not None and (Path(base) / PRESETS["prosqa"]["file"]).exists():
         task = "prosqa"
     else:
         task = f"synthetic:prosqa:n={questions},seed=12345"

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import attractor
 from attractor.errors import ConfigError, DataError, UserError
 from attractor.store.environment import environment, now
 from attractor.store.run_store import RunStore
@@ -124,7 +125,7 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
     store.path.mkdir(parents=True, exist_ok=True)
     store.write_questions(list(problems.values()))
     store.write_manifest({
-        "attractor_version": __import__("attractor").__version__, "command": sys.argv,
+        "attractor_version": attractor.__version__, "command": sys.argv,
         "created": now(), "identity": identity,
         "config": {"grader": grader, "engine": "import"},
         "task": {"spec": str(path), "kind": task_kind, "path": str(path.resolve()),

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
+import attractor
 from attractor.config import RunConfig
 from attractor.engines.base import Rollout
 from attractor.engines.confidence import CONVENTION as CONFIDENCE_CONVENTION
@@ -115,7 +116,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         return {"status": "complete", "new_rollouts": 0, "questions": len(problems)}
     if not old:
         manifest = {
-            "attractor_version": __import__("attractor").__version__,
+            "attractor_version": attractor.__version__,
             "command": sys.argv,
             "created": now(),
             "identity": identity,
