@@ -188,7 +188,7 @@ def _latent_signals(store: RunStore, notes: list[str]) -> pd.DataFrame:
                                             candidate_token_ids)
     from attractor.metrics.samples import latent_signals, make_logit_lens
 
-    cap = store.manifest.get("stages", {}).get("capture", {})
+    cap = store.manifest.stage("capture")
     problems = store.questions()
     lens, candidates, final = None, None, None
     if "decisive" in cap.get("positions", []) and any(p.kind in LABEL_TASKS for p in problems):
@@ -254,8 +254,7 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
     m = store.manifest
     if not store.rollout_shards():
         raise UserError(f"{run}: the run has no rollouts yet")
-    sample_stage = m.get("stages", {}).get("sample")
-    unfinished = sample_stage is not None and sample_stage.get("status") != "done"
+    unfinished = "sample" in m.stages and not m.stage_done("sample")
     if unfinished and not partial:
         have = len(set(store.rollouts(["question_id"])["question_id"]))
         raise UserError(f"{run}: sampling has not finished ({have} of {len(store.questions())} "
@@ -266,12 +265,12 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
         problems = store.questions()
         gold = {p.id: p.gold for p in problems}
         kind = problems[0].kind if problems else "math"
-        graded = grade_ungraded(store, gold, kind, m.get("config", {}).get("grader", "auto"))
+        graded = grade_ungraded(store, gold, kind, m.config.get("grader", "auto"))
         store.update_stage("grade", status="done", finished=now(), n_graded=graded)
     df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "finish_reason",
                          "n_tokens"])
     labels = _label_disagreements(store)
-    rule = (m.get("config") or {}).get("early_stop") or ""
+    rule = m.config.get("early_stop") or ""
     weights = deepconf_weights(store, rule) if rule.startswith("deepconf") else None
     q = per_question(df, weights)
     hops = {p.id: p.meta.get("hops") for p in store.questions()}

@@ -50,19 +50,19 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
         raise ConfigError(f"--max-tokens-per-batch must be positive, got {max_tokens_per_batch}")
     specs = parse_positions(positions)
     m = store.manifest
-    run_model = (m.get("model") or {}).get("spec")
+    run_model = m.model_spec
     spec = model or run_model
     if spec is None:
         raise UserError(f"{run}: imported rollouts have no model; pass --model")
     from attractor.models.load import describe, load, weights_sha256
 
     sha = weights_sha256(spec)
-    run_sha = (m.get("model") or {}).get("weights_sha256")
+    run_sha = m.weights_sha256
     if run_sha and sha and sha != run_sha:
         raise UserError(f"--model {spec}: weights differ from the run's model "
                         f"({run_model}, sha256 {run_sha[:12]}...); latents must come from the "
                         "model that made the rollouts")
-    previous = m.get("stages", {}).get("capture")
+    previous = m.stage("capture")
     lm, tok = load(spec, dtype=dtype, device=device)
     layer_list = parse_layers(layers, lm.config.num_hidden_layers)
     setup = {"model": spec, "weights_sha256": sha, "layers": layer_list,

@@ -15,6 +15,7 @@ from typing import Any
 import attractor
 from attractor.errors import ConfigError, DataError, UserError
 from attractor.store.environment import environment, now
+from attractor.store.manifest import Manifest
 from attractor.store.run_store import RunStore
 from attractor.tasks.loaders import detect_format, read_records, sha256_file
 from attractor.tasks.problem import Problem
@@ -112,7 +113,7 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
     if store.path.exists() and not store.exists() and any(store.path.iterdir()):
         raise UserError(f"{store.path}: exists and is not a run directory (no manifest.json)")
     store.check_compatible(identity)
-    if store.exists() and store.manifest.get("stages", {}).get("import", {}).get("status") == "done":
+    if store.exists() and store.manifest.stage_done("import"):
         return {"status": "complete", "questions": len(problems),
                 "rollouts": sum(len(v) for v in samples.values())}
     out_rows = []
@@ -124,13 +125,12 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
                              "engine": "import", "label_correct": item["label_correct"]})
     store.path.mkdir(parents=True, exist_ok=True)
     store.write_questions(list(problems.values()))
-    store.write_manifest({
-        "attractor_version": attractor.__version__, "command": sys.argv,
-        "created": now(), "identity": identity,
-        "config": {"grader": grader, "engine": "import"},
-        "task": {"spec": str(path), "kind": task_kind, "path": str(path.resolve()),
-                 "sha256": identity["import.file_sha256"], "n_problems": len(problems)},
-        "model": None, **environment(), "stages": {}})
+    store.write_manifest(Manifest(
+        attractor_version=attractor.__version__, command=list(sys.argv), created=now(),
+        identity=identity, config={"grader": grader, "engine": "import"},
+        task={"spec": str(path), "kind": task_kind, "path": str(path.resolve()),
+              "sha256": identity["import.file_sha256"], "n_problems": len(problems)},
+        model=None, **environment()))
     for k in range(0, len(out_rows), IMPORT_SHARD_ROWS):
         store.write_rollouts(store.shard_path(k // IMPORT_SHARD_ROWS),
                              out_rows[k:k + IMPORT_SHARD_ROWS])

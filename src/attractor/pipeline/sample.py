@@ -20,6 +20,7 @@ from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
 from attractor.scaling.online import parse_rule, sample_with_rule
 from attractor.store.environment import environment, now
+from attractor.store.manifest import Manifest
 from attractor.store.run_store import RunStore
 from attractor.tasks.loaders import load_task
 from attractor.tasks.problem import Problem
@@ -86,7 +87,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         store.check_compatible(identity)
     # the shard layout (questions per shard) is the run's own, fixed when it began; batches
     # within a shard follow this command's --max-batch-rows
-    qps = (store.manifest.get("questions_per_shard") if not fresh else None) or max(
+    qps = (store.manifest.questions_per_shard if not fresh else None) or max(
         1, max_batch_rows // n)
 
     from attractor.models.load import describe, load
@@ -96,11 +97,11 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     model, tok = load(cfg.model, dtype=cfg.dtype, device=device if cfg.engine == "hf" else "cpu",
                       trust_remote_code=trust_remote_code)
     model_info = describe(cfg.model, model, tok)
-    old = {} if fresh else store.manifest
+    old = None if fresh else store.manifest
     for key, new in (("model.weights_sha256", model_info["weights_sha256"]),
                      ("task.sha256", source.sha256)):
         section, field = key.split(".")
-        before = old.get(section, {}).get(field)
+        before = (getattr(old, section) or {}).get(field) if old else None
         if old and before != new:
             raise UserError(f"{store.path}: existing run used {key}={before}, now {new}; the "
                             "model or data changed -- use another --out")
@@ -108,35 +109,33 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
     budgeted = cfg.budget is not None
     todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
-    complete = (old.get("stages", {}).get("sample", {}).get("status") == "done" if budgeted
-                else not todo)
+    complete = (old is not None and old.stage_done("sample")) if budgeted else not todo
     if complete:
         log(f"{store.path}: run already complete ({len(problems)} questions x {n} samples); "
             "nothing to do")
         return {"status": "complete", "new_rollouts": 0, "questions": len(problems)}
     if not old:
-        manifest = {
-            "attractor_version": attractor.__version__,
-            "command": sys.argv,
-            "created": now(),
-            "identity": identity,
-            "config": cfg.to_dict(),
-            "model": model_info,
-            "task": {**asdict(source)},
-            "seeds": {"base_seed": cfg.sampling.seed, "rule": "sample i uses base_seed + i"},
-            "prompt": {"chat_template": cfg.chat_template and bool(getattr(tok, "chat_template",
-                                                                           None))},
-            "grading": {"grader": grader_for(source.kind, cfg.grader), "extraction": EXTRACTION_DOC,
-                        "math_verify": "verify(gold, pred), gold first, per-answer timeout 5 s"},
-            "logprobs": {"distribution": getattr(
-                             engine, "logprobs_distribution",
-                             "sampling distribution (after temperature, top-k, top-p); model "
-                             "distribution at T=1 for greedy"), "entropy_log_base": "e",
-                         "entropy_unit": "nats", "confidence": CONFIDENCE_CONVENTION},
-            "questions_per_shard": qps,
+        manifest = Manifest(
+            attractor_version=attractor.__version__,
+            command=list(sys.argv),
+            created=now(),
+            identity=identity,
+            config=cfg.to_dict(),
+            model=model_info,
+            task={**asdict(source)},
+            seeds={"base_seed": cfg.sampling.seed, "rule": "sample i uses base_seed + i"},
+            prompt={"chat_template": cfg.chat_template and bool(getattr(tok, "chat_template",
+                                                                        None))},
+            grading={"grader": grader_for(source.kind, cfg.grader), "extraction": EXTRACTION_DOC,
+                     "math_verify": "verify(gold, pred), gold first, per-answer timeout 5 s"},
+            logprobs={"distribution": getattr(
+                          engine, "logprobs_distribution",
+                          "sampling distribution (after temperature, top-k, top-p); model "
+                          "distribution at T=1 for greedy"), "entropy_log_base": "e",
+                      "entropy_unit": "nats", "confidence": CONFIDENCE_CONVENTION},
+            questions_per_shard=qps,
             **environment(),
-            "stages": {},
-        }
+        )
         store.path.mkdir(parents=True, exist_ok=True)
         store.write_questions(problems)
         store.write_manifest(manifest)

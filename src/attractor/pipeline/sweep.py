@@ -51,7 +51,7 @@ def run_sweep(base: RunConfig, temperatures: list[float], budgets: list[int], ou
             res = run_sample(cfg, str(path), data_dir=data_dir, device=device,
                              max_batch_rows=max_batch_rows, log=log)
             store = RunStore(path)
-            analysed = store.manifest.get("stages", {}).get("analyze", {}).get("status") == "done"
+            analysed = store.manifest.stage_done("analyze")
             if res["status"] == "done" or not analysed:
                 run_analyze(str(path))
             cells.append({"temperature": t, "max_new_tokens": m, "path": cell_name(t, m)})

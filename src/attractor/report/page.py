@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from attractor.store.manifest import Manifest
 from attractor.ui import fmt
 
 CSS = """
@@ -60,23 +61,21 @@ def simple_table(headers: list[str], rows: list[list[Any]], table_id: str = "") 
     return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def provenance(m: dict[str, Any], summary: dict[str, Any]) -> str:
+def provenance(m: Manifest, summary: dict[str, Any]) -> str:
     """Model and weight hash, task, N, sampling, command, date."""
-    model = m.get("model") or {}
-    task = m.get("task") or {}
-    s = (m.get("config") or {}).get("sampling") or {}
-    rows = [["model", f"{model.get('spec', 'imported')}  (weights sha256 "
-                      f"{str(model.get('weights_sha256') or '-')[:12]})"],
+    task, s = m.task, m.sampling
+    rows = [["model", f"{m.model_spec or 'imported'}  (weights sha256 "
+                      f"{str(m.weights_sha256 or '-')[:12]})"],
             ["task", f"{task.get('spec', '?')}  (sha256 {str(task.get('sha256') or '-')[:12]})"],
             ["questions x samples", f"{summary['n_questions']} x "
                                     f"{s.get('samples', round(summary['n_samples'] / max(1, summary['n_questions'])))}"],
             ["sampling", f"T={s.get('temperature', '-')}, top-p={s.get('top_p', '-')}, "
                          f"top-k={s.get('top_k', '-')}, budget {s.get('max_new_tokens', '-')} "
                          f"tokens, seed {s.get('seed', '-')}, engine "
-                         f"{(m.get('config') or {}).get('engine', '-')}"],
+                         f"{m.config.get('engine', '-')}"],
             ["vote", summary.get("vote", "majority")],
-            ["command", " ".join(map(str, m.get("command") or []))],
-            ["created", f"{m.get('created', '-')} (attractor {m.get('attractor_version', '-')})"]]
+            ["command", " ".join(map(str, m.command))],
+            ["created", f"{m.created} (attractor {m.attractor_version})"]]
     return simple_table(["", ""], rows, "provenance-table")
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute.sort_indices)
 import pyarrow.parquet as pq
 
 from attractor.errors import DataError, RunMismatchError, UserError
+from attractor.store.manifest import Manifest
 
 ROLLOUT_SCHEMA = pa.schema([
     ("question_id", pa.string()),
@@ -136,36 +137,39 @@ class RunStore:
 
     # -- manifest ----------------------------------------------------------------------------
     @property
-    def manifest(self) -> dict[str, Any]:
-        """The parsed manifest ({} when there is none)."""
+    def manifest(self) -> Manifest | None:
+        """The run's :class:`~attractor.store.manifest.Manifest` (None when there is none)."""
         if not self.manifest_path.exists():
-            return {}
+            return None
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise DataError(f"{self.manifest_path}: not UTF-8 text (a damaged manifest)") \
                 from None
         except json.JSONDecodeError as err:
             raise DataError(f"{self.manifest_path}:{err.lineno}: malformed manifest ({err.msg})") \
                 from None
+        return Manifest.from_dict(data, self.manifest_path)
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        """Replace the manifest atomically."""
-        atomic_write_json(self.manifest_path, manifest)
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Replace the manifest atomically (the one place a manifest is written)."""
+        atomic_write_json(self.manifest_path, manifest.to_dict())
 
     def update_stage(self, stage: str, **fields: Any) -> None:
-        """Merge ``fields`` into ``manifest["stages"][stage]``."""
+        """Merge ``fields`` into the record of ``stage``."""
         m = self.manifest
-        m.setdefault("stages", {}).setdefault(stage, {}).update(fields)
+        if m is None:
+            raise UserError(f"{self.path}: not a run directory (no manifest.json)")
+        m.stages.setdefault(stage, {}).update(fields)
         self.write_manifest(m)
 
     def check_compatible(self, identity: dict[str, Any]) -> None:
         """Raise :class:`RunMismatchError` naming the first field where an existing run's
         identity (task, model, sampling, ...) differs from ``identity``."""
-        old = self.manifest.get("identity")
-        if old is None:
+        m = self.manifest
+        if m is None:
             return
-        old = {k: v for k, v in old.items() if k not in NOT_IDENTITY}
+        old = {k: v for k, v in m.identity.items() if k not in NOT_IDENTITY}
         for key in sorted(set(old) | set(identity)):
             if old.get(key) != identity.get(key):
                 flag = "--" + key.rsplit(".", 1)[-1].replace("_", "-")  # the user's option
