@@ -26,12 +26,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from attractor.metrics.latent import latent_table
-from attractor.store.latents import LatentStore
+from attractor.metrics.hidden import latent_table
+from attractor.store.hidden import HiddenStore
 
 
-def build_store(root: Path, q: int, s: int, layers: int, positions: int, d: int) -> LatentStore:
-    store = LatentStore(root)
+def build_store(root: Path, q: int, s: int, layers: int, positions: int, d: int) -> HiddenStore:
+    store = HiddenStore(root)
     g = torch.Generator().manual_seed(0)
     for qi in range(q):
         centre = torch.randn(layers, positions, 1, d, generator=g)
@@ -91,12 +91,12 @@ def main() -> None:
                for s in range(args.samples)}
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    table = latent_table(LatentStore(root), correct)
+    table = latent_table(HiddenStore(root), correct)
     ours = time.perf_counter() - t
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     groups = args.questions * args.layers * args.positions
     assert len(table) == groups
-    x = LatentStore(root).latents("q0", layer=0, position="frac:0")
+    x = HiddenStore(root).latents("q0", layer=0, position="frac:0")
     probe = 3
     t = time.perf_counter()
     for _ in range(probe):

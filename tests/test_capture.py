@@ -41,7 +41,7 @@ def test_captured_vectors_equal_output_hidden_states(sampled_run, random_model_d
             hs = model(ids, output_hidden_states=True).hidden_states
         mine = idx[(idx.question_id == r.question_id) & (idx.sample_id == r.sample_id)]
         for row in mine.itertuples():
-            got = store.latent_store.read_rows(row.shard, np.array([row.row]))[0]
+            got = store.hidden_store.read_rows(row.shard, np.array([row.row]))[0]
             h = hs[row.layer][0]
             if pd.isna(row.token_index):  # chunk mean
                 w, j = 7, row.occurrence

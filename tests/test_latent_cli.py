@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from attractor.models.tiny_recipe import QUESTION_RE
+from attractor.tasks.prosqa import QUESTION_RE
 from attractor.tasks.loaders import load_task
 from helpers import attractor
 

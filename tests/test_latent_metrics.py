@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attractor.metrics.confidence import deepconf_signals, group_confidences
-from attractor.metrics.latent import geometry, mean_pairwise_cosine
+from attractor.metrics.hidden import geometry, mean_pairwise_cosine
 from attractor.metrics.signals import auroc_row
 from attractor.metrics.trajectory import trajectory_signals
 from helpers import attractor

@@ -14,7 +14,7 @@ from attractor.capture.decisive import decisive_token_index
 from attractor.cli import main
 from attractor.config import RunConfig, SamplingConfig
 from attractor.metrics.directions import direction_of
-from attractor.metrics.latent import iter_question_vectors
+from attractor.metrics.hidden import iter_question_vectors
 from attractor.models.load import load
 from attractor.pipeline.analyze import run_analyze
 from attractor.pipeline.capture import run_capture
@@ -71,11 +71,11 @@ def test_captured_decisive_vectors_are_the_hidden_states_there(run_dir, tiny):
         hs = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
     at = len(r.prompt_token_ids) + decisive_token_index(tok, list(r.completion_token_ids),
                                                         r.text, "prosqa")
-    index = store.latent_store.index().to_pandas()
+    index = store.hidden_store.index().to_pandas()
     mine = index[(index.question_id == r.question_id) & (index.sample_id == r.sample_id)
                  & (index.position == "decisive")]
     assert (mine["token_index"] == at).all() and len(mine) == len(hs)
-    for qid, rows, vecs in iter_question_vectors(store.latent_store, mine):
+    for qid, rows, vecs in iter_question_vectors(store.hidden_store, mine):
         for k, layer in enumerate(rows["layer"]):
             assert np.allclose(vecs[k], hs[int(layer)][0, at].numpy(), atol=2e-2, rtol=1e-2)
 
@@ -94,11 +94,11 @@ def test_consistency_equals_the_reference_calibration(run_dir, tiny):
     model, tok = tiny
     store = RunStore(run_dir)
     problems = {p.id: p for p in store.questions()}
-    index = store.latent_store.index().to_pandas()
+    index = store.hidden_store.index().to_pandas()
     index = index[index.position == "decisive"]
     norm, head = model.model.norm, model.lm_head
     keys, probs = [], []
-    for qid, rows, vecs in iter_question_vectors(store.latent_store, index):
+    for qid, rows, vecs in iter_question_vectors(store.hidden_store, index):
         opts = problems[qid].question.rstrip("?").split(" a ")[-1].split(" or ")
         cand = [tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in opts]
         for sid, g in rows.assign(k=np.arange(len(rows))).groupby("sample_id"):
@@ -153,11 +153,11 @@ def test_two_chunk_sizes_keep_their_own_trajectory_columns(run_dir):
         for sig in ("net_change", "cumulative_change", "aligned_change"):
             assert f"traj_{sig}[{chunk}]" in smp.columns and f"traj_{sig}[{chunk}]@L4" in smp
     assert "traj_net_change" not in smp.columns  # no unnamed column to be overwritten
-    index = store.latent_store.index().to_pandas()
+    index = store.hidden_store.index().to_pandas()
     checked = 0
     for chunk in ("chunk:4", "chunk:8"):
         sub = index[index.position == chunk]
-        for qid, rows, vecs in iter_question_vectors(store.latent_store, sub):
+        for qid, rows, vecs in iter_question_vectors(store.hidden_store, sub):
             rows = rows.assign(k=np.arange(len(rows)))
             for sid, g in rows.groupby("sample_id"):
                 per_layer = {}

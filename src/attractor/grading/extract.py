@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from attractor.tasks.problem import ANSWER_MARK
+
 _BOXED = "\\boxed"
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS_RE = re.compile(r"[Tt]he (?:final )?answer is[:\s]*([^\n]+)")
@@ -49,8 +51,8 @@ def raw_answer(text: str) -> tuple[str | None, str | None]:
     gsm = _GSM_RE.findall(text)
     if gsm:
         return gsm[-1].strip(), "gsm8k"
-    if "###" in text:
-        tail = text.rsplit("###", 1)[1].strip()
+    if ANSWER_MARK in text:
+        tail = text.rsplit(ANSWER_MARK, 1)[1].strip()
         if tail:
             return tail.split("\n")[0].strip(), "marker"
     said = _ANSWER_IS_RE.findall(text)

@@ -24,9 +24,8 @@ import random
 from dataclasses import dataclass, field
 
 from attractor.errors import ConfigError, DataError
-from attractor.tasks.problem import Problem
+from attractor.tasks.problem import ANSWER_MARK, Problem
 
-ANSWER_MARK = "###"
 COT_FORMATS = ("task", "backward-proof", "backward-proof-first", "backward-sentences")
 BASELINES = ("cot", "no-cot")
 DIRECT = -1  # the no-cot "stage": no thoughts, no steps
@@ -82,7 +81,7 @@ def _backward_proof(p: Problem, seed: int, sentences: bool = False,
     ``first_stated``: ProsQA parents are the first stated, not drawn."""
     if p.kind == "prontoqa":
         return _prontoqa_steps(p, sentences)
-    from attractor.models.tiny_recipe import backward_proof, backward_sentence_proof
+    from attractor.tasks.prosqa_proof import backward_proof, backward_sentence_proof
 
     if not {"edges", "root", "target"} <= set(p.meta or {}):
         fmt = ("backward-sentences" if sentences else "backward-proof-first" if first_stated

@@ -33,7 +33,8 @@ from attractor.latent.command_config import EvalConfig
 from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_loop, read_meta,
                                          released_checkpoints)
 from attractor.latent.config import preset
-from attractor.latent.curriculum import ANSWER_MARK, BASELINES
+from attractor.latent.curriculum import BASELINES
+from attractor.tasks.problem import ANSWER_MARK
 from attractor.latent.loop import LatentLoop
 
 

@@ -143,7 +143,7 @@ def _proof_tokens(tok, p, cot_format: str = "backward-proof"
 
 def _above_first_option(p) -> list[int] | None:
     """Hops from the question's first option up to each node (-1: not an ancestor)."""
-    from attractor.models.tiny_recipe import QUESTION_RE
+    from attractor.tasks.prosqa import QUESTION_RE
 
     m = QUESTION_RE.search(p.question)
     sym = p.meta["idx_to_symbol"]

@@ -20,7 +20,7 @@ import torch
 
 from attractor.metrics.confidence import deepconf_signals
 from attractor.metrics.consistency import calibrated_consistency, label_probs
-from attractor.metrics.latent import iter_question_vectors
+from attractor.metrics.hidden import iter_question_vectors
 from attractor.metrics.trajectory import layer_average, trajectory_signals
 
 
@@ -44,7 +44,7 @@ def _traj_name(signal: str, chunk: str, several: bool, layer: int | None = None)
     return name if layer is None else f"{name}@L{layer}"
 
 
-def latent_signals(latent_store, lens: Callable | None = None,
+def latent_signals(hidden_store, lens: Callable | None = None,
                    candidates: dict[str, list[int]] | None = None,
                    final_layer: int | None = None) -> pd.DataFrame:
     """Trajectory signals (from ``chunk:W`` latents) and internal consistency (from
@@ -52,7 +52,7 @@ def latent_signals(latent_store, lens: Callable | None = None,
     maps (n, d) hidden states to (n, len(ids)) logits of the tokens ``ids``; ``candidates``
     maps a question id to its label tokens (questions without one get no consistency);
     ``final_layer`` is the model's last layer, which consistency needs."""
-    index = latent_store.index().to_pandas()
+    index = hidden_store.index().to_pandas()
     if index.empty:
         return pd.DataFrame(columns=["question_id", "sample_id"])
     chunks = sorted({p for p in index["position"].unique() if p.startswith("chunk:")},
@@ -63,7 +63,7 @@ def latent_signals(latent_store, lens: Callable | None = None,
     index = index[wanted]
     out: dict[tuple[str, int], dict[str, Any]] = {}
     probs: dict[tuple[str, int], np.ndarray] = {}
-    for qid, rows, vecs in iter_question_vectors(latent_store, index):
+    for qid, rows, vecs in iter_question_vectors(hidden_store, index):
         loc = {i: k for k, i in enumerate(rows.index)}
         for (sid, pos), grp in rows.groupby(["sample_id", "position"], sort=False):
             rec = out.setdefault((qid, int(sid)), {"question_id": qid, "sample_id": int(sid)})

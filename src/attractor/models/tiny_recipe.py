@@ -3,10 +3,7 @@
 The tiny model is a plain ``Qwen2ForCausalLM`` (the family of Qwen2.5 and DeepScaleR), so every
 code path a user takes with a real model is the one the tests take with this one.
 
-Its chain of thought is a *backward proof*: starting from the first option of the question it
-names, concept by concept, a parent of the current concept (the subject of a sentence
-"... is a {current}."), up to a person. If that person is the one asked about, the option is
-the answer; otherwise a "." closes the chain and it traces the second option the same way::
+Its chain of thought is the *backward proof* of :mod:`attractor.tasks.prosqa_proof`::
 
     Is Tom a scrompus or lempus?
      scrompus rorpus shumpus Davis . lempus brimpus terpus Tom ### Tom is a lempus.
@@ -22,13 +19,12 @@ import random
 
 from transformers import Qwen2Config
 
-from attractor.tasks.problem import Problem
-from attractor.tasks.prosqa import QUESTION_RE, distances, edge_sentence  # noqa: F401
+from attractor.tasks.problem import ANSWER_MARK, Problem
+from attractor.tasks.prosqa_proof import backward_proof
 
 ARCH = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=4, max_position_embeddings=1024, rope_theta=10000.0,
             tie_word_embeddings=True, rms_norm_eps=1e-6)
-ANSWER_MARK = "###"
 
 
 def tiny_config(vocab_size: int, eos_id: int) -> Qwen2Config:
@@ -40,58 +36,6 @@ def tiny_config(vocab_size: int, eos_id: int) -> Qwen2Config:
 def prompt_text(question: str) -> str:
     """The tiny model's prompt: the question and a newline (it has no chat template)."""
     return question + "\n"
-
-
-def backward_proof(p: Problem, rng: random.Random, first_stated: bool = False) -> list[str]:
-    """The backward-proof chain of thought (a list of node names and ".") for a ProsQA problem
-    with its graph in ``meta``.
-
-    Where a concept has several parents, one is drawn with ``rng``; on the chain that proves the
-    true target only parents the root reaches are drawn, so every training chain is a proof.
-    With ``first_stated`` the parent is not drawn but the one whose sentence comes first in the
-    question (among the same candidates): the chain is then a function of the question.
-    """
-    m = p.meta
-    sym, edges, root, target = m["idx_to_symbol"], m["edges"], m["root"], m["target"]
-    n = len(sym)
-    match = QUESTION_RE.search(p.question)
-    if match is None:
-        raise ValueError(f"{p.id}: question does not end in 'Is X a A or B?'")
-    first = sym.index(match.group(2))
-    second = sym.index(match.group(3))
-    parents: list[list[int]] = [[] for _ in range(n)]
-    for a, b in edges:
-        parents[b].append(a)
-    reach = distances(n, edges, root)
-
-    def stated_at(u: int, child: int) -> int:
-        return p.question.find(edge_sentence(sym[u], sym[child], sym[u][:1].isupper()))
-
-    def chain(node: int, proving: bool) -> list[str]:
-        out = [sym[node]]
-        while parents[node]:
-            cands = [u for u in parents[node] if reach[u] >= 0] if proving else parents[node]
-            node = (min(cands, key=lambda u, c=node: stated_at(u, c)) if first_stated
-                    else rng.choice(sorted(cands)))
-            out.append(sym[node])
-        return out
-
-    if first == target:
-        return chain(first, True)
-    return chain(first, False) + ["."] + chain(second, True)
-
-
-def backward_sentence_proof(p: Problem, rng: random.Random) -> list[str]:
-    """:func:`backward_proof` in the question's own sentences: each hop from a concept to its
-    parent is the sentence that states it ("Every terpus is a brimpus.", "Tom is a terpus."),
-    and "." still closes a chain that does not reach the person asked about."""
-    names, out = backward_proof(p, rng), []
-    for child, parent in zip(names, names[1:]):
-        if parent == ".":
-            out.append(".")
-        elif child != ".":  # the hop from "." to the second option states nothing
-            out.append(edge_sentence(parent, child, parent[:1].isupper()))
-    return out
 
 
 def completion_text(p: Problem, rng: random.Random) -> str:

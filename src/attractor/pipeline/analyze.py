@@ -156,7 +156,7 @@ def summarise(q: pd.DataFrame) -> dict[str, Any]:
 def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int, tail: int,
                              notes: list[str], show_progress: bool = False) -> dict[str, Any]:
     """samples.parquet, latent.parquet (when latents exist) and signals.parquet."""
-    from attractor.metrics.latent import latent_table
+    from attractor.metrics.hidden import latent_table
     from attractor.metrics.samples import trace_signals
     from attractor.metrics.signals import n_signals, signal_table
     from attractor.ui import progress_bar
@@ -165,11 +165,11 @@ def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int, tail
                            "token_entropies", "token_confidences"])
     samples = trace_signals(roll, window=window, tail=tail)
     latent = None
-    index = store.latent_store.index()
+    index = store.hidden_store.index()
     if index.num_rows:
         correct_of = {(a, int(b)): bool(c) for a, b, c in
                       zip(samples["question_id"], samples["sample_id"], samples["correct"])}
-        latent = latent_table(store.latent_store, correct_of)
+        latent = latent_table(store.hidden_store, correct_of)
         store.write_metric_table("latent", latent)
         lat = _latent_signals(store, notes)
         if not lat.empty:
@@ -210,7 +210,7 @@ def _latent_signals(store: RunStore, notes: list[str]) -> pd.DataFrame:
     elif "answer" in cap.get("positions", []) and any(p.kind in LABEL_TASKS for p in problems):
         notes.append("consistency not computed: it is read at the 'decisive' position (the "
                      "token before the answer label); capture with --positions ...,decisive")
-    return latent_signals(store.latent_store, lens, candidates, final)
+    return latent_signals(store.hidden_store, lens, candidates, final)
 
 
 def undefined_signal_notes(samples: pd.DataFrame, window: int) -> list[str]:

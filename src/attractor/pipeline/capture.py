@@ -75,7 +75,7 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
                                 "capture anew")
     cols = ["question_id", "sample_id", "prompt_token_ids", "completion_token_ids", "text"]
     df = store.rollouts(cols)
-    latent = store.latent_store
+    latent = store.hidden_store
     done = set(zip(latent.index().column("question_id").to_pylist(),
                    latent.index().column("sample_id").to_pylist()))
     retokenized = df["completion_token_ids"].isna().any()

@@ -55,7 +55,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
         raise UserError(f"{run}: the run has no rollouts")
     if roll["correct"].isna().any():
         raise UserError(f"{run}: ungraded rollouts; run 'attractor analyze {run}' first")
-    latent = store.latent_store
+    latent = store.hidden_store
     layer, position = latent.default_choice(layer, position)
     questions = []
     for qid, sub in roll.groupby("question_id", sort=False):

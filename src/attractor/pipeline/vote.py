@@ -53,7 +53,7 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
     roll = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "n_tokens"])
     df = roll.merge(samples.drop(columns=["correct", "n_tokens"], errors="ignore"),
                     on=["question_id", "sample_id"], how="left")
-    latent = store.latent_store
+    latent = store.hidden_store
     layer, position = latent.default_choice(layer, position)
     questions = []
     sig_cols = [c for c in df.columns if c not in ("question_id", "sample_id", "answer_class",

@@ -143,7 +143,7 @@ def _latent_figures(store: RunStore, q: pd.DataFrame, roll: pd.DataFrame, layer,
                "forms.", figures.tightness_by_layer(lat, q))
     layer = int(lat["layer"].max()) if layer is None else layer
     position = position or sorted(lat[lat["occurrence"] == 0]["position"].unique())[0]
-    idx = store.latent_store.index().to_pandas()
+    idx = store.hidden_store.index().to_pandas()
     sel = idx[(idx.layer == layer) & (idx.position == position) & (idx.occurrence == 0)]
     answered = q[(q.get("answered_share", 1.0) > 0) & q["question_id"].isin(sel["question_id"])]
     pcas = ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,7 +21,11 @@ import pyarrow.compute  # noqa: F401  (pa.compute.sort_indices)
 import pyarrow.parquet as pq
 
 from attractor.errors import DataError, RunMismatchError, UserError
+from attractor.store.atomic import atomic_write_bytes, atomic_write_json, atomic_write_table
 from attractor.store.manifest import Manifest
+
+__all__ = ["RunStore", "ROLLOUT_SCHEMA", "NOT_IDENTITY", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_table"]
 
 ROLLOUT_SCHEMA = pa.schema([
     ("question_id", pa.string()),
@@ -47,50 +50,6 @@ ROLLOUT_SCHEMA = pa.schema([
     ("extraction", pa.string()),
     ("label_correct", pa.bool_()),
 ])
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give a finished temporary file normal permissions and rename it over ``path``."""
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600 files
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Pretty JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-                       .encode())
-
-
-def atomic_write_table(path: Path, table: pa.Table) -> None:
-    """A Parquet file, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # fields that older runs stored as identity but that no longer decide what a run is
@@ -262,16 +221,17 @@ class RunStore:
 
     # -- latents -----------------------------------------------------------------------------
     @property
-    def latent_store(self):
-        """The run's :class:`~attractor.store.latents.LatentStore`."""
-        from attractor.store.latents import LatentStore
+    def hidden_store(self):
+        """The run's :class:`~attractor.store.hidden.HiddenStore` (imported here: it needs torch,
+        which reading rollouts does not)."""
+        from attractor.store.hidden import HiddenStore
 
-        return LatentStore(self.path)
+        return HiddenStore(self.path)
 
     def latents(self, question_id: str, layer: int, position: str, occurrence: int = 0):
         """Captured vectors of one question, shape (samples, d), in sample_id order (see
-        :meth:`attractor.store.latents.LatentStore.latents`)."""
-        return self.latent_store.latents(question_id, layer, position, occurrence)
+        :meth:`attractor.store.hidden.HiddenStore.latents`)."""
+        return self.hidden_store.latents(question_id, layer, position, occurrence)
 
     # -- metrics -----------------------------------------------------------------------------
     def write_metric_table(self, name: str, df) -> Path:

@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The marker between a chain of thought and its answer in every synthetic task ("... ### Tom is a
+# lempus."); the extractor reads the text after the last one.
+ANSWER_MARK = "###"
+
 
 @dataclass
 class Problem:

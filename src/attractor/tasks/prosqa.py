@@ -271,7 +271,6 @@ def _try_graph(rng: random.Random, min_hops: int, max_hops: int, min_nodes: int,
 # "Is Tom a lempus or scrompus?" at the end of a question: (person, first option, second option)
 QUESTION_RE = re.compile(r"Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?\s*$")
 _EDGE_RE = re.compile(r"^(?:Every ([a-z]+)|([A-Z][a-z]+)) is a ([a-z]+)\.$")
-_QUESTION_RE = re.compile(r"^Is ([A-Z][a-z]+) a ([a-z]+) or ([a-z]+)\?$")
 
 
 def check_prosqa(row: dict[str, Any], where: str = "row") -> None:
@@ -318,7 +317,7 @@ def check_prosqa(row: dict[str, Any], where: str = "row") -> None:
     for s in sentences:
         if not _EDGE_RE.match(s):
             fail(f"malformed sentence {s!r}")
-    m = _QUESTION_RE.match(q_last)
+    m = QUESTION_RE.fullmatch(q_last)
     if not m or m.group(1) != sym[root] or {m.group(2), m.group(3)} != {sym[target], sym[neg]}:
         fail(f"question {q_last!r} does not ask about root, target and neg_target")
     if row["answer"] != f"{sym[root]} is a {sym[target]}.":

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from attractor.errors import UserError
+from attractor.store.atomic import _UMASK, atomic_write_table
 
 INDEX_SCHEMA = pa.schema([
     ("question_id", pa.string()), ("sample_id", pa.int32()), ("layer", pa.int16()),
@@ -22,7 +23,7 @@ INDEX_SCHEMA = pa.schema([
 ])
 
 
-class LatentStore:
+class HiddenStore:
     """Reads and appends latent shards of one run directory."""
 
     def __init__(self, run_path: Path) -> None:
@@ -50,8 +51,6 @@ class LatentStore:
 
     def append(self, vectors: torch.Tensor, rows: dict[str, list]) -> None:
         """Write one shard (float16) and then the index that lists it, both atomically."""
-        from attractor.store.run_store import _UMASK, atomic_write_table
-
         self.dir.mkdir(parents=True, exist_ok=True)
         name = self.next_shard_name()
         tmp = self.dir / f".{name}.tmp"

@@ -60,7 +60,7 @@ def geometry(x: torch.Tensor, correct: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def iter_question_vectors(latent_store, index: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
+def iter_question_vectors(hidden_store, index: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
     """Per question: its index rows and their vectors (float32, in index-row order), read through
     memory maps opened per question, so resident memory stays about one question's vectors."""
     for qid, rows in index.groupby("question_id", sort=False):
@@ -71,7 +71,7 @@ def iter_question_vectors(latent_store, index: pd.DataFrame) -> Iterator[tuple[s
         for shard in pd.unique(shards):
             sel = pos[shards == shard]
             order = np.argsort(row_ids[sel])
-            mm = latent_store.memmap(shard)
+            mm = hidden_store.memmap(shard)
             block = np.asarray(mm[row_ids[sel][order]], dtype=np.float32)
             del mm
             if out.shape[1] == 0:
@@ -80,11 +80,11 @@ def iter_question_vectors(latent_store, index: pd.DataFrame) -> Iterator[tuple[s
         yield qid, rows, out
 
 
-def latent_table(latent_store, correct_of: dict[tuple[str, int], bool]) -> pd.DataFrame:
+def latent_table(hidden_store, correct_of: dict[tuple[str, int], bool]) -> pd.DataFrame:
     """``metrics/latent.parquet``: one row per question x layer x position x occurrence."""
-    index = latent_store.index().to_pandas()
+    index = hidden_store.index().to_pandas()
     out = []
-    for qid, rows, vecs in iter_question_vectors(latent_store, index):
+    for qid, rows, vecs in iter_question_vectors(hidden_store, index):
         rows = rows.assign(_k=np.arange(len(rows)))
         for (pos, occ), grp in rows.groupby(["position", "occurrence"], sort=False):
             grp = grp.sort_values(["layer", "sample_id"])
