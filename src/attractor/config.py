@@ -18,7 +18,11 @@ ENGINES = ("hf", "ray", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _help(text: str, default: Any) -> Any:
+def option(text: str, default: Any = None, *, factory: Any = None) -> Any:
+    """A dataclass field that is a command-line option: its help ``text`` and its default (or
+    ``factory`` for a list); :mod:`attractor.cli.options` makes the flag from it."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
     return field(default=default, metadata={"help": text})
 
 
@@ -26,12 +30,12 @@ def _help(text: str, default: Any) -> Any:
 class SamplingConfig:
     """The whole sampling contract of a run (vLLM's SamplingParams plays the same role)."""
 
-    samples: int = _help("Rollouts per question (N).", 16)
-    temperature: float = _help("Sampling temperature; 0 means greedy.", 1.0)
-    top_p: float = _help("Nucleus sampling mass, in (0, 1].", 1.0)
-    top_k: int = _help("Keep the k most likely tokens; 0 keeps all.", 0)
-    max_new_tokens: int = _help("Token budget of a completion.", 256)
-    seed: int = _help("Base seed: sample i of every question uses seed + i.", 0)
+    samples: int = option("Rollouts per question (N).", 16)
+    temperature: float = option("Sampling temperature; 0 means greedy.", 1.0)
+    top_p: float = option("Nucleus sampling mass, in (0, 1].", 1.0)
+    top_k: int = option("Keep the k most likely tokens; 0 keeps all.", 0)
+    max_new_tokens: int = option("Token budget of a completion.", 256)
+    seed: int = option("Base seed: sample i of every question uses seed + i.", 0)
 
     def __post_init__(self) -> None:
         if self.samples <= 0:
@@ -60,26 +64,26 @@ class RunConfig:
     """What a ``sample`` run is: task, model, prompt format and sampling. Stored in the
     manifest; a second ``sample`` into the same run directory must match it."""
 
-    task: str = _help("Task spec: preset, file, synthetic:NAME or hf:NAME:SPLIT.", "prosqa")
-    model: str = _help("Model spec: 'tiny', a local directory or a hub id.", "tiny")
-    limit: int | None = _help("Use only the first Q questions.", None)
-    grader: str = _help("auto | math | exact.", "auto")
-    chat_template: bool = _help("Apply the tokenizer's chat template when it has one.", True)
-    dtype: str = _help("auto | float32 | bfloat16 | float16.", "auto")
-    engine: str = _help("Sampling engine: hf (transformers), ray (Ray Data workers running hf) "
+    task: str = option("Task spec: preset, file, synthetic:NAME or hf:NAME:SPLIT.", "prosqa")
+    model: str = option("Model spec: 'tiny', a local directory or a hub id.", "tiny")
+    limit: int | None = option("Use only the first Q questions.", None)
+    grader: str = option("auto | math | exact.", "auto")
+    chat_template: bool = option("Apply the tokenizer's chat template when it has one.", True)
+    dtype: str = option("auto | float32 | bfloat16 | float16.", "auto")
+    engine: str = option("Sampling engine: hf (transformers), ray (Ray Data workers running hf) "
                         "or vllm.", "hf")
-    early_stop: str | None = _help("Online early stop (hf engine): deepconf:warmup=W,"
+    early_stop: str | None = option("Online early stop (hf engine): deepconf:warmup=W,"
                                    "percentile=P,window=K or consensus:min_traces=M,share=S.",
                                    None)
-    allocate: str = _help("With --budget: uniform (even spread) or adaptive (more samples for "
+    allocate: str = option("With --budget: uniform (even spread) or adaptive (more samples for "
                           "questions whose answers disagree).", "uniform")
-    budget: int | None = _help("Total completion tokens of the run, up to --samples per "
+    budget: int | None = option("Total completion tokens of the run, up to --samples per "
                                "question (unset: every question gets --samples).", None)
-    first_round: int = _help("Samples every question gets before a budget is allocated.", 2)
-    id_field: str | None = _help("Field holding the question id.", None)
-    question_field: str | None = _help("Field holding the question.", None)
-    answer_field: str | None = _help("Field holding the gold answer.", None)
-    steps_field: str | None = _help("Field holding CoT steps.", None)
+    first_round: int = option("Samples every question gets before a budget is allocated.", 2)
+    id_field: str | None = option("Field holding the question id.", None)
+    question_field: str | None = option("Field holding the question.", None)
+    answer_field: str | None = option("Field holding the gold answer.", None)
+    steps_field: str | None = option("Field holding CoT steps.", None)
     sampling: SamplingConfig = field(default_factory=SamplingConfig,
                                      metadata={"help": "Sampling parameters."})
 

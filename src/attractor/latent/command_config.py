@@ -2,19 +2,13 @@
 code that runs them so the CLI validates them without importing torch."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from attractor.config import option
 from attractor.errors import ConfigError
 
 ADAPTIVE_HALTINGS = ("state", "kl", "token")
 INTERVENTIONS = ("zero", "mean", "swap")
-
-
-def _h(text: str, default: Any = None, factory: Any = None) -> Any:
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
 
 
 def _check_limit(limit: int | None) -> None:
@@ -26,19 +20,19 @@ def _check_limit(limit: int | None) -> None:
 class EvalConfig:
     """What ``attractor latent eval`` evaluates and how (every field is a CLI option)."""
 
-    task: list[str] = _h("Task(s) to evaluate on (repeatable).", factory=lambda: ["prosqa"])
-    model: str = _h("Base model spec the checkpoints were trained on.", "tiny")
-    limit: int | None = _h("Only the first Q questions.", None)
-    epsilon: float = _h("Threshold of the adaptive-halting rows.", 1e-2)
-    halting: list[str] = _h("Adaptive halting of the extra row per fixed-T loop (repeatable): "
+    task: list[str] = option("Task(s) to evaluate on (repeatable).", factory=lambda: ["prosqa"])
+    model: str = option("Base model spec the checkpoints were trained on.", "tiny")
+    limit: int | None = option("Only the first Q questions.", None)
+    epsilon: float = option("Threshold of the adaptive-halting rows.", 1e-2)
+    halting: list[str] = option("Adaptive halting of the extra row per fixed-T loop (repeatable): "
                             "state, kl or token (stop where the lens names the answer marker; "
                             "loops trained with --thought-loss learn it).",
                             factory=lambda: ["state"])
-    soft_thoughts: int = _h("Most soft thoughts of the training-free soft-thinking row (0: no "
+    soft_thoughts: int = option("Most soft thoughts of the training-free soft-thinking row (0: no "
                             "row).", 12)
-    max_new_tokens: int = _h("Token budget of every row's greedy decoding (after the thoughts, "
+    max_new_tokens: int = option("Token budget of every row's greedy decoding (after the thoughts, "
                              "if any).", 96)
-    device: str = _h("cpu, cuda[:i] or auto.", "auto")
+    device: str = option("cpu, cuda[:i] or auto.", "auto")
 
     def __post_init__(self) -> None:
         self.task, self.halting = list(self.task), list(dict.fromkeys(self.halting))
@@ -61,11 +55,11 @@ class EvalConfig:
 class InspectConfig:
     """What ``attractor latent inspect`` reads on a loop (every field is a CLI option)."""
 
-    task: str = _h("Task to read the thoughts on.", "prosqa")
-    model: str = _h("Base model spec the checkpoint was trained on.", "tiny")
-    limit: int | None = _h("Only the first Q questions.", 100)
-    sigma: str = _h("Relative noise scales for the flip rate (comma-separated).", "0.1,0.3,1.0")
-    interventions: str = _h("Causal interventions on each thought, comma-separated: zero, mean "
+    task: str = option("Task to read the thoughts on.", "prosqa")
+    model: str = option("Base model spec the checkpoint was trained on.", "tiny")
+    limit: int | None = option("Only the first Q questions.", 100)
+    sigma: str = option("Relative noise scales for the flip rate (comma-separated).", "0.1,0.3,1.0")
+    interventions: str = option("Causal interventions on each thought, comma-separated: zero, mean "
                             "(mean ablation), swap (another question's thought); empty: none.",
                             "zero,mean,swap")
 

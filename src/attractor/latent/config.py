@@ -1,9 +1,10 @@
 """The configuration of a :class:`~attractor.latent.loop.LatentLoop`: its stabilisers and halting."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from attractor.config import option
 from attractor.errors import ConfigError
 
 FEEDBACKS = ("hidden", "soft")
@@ -13,35 +14,31 @@ RESIDUALS = ("none", "h0", "prev")
 HALTING = ("fixed", "state", "kl", "token")
 
 
-def _h(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class LoopConfig:
     """Continuous thoughts and their stabilisers (every one switchable)."""
 
-    max_thoughts: int = _h("T: thoughts per question (the most, under adaptive halting).", 6)
-    feedback: str = _h("What a thought feeds back: hidden (the last hidden state, Coconut) or "
+    max_thoughts: int = option("T: thoughts per question (the most, under adaptive halting).", 6)
+    feedback: str = option("What a thought feeds back: hidden (the last hidden state, Coconut) or "
                        "soft (the logit lens's probability-weighted mix of token embeddings: "
                        "Soft Thinking / CoT2, works on an untrained model).", "hidden")
-    soft_temperature: float = _h("Temperature of the soft feedback's distribution.", 1.0)
-    halting: str = _h("fixed (always T), state (relative change of the state < epsilon), kl "
+    soft_temperature: float = option("Temperature of the soft feedback's distribution.", 1.0)
+    halting: str = option("fixed (always T), state (relative change of the state < epsilon), kl "
                       "(KL between successive logit-lens distributions < epsilon) or token (the "
                       "lens's top token is halt_token: Soft Thinking's end of thinking).", "fixed")
-    epsilon: float = _h("Halting threshold.", 1e-2)
-    halt_token: str = _h("Text whose first token ends thinking under halting=token.", " ###")
-    timestep: str = _h("Timestep embedding e_t: none, sinusoidal or learned.", "none")
-    timestep_mode: str = _h("How e_t joins the thought: add, or concat then project.", "add")
-    lora_rank: int = _h("Rank of the loop-wise LoRA (one adapter per iteration); 0 disables.", 0)
-    lora_alpha: float = _h("LoRA scale numerator (scale = alpha / rank).", 8.0)
-    lora_targets: tuple[str, ...] = _h("Linear layers that get loop-wise adapters.",
+    epsilon: float = option("Halting threshold.", 1e-2)
+    halt_token: str = option("Text whose first token ends thinking under halting=token.", " ###")
+    timestep: str = option("Timestep embedding e_t: none, sinusoidal or learned.", "none")
+    timestep_mode: str = option("How e_t joins the thought: add, or concat then project.", "add")
+    lora_rank: int = option("Rank of the loop-wise LoRA (one adapter per iteration); 0 disables.", 0)
+    lora_alpha: float = option("LoRA scale numerator (scale = alpha / rank).", 8.0)
+    lora_targets: tuple[str, ...] = option("Linear layers that get loop-wise adapters.",
                                        ("q_proj", "v_proj"))
-    residual: str = _h("Loop residual: none, h0 (+ alpha * h_0) or prev (+ alpha * h_{t-1}).",
+    residual: str = option("Loop residual: none, h0 (+ alpha * h_0) or prev (+ alpha * h_{t-1}).",
                        "none")
-    residual_alpha: float = _h("Loop residual weight alpha.", 0.5)
-    norm_match: bool = _h("Rescale fed-back states to the mean token-embedding norm.", False)
-    end_marker: str = _h("Text fed after the thoughts before decoding (Coconut's <eot>); empty: "
+    residual_alpha: float = option("Loop residual weight alpha.", 0.5)
+    norm_match: bool = option("Rescale fed-back states to the mean token-embedding norm.", False)
+    end_marker: str = option("Text fed after the thoughts before decoding (Coconut's <eot>); empty: "
                          "the text simply continues after the thoughts, as they replace the "
                          "first CoT steps.", "")
 

@@ -2,32 +2,28 @@
 kept apart from the search so the CLI validates them without importing torch."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from attractor.config import option
 from attractor.errors import ConfigError
 
 REWARDS = ("vote", "oracle")
-
-
-def _h(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class SeekConfig:
     """LatentSeek's knobs (every field is a CLI option of the same name)."""
 
-    iterations: int = _h("Most policy-gradient updates per question.", 10)
-    samples: int = _h("Answers sampled per update.", 8)
-    lr: float = _h("Adam step in units of each thought's RMS per element.", 0.1)
-    temperature: float = _h("Sampling temperature of the answers.", 1.0)
-    reward: str = _h("vote (label-free: agree with the samples' majority) or oracle (reads the "
+    iterations: int = option("Most policy-gradient updates per question.", 10)
+    samples: int = option("Answers sampled per update.", 8)
+    lr: float = option("Adam step in units of each thought's RMS per element.", 0.1)
+    temperature: float = option("Sampling temperature of the answers.", 1.0)
+    reward: str = option("vote (label-free: agree with the samples' majority) or oracle (reads the "
                      "gold answer: an upper bound only).", "vote")
-    threshold: float = _h("Stop a question once its samples' mean reward reaches this.", 0.9)
-    max_new_tokens: int = _h("Token budget of each sampled answer.", 16)
-    batch: int = _h("Questions optimised side by side.", 8)
-    seed: int = _h("Sampling seed.", 0)
+    threshold: float = option("Stop a question once its samples' mean reward reaches this.", 0.9)
+    max_new_tokens: int = option("Token budget of each sampled answer.", 16)
+    batch: int = option("Questions optimised side by side.", 8)
+    seed: int = option("Sampling seed.", 0)
 
     def __post_init__(self) -> None:
         if self.reward not in REWARDS:

@@ -17,13 +17,15 @@ class LatentTrainConfig:
     task: str = field(default="synthetic:prosqa:n=2000,seed=11",
                       metadata={"help": "Training task (with CoT steps; never a test split)."})
     model: str = field(default="tiny", metadata={"help": "Base model spec."})
-    method: str = field(default="slr", metadata={"help": "coconut, slr, slr-minus-<name>, or "
-                                                         "the baselines cot and no-cot."})
+    method: str = field(default="slr", metadata={"help": (
+        "coconut, slr, slr-minus-timestep|lora|residual|norm, or the baselines cot, no-cot.")})
     init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
                                                              "weights (e.g. a cot checkpoint)."})
-    cot_format: str = field(default="task", metadata={"help": "Steps: the task's (task) or the "
-                                                              "tiny model's backward proof on "
-                                                              "ProsQA or ProntoQA."})
+    cot_format: str = field(default="task", metadata={"help": (
+        "CoT steps: the task's (task), the tiny model's backward proof on ProsQA or ProntoQA, "
+        "one name per step (backward-proof; backward-proof-first takes the parent stated first "
+        "in the question where the proof would draw one), or that proof in the question's own "
+        "sentences, one per step (backward-sentences).")})
     first_stage: int = field(default=0, metadata={"help": "First curriculum stage (1 skips the "
                                                           "CoT stage)."})
     out: str = field(default="train-out/latent", metadata={"help": "Checkpoint directory."})
@@ -45,8 +47,10 @@ class LatentTrainConfig:
                 "timestep=learned, lora_targets=q_proj,v_proj,gate_proj, ...)."})
     batch_size: int = field(default=16, metadata={"help": "Questions per step."})
     lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
-    halting: str = field(default="fixed", metadata={"help": "Halting the checkpoint uses."})
-    epsilon: float = field(default=1e-2, metadata={"help": "Halting threshold."})
+    halting: str = field(default="fixed", metadata={"help": (
+        'Halting the checkpoint uses: fixed, state, kl or token.')})
+    epsilon: float = field(default=1e-2, metadata={"help": (
+        'Halting threshold (> 0).')})
     seed: int = field(default=0, metadata={"help": "Seed of the data order."})
     ckpt_every: int = field(default=50, metadata={"help": "Steps between checkpoints."})
     dev_task: str | None = field(default=None, metadata={"help": "Task scored after every stage "
