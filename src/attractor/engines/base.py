@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol, runtime_checkable
 
 from attractor.config import SamplingConfig
 
@@ -36,12 +36,26 @@ class Rollout:
         return len(self.completion_token_ids)
 
 
+@runtime_checkable
 class Engine(Protocol):
     """A sampler: ``generate(prompts, cfg)`` returns, per prompt, ``cfg.samples`` rollouts with
-    sample ids 0..N-1 and seeds ``cfg.seed + i``."""
+    sample ids 0..N-1 and seeds ``cfg.seed + i``. Every engine (hf, ray, vllm) is one."""
 
     name: str
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
                  cfg: SamplingConfig) -> list[list[Rollout]]:
+        ...
+
+
+Chunk = tuple[int, list[str], list[list[int]]]  # (chunk index, question ids, prompts)
+
+
+@runtime_checkable
+class StreamingEngine(Engine, Protocol):
+    """An engine that schedules a whole run itself (the Ray engine): ``stream(chunks, cfg)``
+    yields ``(chunk index, rollouts per question)`` as each chunk completes."""
+
+    def stream(self, chunks: list[Chunk], cfg: SamplingConfig
+               ) -> Iterator[tuple[int, list[list[Rollout]]]]:
         ...

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import attractor
 from attractor.config import RunConfig
-from attractor.engines.base import Rollout
+from attractor.engines.base import Engine, Rollout, StreamingEngine
 from attractor.engines.confidence import CONVENTION as CONFIDENCE_CONVENTION
 from attractor.errors import ConfigError, UserError
 from attractor.grading.grade import grade_question, grader_for
@@ -173,21 +173,26 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
 
 
 def make_engine(cfg: RunConfig, model, tok, device: str, max_batch_rows: int,
-                trust_remote_code: bool, workers: int):
-    """The engine ``cfg.engine`` names (optional engines are imported only when asked for)."""
+                trust_remote_code: bool, workers: int) -> Engine:
+    """The engine ``cfg.engine`` names (optional engines are imported only when asked for),
+    checked against the :class:`Engine` protocol."""
     if cfg.engine == "ray":
         from attractor.engines.ray_engine import RayEngine
 
-        return RayEngine(cfg.model, workers=workers, dtype=cfg.dtype,
-                         device="cpu" if device == "auto" else device,
-                         trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows)
-    if cfg.engine == "vllm":
+        engine = RayEngine(cfg.model, workers=workers, dtype=cfg.dtype,
+                           device="cpu" if device == "auto" else device,
+                           trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows)
+    elif cfg.engine == "vllm":
         from attractor.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(cfg.model, dtype=cfg.dtype, trust_remote_code=trust_remote_code)
-    from attractor.engines.hf import HFEngine
+        engine = VLLMEngine(cfg.model, dtype=cfg.dtype, trust_remote_code=trust_remote_code)
+    else:
+        from attractor.engines.hf import HFEngine
 
-    return HFEngine(model, tok, max_batch_rows=max_batch_rows)
+        engine = HFEngine(model, tok, max_batch_rows=max_batch_rows)
+    if not isinstance(engine, Engine):
+        raise TypeError(f"{type(engine).__name__} does not implement the Engine protocol")
+    return engine
 
 
 def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier,
@@ -195,7 +200,7 @@ def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier
     """``(chunk index, rollouts per question)`` for every chunk to do, in completion order."""
     from attractor.engines.hf import generate_capped
 
-    if hasattr(engine, "stream"):  # engines that schedule the whole run themselves
+    if isinstance(engine, StreamingEngine):  # engines that schedule the whole run themselves
         yield from engine.stream([(k, [p.id for p in chunks[k]],
                                    [prompts[p.id] for p in chunks[k]]) for k in todo],
                                  cfg.sampling)
