@@ -99,3 +99,23 @@ def test_a_bad_option_is_refused_before_torch_is_imported():
                          timeout=120)
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
     assert "--stages" in out.stderr
+
+
+def test_the_latent_package_exports_what_the_readme_imports():
+    from attractor.latent import LatentLoop, LoopConfig, load_loop
+    from attractor.latent.checkpoint import RELEASED
+
+    loop, meta = load_loop(RELEASED / "prosqa" / "slr")
+    assert isinstance(loop, LatentLoop) and isinstance(loop.cfg, LoopConfig)
+    assert meta["method"] == "slr"
+
+
+def test_manifests_record_the_attractor_command_even_in_process(tmp_path):
+    run = tmp_path / "r"
+    attractor("sample", "--task", "synthetic:arith:n=2", "--samples", "2", "--max-new-tokens", "4",
+              "--out", str(run))
+    from attractor.store.run_store import RunStore
+
+    assert RunStore(run).manifest.command == [
+        "attractor", "sample", "--task", "synthetic:arith:n=2", "--samples", "2",
+        "--max-new-tokens", "4", "--out", str(run)]

@@ -12,6 +12,7 @@ import typer
 
 from attractor.cli.options import flags_in
 from attractor.errors import UserError
+from attractor.store.environment import set_invocation
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Measure and improve the stability of LLM reasoning.")
@@ -29,6 +30,7 @@ def _root() -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors print one line and exit 2; other failures exit 1."""
     command = typer.main.get_command(app)
+    set_invocation(["attractor", *(sys.argv[1:] if argv is None else argv)])
     try:
         result = command.main(args=argv, prog_name="attractor", standalone_mode=False)
     except UserError as err:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from attractor.store.environment import command_line
 from attractor.store.run_store import atomic_write_json
 
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -52,7 +52,7 @@ def export_tiny(train_out: Path, dest: Path, data_dir: str | None = None,
     log = [json.loads(x) for x in (train_out / "train_log.jsonl").read_text().splitlines() if x]
     state = json.loads((train_out / "checkpoint" / "state.json").read_text())
     record = {
-        "command": command or "attractor " + " ".join(sys.argv[1:]),
+        "command": command or " ".join(command_line()),
         "config": state["config"],
         "steps": state["step"],
         "final_loss": next((r["loss"] for r in reversed(log) if "loss" in r), None),

@@ -11,7 +11,6 @@ import json
 import math
 import random
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from attractor.models.tiny_recipe import (DRILL_MARK, completion_text, lookup_dr
                                           tiny_config)
 from attractor.models.tiny_tokenizer import build_tokenizer
 from attractor.models.train_tiny_config import TinyTrainConfig
+from attractor.store.environment import command_line
 from attractor.tasks.prosqa import generate_prosqa
 
 
@@ -295,7 +295,7 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     tok.save_pretrained(final)
     # what made these weights, so a later stage (--init-from) can cite it in its record
     (final / "training_stage.json").write_text(json.dumps({
-        "command": "attractor " + " ".join(sys.argv[1:]), "config": asdict(cfg),
+        "command": " ".join(command_line()), "config": asdict(cfg),
         "steps": step, "lookup_sentences": k, "lookup_drill_accuracy": round(drill_acc, 4)},
         indent=2))
     acc, _ = greedy_accuracy(model, tok, dev)

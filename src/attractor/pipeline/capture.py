@@ -6,7 +6,6 @@ manifest records it). Resumable: rollouts already in ``latents/index.parquet`` a
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable
 
 import torch
@@ -16,7 +15,7 @@ from attractor.capture.positions import parse_layers, parse_positions, resolve
 from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
 from attractor.errors import ConfigError, UserError
 from attractor.grading.extract import raw_answer
-from attractor.store.environment import now
+from attractor.store.environment import command_line, now
 from attractor.store.run_store import RunStore
 from attractor.ui import progress_bar
 
@@ -102,7 +101,7 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
         if targets:
             items.append(BatchItem(p_ids + c_ids, targets))
             keys.append((r.question_id, int(r.sample_id)))
-    store.update_stage("capture", status="running", started=now(), command=sys.argv,
+    store.update_stage("capture", status="running", started=now(), command=command_line(),
                        retokenized=bool(retokenized), dtype="float16", **setup)
     n_vec = 0
     buf_vecs: list[torch.Tensor] = []

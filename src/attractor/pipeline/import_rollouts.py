@@ -7,14 +7,13 @@ list order). An optional ``--correct-field`` (a label, or a list of labels) is k
 """
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import attractor
 from attractor.errors import ConfigError, DataError, UserError
-from attractor.store.environment import environment, now
+from attractor.store.environment import command_line, environment, now
 from attractor.store.manifest import Manifest
 from attractor.store.run_store import RunStore
 from attractor.tasks.loaders import detect_format, read_records, sha256_file
@@ -126,7 +125,7 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
     store.path.mkdir(parents=True, exist_ok=True)
     store.write_questions(list(problems.values()))
     store.write_manifest(Manifest(
-        attractor_version=attractor.__version__, command=list(sys.argv), created=now(),
+        attractor_version=attractor.__version__, command=command_line(), created=now(),
         identity=identity, config={"grader": grader, "engine": "import"},
         task={"spec": str(path), "kind": task_kind, "path": str(path.resolve()),
               "sha256": identity["import.file_sha256"], "n_problems": len(problems)},

@@ -6,7 +6,6 @@ exist, so a killed run resumes with exactly the rollouts an uninterrupted run ma
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -19,7 +18,7 @@ from attractor.errors import ConfigError, UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
 from attractor.scaling.online import parse_rule, sample_with_rule
-from attractor.store.environment import environment, now
+from attractor.store.environment import command_line, environment, now
 from attractor.store.manifest import Manifest
 from attractor.store.run_store import RunStore
 from attractor.tasks.loaders import load_task
@@ -117,7 +116,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     if not old:
         manifest = Manifest(
             attractor_version=attractor.__version__,
-            command=list(sys.argv),
+            command=command_line(),
             created=now(),
             identity=identity,
             config=cfg.to_dict(),
@@ -139,7 +138,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         store.path.mkdir(parents=True, exist_ok=True)
         store.write_questions(problems)
         store.write_manifest(manifest)
-    store.update_stage("sample", status="running", started=now(), command=sys.argv)
+    store.update_stage("sample", status="running", started=now(), command=command_line())
     prompts = {p.id: prompt_ids(p, tok, cfg.chat_template) for p in problems}
     t0, new_tokens, new_rows = time.time(), 0, 0
     kind = grader_for(problems[0].kind, cfg.grader)

@@ -18,6 +18,21 @@ def _version(name: str) -> str | None:
         return None
 
 
+_INVOCATION: list[str] | None = None
+
+
+def set_invocation(argv: list[str]) -> None:
+    """Record the command line being run (``attractor.cli.main`` calls this), so manifests name
+    the command even when it runs inside another program (a notebook, a test)."""
+    global _INVOCATION
+    _INVOCATION = list(argv)
+
+
+def command_line() -> list[str]:
+    """The command being run: ``["attractor", "sample", ...]`` under the CLI, else sys.argv."""
+    return list(_INVOCATION) if _INVOCATION is not None else list(sys.argv)
+
+
 def now() -> str:
     """UTC time in ISO 8601."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
