@@ -307,3 +307,22 @@ def test_a_run_started_before_an_option_existed_resumes(checkpoint, random_model
     again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
                       "--thought-loss", "1", "--out", str(out), "--threads", "1")
     assert "resumed at phase 3 of 3" in again.stdout
+
+
+def test_a_train_state_whose_weights_do_not_fit_is_refused(checkpoint, random_model_dir, tmp_path):
+    """Resuming loads the saved weights strictly (bar the tied LM head): a state with a stray
+    key is a one-line error naming the train-state, not a silently half-loaded loop."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "damaged"
+    shutil.copytree(checkpoint, out)
+    weights = out / "train-state" / "model.safetensors"
+    state = load_file(weights)
+    state["stray.weight"] = next(iter(state.values())).clone()
+    save_file(state, weights)
+    proc = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
+                     "--thought-loss", "1", "--out", str(out), check=False)
+    assert proc.returncode == 2 and "train-state" in proc.stderr
+    assert "stray.weight" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -63,6 +63,8 @@ def test_adaptive_halting_records_iterations(random_model):
     assert out.iterations == [5, 5] and all(c == c for c in out.final_change)
     fixed, _ = _loop(random_model, max_thoughts=3)
     assert fixed.generate(_ids(tok), max_new_tokens=2).iterations == [3, 3]
+    with pytest.raises(ConfigError, match="adaptive halting needs"):
+        fixed.think(_ids(tok), adaptive=True)  # a fixed loop has no criterion to halt on
 
 
 def test_stabilisers_switch_on_and_train(random_model):
