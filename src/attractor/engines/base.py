@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from attractor.config import SamplingConfig
 
@@ -45,6 +45,10 @@ class Engine(Protocol):
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
                  cfg: SamplingConfig) -> list[list[Rollout]]:
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's ``engine`` record (name, version, device, ...)."""
         ...
 
 

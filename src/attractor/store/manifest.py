@@ -38,6 +38,7 @@ class Manifest:
     config: dict[str, Any]
     task: dict[str, Any]
     model: dict[str, Any] | None = None
+    engine: dict[str, Any] | None = None
     seeds: dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
     grading: dict[str, Any] | None = None
