@@ -28,6 +28,8 @@ def test_sample_writes_a_complete_graded_run(random_model_dir, tmp_path):
     assert m["task"]["spec"] == TASK and m["versions"]["torch"]
     assert m["logprobs"]["entropy_unit"] == "nats" and m["grading"]["extraction"]
     assert m["stages"]["sample"]["status"] == "done"
+    assert m.engine == {"name": "hf", "device": "cpu", "max_batch_rows": 8}
+    assert m.command[:2] == ["attractor", "sample"]
     df = store.rollouts()
     assert len(df) == 24 and len(store.rollout_shards()) == 3
     assert df.groupby("question_id").size().eq(4).all()

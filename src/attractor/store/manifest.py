@@ -5,7 +5,8 @@ Schema versions:
 
 - 1: manifests written before the schema was versioned (no ``schema_version`` key). The same
   keys as version 2, so they load unchanged.
-- 2: ``schema_version`` is stored.
+- 2: ``schema_version`` is stored, and ``engine`` (the engine's own record: name, version,
+  device; for vLLM its log-probability mode).
 
 Keys this version does not know are kept in ``extra`` and written back unchanged, so an older
 attractor never drops what a newer one recorded.
@@ -20,6 +21,7 @@ from typing import Any
 from attractor.errors import DataError
 
 SCHEMA_VERSION = 2
+ADDED_IN_2 = ("engine",)  # written only when known, so a version-1 manifest round-trips as it was
 REQUIRED = ("attractor_version", "command", "created", "identity", "config", "task")
 
 
@@ -72,7 +74,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to ``manifest.json``."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "extra"}
+               if f.name != "extra"
+               and not (f.name in ADDED_IN_2 and getattr(self, f.name) is None)}
         return {**out, **self.extra}
 
     def stage(self, name: str) -> dict[str, Any]:
