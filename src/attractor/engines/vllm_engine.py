@@ -58,13 +58,18 @@ def position_stats(chosen: int, candidates: Any) -> tuple[float, float, float]:
 
 
 def rollout_from_completion(question_id: str, sample_id: int, seed: int,
-                            prompt_token_ids: list[int], completion: Any) -> Rollout:
-    """Our rollout from a vLLM ``CompletionOutput`` (text, token_ids, logprobs, finish_reason)."""
+                            prompt_token_ids: list[int], completion: Any,
+                            stop_ids: frozenset[int] = frozenset()) -> Rollout:
+    """Our rollout from a vLLM ``CompletionOutput`` (text, token_ids, logprobs, finish_reason).
+    vLLM keeps the stop token in ``token_ids``; like the hf engine's, our rollouts end before it
+    (``stop_ids``: the model's EOS ids)."""
     tokens = [int(t) for t in completion.token_ids]
     reason = completion.finish_reason
     if reason not in ("stop", "length"):
         raise ValueError(f"{question_id}/{sample_id}: vLLM finish_reason {reason!r} "
                          "(expected 'stop' or 'length')")
+    if reason == "stop" and tokens and tokens[-1] in stop_ids:
+        tokens = tokens[:-1]
     lps, ents, confs = [], [], []
     for pos, tok in enumerate(tokens):
         if completion.logprobs is None:
@@ -77,6 +82,22 @@ def rollout_from_completion(question_id: str, sample_id: int, seed: int,
                    prompt_token_ids=list(prompt_token_ids), completion_token_ids=tokens,
                    text=completion.text, finish_reason=reason, token_logprobs=lps,
                    token_entropies=ents, token_confidences=confs)
+
+
+def _eos_ids(llm) -> frozenset[int]:
+    """The EOS ids vLLM stops on: the tokenizer's and the generation config's."""
+    ids: set[int] = set()
+    eos = llm.get_tokenizer().eos_token_id
+    if eos is not None:
+        ids.add(int(eos))
+    try:
+        extra = llm.llm_engine.model_config.hf_config.eos_token_id
+    except AttributeError:
+        extra = None
+    for x in extra if isinstance(extra, (list, tuple)) else [extra]:
+        if x is not None:
+            ids.add(int(x))
+    return frozenset(ids)
 
 
 def sampling_params(vllm, cfg: SamplingConfig, seed: int):
@@ -98,9 +119,12 @@ class VLLMEngine:
         self.device = "cuda" if _on_gpu() else "cpu"
         if self.device == "cpu":
             # vLLM's CPU build reserves VLLM_CPU_KVCACHE_SPACE GiB of KV cache (a small model
-            # needs little) and runs one OpenMP thread unless told otherwise
+            # needs little) and by default binds its worker to all cores but one; binding every
+            # core with as many OpenMP threads was 1.6x faster on 2 cores (benchmarks/RESULTS.md)
+            cores = os.cpu_count() or 1
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-            os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
+            os.environ.setdefault("OMP_NUM_THREADS", str(cores))
         path = model_path(model)
         source = str(path) if path is not None else model
         kwargs = dict(model=source, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -115,6 +139,7 @@ class VLLMEngine:
         except Exception as err:  # vLLM's own reason, on one line
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(f"--model {model}: vLLM cannot load it ({first})") from None
+        self.stop_ids = _eos_ids(self.llm)
         self.logprobs_distribution = (f"raw model distribution (vLLM logprobs_mode="
                                       f"{LOGPROBS_MODE}: T=1, before top-k and top-p); entropies "
                                       f"over the {TOP_LOGPROBS} returned tokens, a lower bound")
@@ -126,13 +151,25 @@ class VLLMEngine:
                 "device": self.device, "cpu_build": self.device == "cpu"}
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
-                 cfg: SamplingConfig) -> list[list[Rollout]]:
-        """``cfg.samples`` rollouts per prompt, one seeded request each."""
-        reqs = [(q, p, i) for q, p in zip(question_ids, prompts) for i in range(cfg.samples)]
+                 cfg: SamplingConfig, first_sample: int | list[int] = 0,
+                 count: int | None = None, cut_below: list[float | None] | None = None,
+                 window: int = 2048) -> list[list[Rollout]]:
+        """Samples ``first_sample .. first_sample + count - 1`` (default: all ``cfg.samples``)
+        of each prompt, one seeded request each (sample ``i`` uses seed ``cfg.seed + i``), so
+        samples made in separate calls (consensus stopping, budgets) equal those of one call.
+        DeepConf's online stop (``cut_below``) runs in the hf engine only."""
+        if cut_below is not None:
+            raise ConfigError("--early-stop deepconf runs in the hf engine only (vLLM would need "
+                              "a per-token logits processor)")
+        firsts = ([first_sample] * len(prompts) if isinstance(first_sample, int)
+                  else list(first_sample))
+        n = cfg.samples - max(firsts) if count is None else count
+        if n <= 0 or min(firsts) < 0 or len(firsts) != len(prompts):
+            raise ValueError(f"no samples to make (first_sample={first_sample}, count={count})")
+        reqs = [(q, p, f + j) for q, p, f in zip(question_ids, prompts, firsts) for j in range(n)]
         outs = self.llm.generate([{"prompt_token_ids": p} for _, p, _ in reqs],
                                  [sampling_params(self.vllm, cfg, cfg.seed + i)
                                   for _, _, i in reqs], use_tqdm=False)
-        rolls = [rollout_from_completion(q, i, cfg.seed + i, p, o.outputs[0])
+        rolls = [rollout_from_completion(q, i, cfg.seed + i, p, o.outputs[0], self.stop_ids)
                  for (q, p, i), o in zip(reqs, outs)]
-        n = cfg.samples
         return [rolls[k * n:(k + 1) * n] for k in range(len(question_ids))]
