@@ -113,7 +113,7 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model: str, dtype: str = "auto", trust_remote_code: bool = False) -> None:
-        from attractor.models.load import model_path
+        from attractor.models.load import model_path, resolve_dtype
 
         self.vllm = _import_vllm()
         self.device = "cuda" if _on_gpu() else "cpu"
@@ -127,10 +127,16 @@ class VLLMEngine:
             os.environ.setdefault("OMP_NUM_THREADS", str(cores))
         path = model_path(model)
         source = str(path) if path is not None else model
-        kwargs = dict(model=source, dtype=dtype, trust_remote_code=trust_remote_code,
+        # the hf engine's rule for --dtype auto (vLLM's own "auto" is bfloat16 on a CPU)
+        self.dtype = str(resolve_dtype(dtype, self.device)).replace("torch.", "")
+        kwargs = dict(model=source, dtype=self.dtype, trust_remote_code=trust_remote_code,
                       enable_prefix_caching=True, logprobs_mode=LOGPROBS_MODE,
                       # compiling saves little on short CPU runs and costs ~40 s of start-up
                       enforce_eager=self.device == "cpu")
+        if self.device == "cpu":
+            # vLLM 0.32's CPU build crashes ("CPU Generator does not use offset") when a seeded
+            # request's prefill is split across steps; whole prefills avoid it
+            kwargs["enable_chunked_prefill"] = False
         try:
             self.llm = self.vllm.LLM(**kwargs)
         except TypeError as err:
@@ -148,7 +154,7 @@ class VLLMEngine:
         """The manifest's engine record: vLLM's version, the log-probability mode, the device."""
         return {"name": self.name, "vllm_version": self.vllm.__version__,
                 "logprobs_mode": LOGPROBS_MODE, "top_logprobs": TOP_LOGPROBS,
-                "device": self.device, "cpu_build": self.device == "cpu"}
+                "device": self.device, "dtype": self.dtype, "cpu_build": self.device == "cpu"}
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],
                  cfg: SamplingConfig, first_sample: int | list[int] = 0,
