@@ -74,9 +74,8 @@ def test_config_errors_name_the_field_and_the_cli_names_the_flag():
 def test_cross_field_checks_live_in_the_config():
     with pytest.raises(ConfigError, match="`early_stop` and `budget` run in the hf and vllm"):
         RunConfig(engine="ray", budget=100)
-    with pytest.raises(ConfigError, match="deepconf runs in the hf engine only"):
-        RunConfig(engine="vllm", early_stop="deepconf:warmup=4,percentile=90,window=8")
     RunConfig(engine="vllm", budget=100)  # budgets and consensus schedule between vLLM calls
+    RunConfig(engine="vllm", early_stop="deepconf:warmup=4,percentile=90,window=8")
     with pytest.raises(ConfigError, match="--early-stop"):
         RunConfig(early_stop="deepconf:warmup=99,percentile=90,window=8")
     with pytest.raises(ConfigError, match="`engine`"):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attractor.scaling import deepconf
 from attractor.store.run_store import RunStore
 from conftest import DATA_DIR
 from helpers import attractor
@@ -125,6 +126,32 @@ def test_sampled_runs_are_reproducible_by_seed_and_resume_to_the_same_rollouts(t
     assert 2 * 32 <= len(c) < len(a)
     both = c.merge(a, on=KEY, suffixes=("", "_full"))
     assert len(both) == len(c) and (both["text"] == both["text_full"]).all()
+    # DeepConf's online stop in vLLM cuts each trace where the hf engine's rule says, read on
+    # the uncut trace of the same seed: the first token whose last 8 confidences average below
+    # the threshold of the question's 2 warm-up traces
+    online = tmp_path / "deepconf"
+    _sample(online, *args, "--early-stop", "deepconf:warmup=2,percentile=90,window=8",
+            engine="vllm")
+    d = _rollouts(online).merge(a, on=KEY, suffixes=("", "_full"))
+    warm = d[d["sample_id"] < 2]
+    assert (warm["text"] == warm["text_full"]).all() and (warm["finish_reason"] != "early_stop").all()
+    cut = 0
+    for qid, group in d.groupby("question_id"):
+        w = group[group["sample_id"] < 2]
+        thr = deepconf.threshold([list(x) for x in w["token_confidences"]], 90, 8)
+        for r in group[group["sample_id"] >= 2].itertuples():
+            full_ids, conf = list(r.completion_token_ids_full), list(r.token_confidences_full)
+            means = [np.mean(conf[t - 7:t + 1]) for t in range(7, len(conf))]
+            first = next((t + 8 for t, m in enumerate(means) if m < thr), None)
+            if first is not None:
+                cut += 1
+                assert r.finish_reason == "early_stop", (qid, r.sample_id)
+                assert list(r.completion_token_ids) == full_ids[:first], (qid, r.sample_id)
+            else:
+                assert list(r.completion_token_ids) == full_ids, (qid, r.sample_id)
+                short = 0 < len(conf) < 8 and np.mean(conf) < thr
+                assert (r.finish_reason == "early_stop") == short, (qid, r.sample_id)
+    assert cut > 0  # the rule did stop traces, and each at the hf engine's token
 
 
 def test_a_model_vllm_cannot_load_is_one_line_and_leaves_nothing(tmp_path):
@@ -136,12 +163,4 @@ def test_a_model_vllm_cannot_load_is_one_line_and_leaves_nothing(tmp_path):
                      subprocess_run=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --model")
-    assert not (tmp_path / "r").exists()
-
-
-def test_options_vllm_runs_without_are_refused_before_anything_starts(tmp_path):
-    proc = attractor("sample", "--task", "synthetic:prosqa:n=2", "--engine", "vllm",
-                     "--early-stop", "deepconf:warmup=2,percentile=90,window=8",
-                     "--out", str(tmp_path / "r"), check=False)
-    assert proc.returncode == 2 and "--early-stop deepconf runs in the hf engine" in proc.stderr
     assert not (tmp_path / "r").exists()

@@ -72,8 +72,8 @@ class RunConfig:
     dtype: str = option("auto | float32 | bfloat16 | float16.", "auto")
     engine: str = option("Sampling engine: hf (transformers), ray (Ray Data workers running hf) "
                         "or vllm.", "hf")
-    early_stop: str | None = option("Online early stop: deepconf:warmup=W,percentile=P,window=K "
-                                    "(hf engine) or consensus:min_traces=M,share=S (hf, vllm).",
+    early_stop: str | None = option("Online early stop (hf and vllm engines): deepconf:warmup=W,"
+                                    "percentile=P,window=K or consensus:min_traces=M,share=S.",
                                     None)
     allocate: str = option("With --budget: uniform (even spread) or adaptive (more samples for "
                           "questions whose answers disagree).", "uniform")
@@ -101,9 +101,6 @@ class RunConfig:
             raise ConfigError(f"`dtype` must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.engine == "ray" and (self.early_stop or self.budget is not None):
             raise ConfigError("`early_stop` and `budget` run in the hf and vllm engines, not ray")
-        if self.engine == "vllm" and (self.early_stop or "").startswith("deepconf"):
-            raise ConfigError("`early_stop` deepconf runs in the hf engine only (its per-token "
-                              "cut needs the hf engine's sampling loop); consensus runs in vllm")
         if self.early_stop:
             parse_rule(self.early_stop, self.sampling.samples)
         check_allocation(self.allocate, self.budget, self.first_round, self.sampling.samples)

@@ -100,11 +100,39 @@ def _eos_ids(llm) -> frozenset[int]:
     return frozenset(ids)
 
 
-def sampling_params(vllm, cfg: SamplingConfig, seed: int):
+def sampling_params(vllm, cfg: SamplingConfig, seed: int, extra_args: dict | None = None):
     """vLLM ``SamplingParams`` for one sample (n=1, its own seed)."""
     return vllm.SamplingParams(n=1, seed=seed, temperature=cfg.temperature, top_p=cfg.top_p,
                                top_k=cfg.top_k if cfg.top_k > 0 else -1,
-                               max_tokens=cfg.max_new_tokens, logprobs=TOP_LOGPROBS)
+                               max_tokens=cfg.max_new_tokens, logprobs=TOP_LOGPROBS,
+                               extra_args=extra_args)
+
+
+def label_cut(r: Rollout, threshold: float, window: int, decode) -> Rollout:
+    """The hf engine's DeepConf cut applied to a returned trace: stop after the first token
+    whose last ``window`` confidences average below ``threshold`` (the logits processor ended
+    the trace there, so normally nothing is left to drop), or, for a trace that ended shorter
+    than ``window``, mark it when its whole length averages below ``threshold``. The finish
+    reason becomes ``early_stop``."""
+    conf = r.token_confidences
+    total = 0.0
+    for t, c in enumerate(conf):
+        total += c
+        if t >= window:
+            total -= conf[t - window]
+        if t + 1 >= window and total / window < threshold:
+            keep = t + 1
+            ids = r.completion_token_ids[:keep]
+            text = r.text if keep == len(r.completion_token_ids) else decode(ids)
+            return Rollout(question_id=r.question_id, sample_id=r.sample_id, seed=r.seed,
+                           prompt_token_ids=r.prompt_token_ids, completion_token_ids=ids,
+                           text=text, finish_reason="early_stop",
+                           token_logprobs=r.token_logprobs[:keep],
+                           token_entropies=r.token_entropies[:keep],
+                           token_confidences=conf[:keep])
+    if 0 < len(conf) < window and sum(conf) / len(conf) < threshold:
+        r.finish_reason = "early_stop"
+    return r
 
 
 class VLLMEngine:
@@ -137,6 +165,9 @@ class VLLMEngine:
             # vLLM 0.32's CPU build crashes ("CPU Generator does not use offset") when a seeded
             # request's prefill is split across steps; whole prefills avoid it
             kwargs["enable_chunked_prefill"] = False
+        from attractor.engines.vllm_deepconf import DeepConfCut
+
+        kwargs["logits_processors"] = [DeepConfCut]  # DeepConf's online stop, per request
         try:
             self.llm = self.vllm.LLM(**kwargs)
         except TypeError as err:
@@ -146,6 +177,8 @@ class VLLMEngine:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(f"--model {model}: vLLM cannot load it ({first})") from None
         self.stop_ids = _eos_ids(self.llm)
+        eos = self.llm.get_tokenizer().eos_token_id
+        self.eos_id = int(eos) if eos is not None else min(self.stop_ids, default=None)
         self.logprobs_distribution = (f"raw model distribution (vLLM logprobs_mode="
                                       f"{LOGPROBS_MODE}: T=1, before top-k and top-p); entropies "
                                       f"over the {TOP_LOGPROBS} returned tokens, a lower bound")
@@ -163,19 +196,34 @@ class VLLMEngine:
         """Samples ``first_sample .. first_sample + count - 1`` (default: all ``cfg.samples``)
         of each prompt, one seeded request each (sample ``i`` uses seed ``cfg.seed + i``), so
         samples made in separate calls (consensus stopping, budgets) equal those of one call.
-        DeepConf's online stop (``cut_below``) runs in the hf engine only."""
-        if cut_below is not None:
-            raise ConfigError("--early-stop deepconf runs in the hf engine only (vLLM would need "
-                              "a per-token logits processor)")
+
+        ``cut_below`` (one threshold or None per prompt) is DeepConf's online stop, as the hf
+        engine does it: a logits processor in vLLM (:mod:`attractor.engines.vllm_deepconf`)
+        ends a trace at the first token whose last ``window`` confidences average below the
+        threshold; its finish reason is then ``early_stop``."""
+        cuts = cut_below if cut_below is not None else [None] * len(prompts)
         firsts = ([first_sample] * len(prompts) if isinstance(first_sample, int)
                   else list(first_sample))
         n = cfg.samples - max(firsts) if count is None else count
         if n <= 0 or min(firsts) < 0 or len(firsts) != len(prompts):
             raise ValueError(f"no samples to make (first_sample={first_sample}, count={count})")
-        reqs = [(q, p, f + j) for q, p, f in zip(question_ids, prompts, firsts) for j in range(n)]
-        outs = self.llm.generate([{"prompt_token_ids": p} for _, p, _ in reqs],
-                                 [sampling_params(self.vllm, cfg, cfg.seed + i)
-                                  for _, _, i in reqs], use_tqdm=False)
-        rolls = [rollout_from_completion(q, i, cfg.seed + i, p, o.outputs[0], self.stop_ids)
-                 for (q, p, i), o in zip(reqs, outs)]
+        reqs = [(q, p, f + j, thr) for q, p, f, thr in zip(question_ids, prompts, firsts, cuts)
+                for j in range(n)]
+        eos = self.eos_id
+        params = []
+        for _, _, i, thr in reqs:
+            extra = None
+            if thr is not None and eos is not None:
+                from attractor.engines.vllm_deepconf import KEY
+
+                extra = {KEY: (float(thr), int(window), eos)}
+            params.append(sampling_params(self.vllm, cfg, cfg.seed + i, extra))
+        outs = self.llm.generate([{"prompt_token_ids": p} for _, p, _, _ in reqs], params,
+                                 use_tqdm=False)
+        tok = self.llm.get_tokenizer()
+        decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+        rolls = []
+        for (q, p, i, thr), o in zip(reqs, outs):
+            r = rollout_from_completion(q, i, cfg.seed + i, p, o.outputs[0], self.stop_ids)
+            rolls.append(r if thr is None else label_cut(r, thr, window, decode))
         return [rolls[k * n:(k + 1) * n] for k in range(len(question_ids))]

@@ -1,0 +1,64 @@
+"""DeepConf's online stop inside vLLM: a V1 logits processor that ends a trace once the mean
+token confidence of its last ``window`` tokens falls below its threshold (the reference's
+``ConfPerReqLogitsProcessor`` pattern: force the EOS token).
+
+It cuts where the hf engine cuts. At each step the processor first completes the confidence of
+the token sampled at the previous step (:func:`~attractor.engines.confidence.confidence_from_logits`
+on that step's raw logits and the token now known, so the "sampled token outside the top 20"
+case is the engine's own), then, when the last ``window`` confidences are all known and their
+mean is below the threshold, lets only EOS through: the trace keeps every token up to the one
+that completed the low window, exactly the hf engine's cut, and the forced EOS is dropped like
+any stop token. The client relabels the finish reason from the returned log-probabilities
+(:func:`label_cut`), which also applies the hf engine's rule for traces shorter than the window.
+
+Only imported where vLLM is: vLLM loads the class in its engine process by reference.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
+from attractor.engines.confidence import confidence_from_logits
+
+KEY = "attractor_deepconf"  # SamplingParams.extra_args[KEY] = (threshold, window, eos id)
+
+
+class _Cut:
+    """One request's running window of token confidences."""
+
+    def __init__(self, threshold: float, window: int, eos_id: int) -> None:
+        self.threshold, self.window, self.eos_id = threshold, window, eos_id
+        self.last: deque[float] = deque(maxlen=window)
+        self.prev: torch.Tensor | None = None  # raw logits of the previous step
+
+    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+        if self.prev is not None and output_ids:
+            chosen = torch.tensor([output_ids[-1]], device=self.prev.device)
+            self.last.append(float(confidence_from_logits(self.prev[None], chosen)[0]))
+        if len(self.last) == self.window and sum(self.last) / self.window < self.threshold:
+            keep = logits[self.eos_id].clone()
+            logits.fill_(float("-inf"))
+            logits[self.eos_id] = keep
+            self.prev = None
+            return logits
+        self.prev = logits.detach().float().clone()
+        return logits
+
+
+class DeepConfCut(AdapterLogitsProcessor):
+    """The vLLM logits processor (``LLM(logits_processors=[DeepConfCut])``); it acts only on
+    requests whose ``extra_args`` carry :data:`KEY`."""
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # it changes which token wins
+
+    def new_req_logits_processor(self, params: SamplingParams) -> _Cut | None:
+        spec: Any = (params.extra_args or {}).get(KEY)
+        if spec is None:
+            return None
+        threshold, window, eos_id = spec
+        return _Cut(float(threshold), int(window), int(eos_id))
