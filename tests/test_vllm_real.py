@@ -134,23 +134,37 @@ def test_sampled_runs_are_reproducible_by_seed_and_resume_to_the_same_rollouts(t
             engine="vllm")
     d = _rollouts(online).merge(a, on=KEY, suffixes=("", "_full"))
     warm = d[d["sample_id"] < 2]
-    assert (warm["text"] == warm["text_full"]).all() and (warm["finish_reason"] != "early_stop").all()
+    assert (warm["text"] == warm["text_full"]).all()
+    assert (warm["finish_reason"] != "early_stop").all()
+
+    def first_cut(conf, thr):
+        """The hf engine's rule on an uncut trace: the tokens an early-stopped trace keeps (the
+        window's running sum, in float64), its whole length for a short trace whose mean is
+        below (labelled, not cut), else None."""
+        total = 0.0
+        for t, c in enumerate(conf):
+            total += c - (conf[t - 8] if t >= 8 else 0.0)
+            if t >= 7 and total / 8 < thr:
+                return t + 1
+        return len(conf) if 0 < len(conf) < 8 and sum(conf) / len(conf) < thr else None
+
     cut = 0
     for qid, group in d.groupby("question_id"):
         w = group[group["sample_id"] < 2]
         thr = deepconf.threshold([list(x) for x in w["token_confidences"]], 90, 8)
         for r in group[group["sample_id"] >= 2].itertuples():
-            full_ids, conf = list(r.completion_token_ids_full), list(r.token_confidences_full)
-            means = [np.mean(conf[t - 7:t + 1]) for t in range(7, len(conf))]
-            first = next((t + 8 for t, m in enumerate(means) if m < thr), None)
-            if first is not None:
+            full_ids = list(r.completion_token_ids_full)
+            conf = [float(x) for x in r.token_confidences_full]
+            # stored confidences are float32: a window within 1e-5 of the threshold may go
+            # either way (a trace that copies a warm-up trace's start ties with it exactly)
+            low, high = first_cut(conf, thr - 1e-5), first_cut(conf, thr + 1e-5)
+            got = len(r.completion_token_ids) if r.finish_reason == "early_stop" else None
+            if got is not None:
                 cut += 1
-                assert r.finish_reason == "early_stop", (qid, r.sample_id)
-                assert list(r.completion_token_ids) == full_ids[:first], (qid, r.sample_id)
-            else:
+                assert list(r.completion_token_ids) == full_ids[:got], (qid, r.sample_id)
+            assert got in {low, high}, (qid, r.sample_id, got, low, high)
+            if got is None:
                 assert list(r.completion_token_ids) == full_ids, (qid, r.sample_id)
-                short = 0 < len(conf) < 8 and np.mean(conf) < thr
-                assert (r.finish_reason == "early_stop") == short, (qid, r.sample_id)
     assert cut > 0  # the rule did stop traces, and each at the hf engine's token
 
 

@@ -22,24 +22,40 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from attractor.engines.confidence import confidence_from_logits
+from attractor.engines.confidence import TOP_LOGPROBS
 
 KEY = "attractor_deepconf"  # SamplingParams.extra_args[KEY] = (threshold, window, eos id)
 
 
+def token_confidence(logits: torch.Tensor, chosen: int, k: int = TOP_LOGPROBS) -> float:
+    """C_i of one position from its raw logits and the sampled token, with the arithmetic of
+    the client's :func:`~attractor.engines.confidence.confidence_from_logprobs` on vLLM's
+    returned dict (float32 log-probabilities summed as Python floats), so that the processor
+    and the stored confidences agree to the last bit that matters at a threshold."""
+    lp = logits.float().log_softmax(-1)
+    top = lp.topk(min(k, lp.shape[-1])).values.tolist()
+    own = float(lp[chosen])
+    vals = top + ([own] if own < top[-1] else [])
+    return -sum(vals) / len(vals)
+
+
 class _Cut:
-    """One request's running window of token confidences."""
+    """One request's running window of token confidences (summed as the client sums them)."""
 
     def __init__(self, threshold: float, window: int, eos_id: int) -> None:
         self.threshold, self.window, self.eos_id = threshold, window, eos_id
-        self.last: deque[float] = deque(maxlen=window)
+        self.last: deque[float] = deque()
+        self.total = 0.0
         self.prev: torch.Tensor | None = None  # raw logits of the previous step
 
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         if self.prev is not None and output_ids:
-            chosen = torch.tensor([output_ids[-1]], device=self.prev.device)
-            self.last.append(float(confidence_from_logits(self.prev[None], chosen)[0]))
-        if len(self.last) == self.window and sum(self.last) / self.window < self.threshold:
+            c = token_confidence(self.prev, output_ids[-1])
+            self.last.append(c)
+            self.total += c
+            if len(self.last) > self.window:
+                self.total -= self.last.popleft()
+        if len(self.last) == self.window and self.total / self.window < self.threshold:
             keep = logits[self.eos_id].clone()
             logits.fill_(float("-inf"))
             logits[self.eos_id] = keep
