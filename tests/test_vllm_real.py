@@ -34,7 +34,7 @@ KEY = ["question_id", "sample_id"]
 def _sample(out, *extra, engine="hf", check=True):
     return attractor("sample", "--task", TASK, "--data-dir", str(DATA_DIR), "--limit", "32",
                      "--max-new-tokens", "64", "--engine", engine, "--out", str(out), *extra,
-                     check=check, subprocess_run=engine == "vllm")
+                     check=check, subprocess_run=engine != "hf")
 
 
 def _rollouts(run):
@@ -90,11 +90,36 @@ def test_the_manifest_records_vllm(greedy):
     assert "lower bound" in m.logprobs["distribution"]
 
 
-def test_sampled_runs_are_reproducible_by_seed_and_resume_to_the_same_rollouts(tmp_path):
-    args = ["--samples", "4", "--temperature", "1.0", "--top-p", "0.95", "--seed", "11",
-            "--max-batch-rows", "32"]
-    full = tmp_path / "full"
-    _sample(full, *args, engine="vllm")
+SAMPLED = ["--samples", "4", "--temperature", "1.0", "--top-p", "0.95", "--seed", "11",
+           "--max-batch-rows", "32"]
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """A sampled vLLM run: 32 questions x 4 samples at T=1, top-p 0.95."""
+    full = tmp_path_factory.mktemp("sampled") / "full"
+    _sample(full, *SAMPLED, engine="vllm")
+    return full
+
+
+def test_ray_workers_running_vllm_make_the_vllm_engines_rollouts(sampled, tmp_path):
+    """``--engine ray --backend vllm``: Ray Data actors, each with its own vLLM engine, on a
+    real local Ray cluster; one request per (question, sample, seed), so the rollouts are the
+    vLLM engine's."""
+    pytest.importorskip("ray", reason="ray is not installed in this environment")
+    ray_run = tmp_path / "ray"
+    _sample(ray_run, *SAMPLED, "--backend", "vllm", "--workers", "1", engine="ray")
+    a, r = _rollouts(sampled), _rollouts(ray_run)
+    assert (r["engine"] == "ray").all() and len(r) == len(a)
+    assert [list(x) for x in a["completion_token_ids"]] == \
+        [list(x) for x in r["completion_token_ids"]]
+    assert RunStore(ray_run).manifest.engine["backend"] == "vllm"
+
+
+def test_sampled_runs_are_reproducible_by_seed_and_resume_to_the_same_rollouts(sampled,
+                                                                               tmp_path):
+    args = SAMPLED
+    full = sampled
     resumed = tmp_path / "resumed"
     shutil.copytree(full, resumed)
     shards = RunStore(resumed).rollout_shards()

@@ -72,6 +72,8 @@ class RunConfig:
     dtype: str = option("auto | float32 | bfloat16 | float16.", "auto")
     engine: str = option("Sampling engine: hf (transformers), ray (Ray Data workers running hf) "
                         "or vllm.", "hf")
+    backend: str = option("With --engine ray: what each worker runs, hf or vllm (its own vLLM "
+                          "engine).", "hf")
     early_stop: str | None = option("Online early stop (hf and vllm engines): deepconf:warmup=W,"
                                     "percentile=P,window=K or consensus:min_traces=M,share=S.",
                                     None)
@@ -94,6 +96,10 @@ class RunConfig:
 
         if self.engine not in ENGINES:
             raise ConfigError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.backend not in ("hf", "vllm"):
+            raise ConfigError(f"`backend` must be hf or vllm, got {self.backend!r}")
+        if self.backend != "hf" and self.engine != "ray":
+            raise ConfigError("`backend` vllm is for --engine ray (use --engine vllm directly)")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"`limit` must be a positive number of questions, got {self.limit}")
         grader_for("math", self.grader)  # validates the grader's name

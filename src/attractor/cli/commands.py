@@ -186,8 +186,8 @@ def early_stop_cmd(
 
 
 @config_command(app, "sweep", RunConfig, required=("task",), short={"samples": "-n"},
-                skip=("temperature", "max_new_tokens", "engine", "early_stop", "allocate",
-                      "budget", "first_round"))
+                skip=("temperature", "max_new_tokens", "engine", "backend", "early_stop",
+                      "allocate", "budget", "first_round"))
 def sweep_cmd(
     cfg: RunConfig,
     out: str = typer.Option(..., "--out", help="Sweep directory (one run per cell inside)."),

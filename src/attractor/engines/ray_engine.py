@@ -3,8 +3,10 @@
 its own copy of the model; rows of one question that land in the same batch share one prefill.
 
 Sample ``i`` is seeded ``seed + i`` on whichever worker makes it, so a Ray run holds the rollouts
-an hf run makes (tested). On a GPU cluster, ``ray.data.llm`` with vLLM takes the same one-row-per-
-(question, sample, seed) layout, since its processor keeps one output per row.
+an hf run makes (tested). With ``--backend vllm`` each worker runs its own vLLM engine on the
+same one-row-per-(question, sample, seed) layout (plain Ray Data actors rather than
+``ray.data.llm``, whose processor keeps one output per row and asks for GPU workers), and the
+rollouts equal ``--engine vllm``'s.
 
 Ray is started locally (``ray.init``) unless ``RAY_ADDRESS`` names a cluster.
 """
@@ -34,10 +36,16 @@ def _import_ray():
 
 
 class _HFWorker:
-    """A Ray Data actor: loads the model once, then samples batches of rows."""
+    """A Ray Data actor: loads the model once, then samples batches of rows (the hf engine, or
+    with ``backend="vllm"`` a vLLM engine of its own)."""
 
     def __init__(self, model: str, dtype: str, device: str, threads: int,
-                 trust_remote_code: bool, max_batch_rows: int) -> None:
+                 trust_remote_code: bool, max_batch_rows: int, backend: str = "hf") -> None:
+        if backend == "vllm":
+            from attractor.engines.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(model, dtype=dtype, trust_remote_code=trust_remote_code)
+            return
         import torch
 
         from attractor.engines.hf import HFEngine
@@ -86,7 +94,8 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, model: str, *, workers: int = 2, dtype: str = "auto", device: str = "cpu",
-                 trust_remote_code: bool = False, max_batch_rows: int = 256) -> None:
+                 trust_remote_code: bool = False, max_batch_rows: int = 256,
+                 backend: str = "hf") -> None:
         if workers <= 0:
             raise ConfigError(f"--workers must be positive, got {workers}")
         self.ray = _import_ray()
@@ -100,13 +109,15 @@ class RayEngine:
                               log_to_driver=False, configure_logging=False)
         self.workers = workers
         self.max_batch_rows = max_batch_rows
+        self.backend = backend
         self.ctor = dict(model=model, dtype=dtype, device=device, threads=1,
-                         trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows)
+                         trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows,
+                         backend=backend)
 
     def describe(self) -> dict[str, Any]:
         """The manifest's engine record: Ray's version, the pool and what each worker runs."""
         return {"name": self.name, "ray_version": self.ray.__version__, "workers": self.workers,
-                "backend": "hf", "device": self.ctor["device"],
+                "backend": self.backend, "device": self.ctor["device"],
                 "max_batch_rows": self.max_batch_rows}
 
     def generate(self, question_ids: list[str], prompts: list[list[int]],

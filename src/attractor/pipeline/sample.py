@@ -33,6 +33,8 @@ def identity_of(cfg: RunConfig) -> dict[str, Any]:
     """The fields a rerun into the same directory must share (flattened). Batch sizes are not
     among them: a run resumes with a smaller ``--max-batch-rows`` after running out of memory."""
     ident = {k: v for k, v in asdict(cfg).items() if k != "sampling"}
+    if ident["backend"] == "hf":  # the default, and what runs made before the option hold
+        del ident["backend"]
     ident.update({f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()})
     return ident
 
@@ -181,7 +183,8 @@ def make_engine(cfg: RunConfig, model, tok, device: str, max_batch_rows: int,
 
         engine = RayEngine(cfg.model, workers=workers, dtype=cfg.dtype,
                            device="cpu" if device == "auto" else device,
-                           trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows)
+                           trust_remote_code=trust_remote_code, max_batch_rows=max_batch_rows,
+                           backend=cfg.backend)
     elif cfg.engine == "vllm":
         from attractor.engines.vllm_engine import VLLMEngine
 
