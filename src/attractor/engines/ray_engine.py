@@ -57,8 +57,11 @@ class _HFWorker:
 
     def __call__(self, batch: dict[str, Any], sampling: dict[str, Any]) -> dict[str, list]:
         cfg = SamplingConfig(**sampling)
-        requests = contiguous_requests(list(batch["question_id"]), list(batch["sample_id"]))
-        prompt_of = {q: list(p) for q, p in zip(batch["question_id"], batch["prompt_token_ids"])}
+        requests = contiguous_requests([str(q) for q in batch["question_id"]],
+                                       list(batch["sample_id"]))
+        # plain ints: Ray hands numpy arrays, which vLLM's request serialiser refuses
+        prompt_of = {str(q): [int(t) for t in p]
+                     for q, p in zip(batch["question_id"], batch["prompt_token_ids"])}
         out: dict[str, list] = {k: [] for k in ROLLOUT_FIELDS}
         groups = generate_requests(self.engine, [(q, prompt_of[q], first, count)
                                                  for q, first, count in requests], cfg)
