@@ -40,22 +40,20 @@ def token_confidence(logits: torch.Tensor, chosen: int, k: int = TOP_LOGPROBS) -
 
 
 class _Cut:
-    """One request's running window of token confidences (summed as the client sums them)."""
+    """One request's window of token confidences, averaged as
+    :func:`attractor.metrics.confidence.group_confidences` does (a difference of float64
+    cumulative sums), so the processor, the client's relabelling and the threshold agree."""
 
     def __init__(self, threshold: float, window: int, eos_id: int) -> None:
         self.threshold, self.window, self.eos_id = threshold, window, eos_id
-        self.last: deque[float] = deque()
-        self.total = 0.0
+        self.cum: deque[float] = deque([0.0], maxlen=window + 1)  # the last window + 1 sums
         self.prev: torch.Tensor | None = None  # raw logits of the previous step
 
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         if self.prev is not None and output_ids:
-            c = token_confidence(self.prev, output_ids[-1])
-            self.last.append(c)
-            self.total += c
-            if len(self.last) > self.window:
-                self.total -= self.last.popleft()
-        if len(self.last) == self.window and self.total / self.window < self.threshold:
+            self.cum.append(self.cum[-1] + token_confidence(self.prev, output_ids[-1]))
+        if len(self.cum) == self.window + 1 and \
+                (self.cum[-1] - self.cum[0]) / self.window < self.threshold:
             keep = logits[self.eos_id].clone()
             logits.fill_(float("-inf"))
             logits[self.eos_id] = keep

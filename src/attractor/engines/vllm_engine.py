@@ -20,6 +20,8 @@ import math
 import os
 from typing import Any
 
+import numpy as np
+
 from attractor.config import SamplingConfig
 from attractor.engines.base import Rollout
 from attractor.engines.confidence import TOP_LOGPROBS, confidence_from_logprobs
@@ -109,30 +111,23 @@ def sampling_params(vllm, cfg: SamplingConfig, seed: int, extra_args: dict | Non
 
 
 def label_cut(r: Rollout, threshold: float, window: int, decode) -> Rollout:
-    """The hf engine's DeepConf cut applied to a returned trace: stop after the first token
-    whose last ``window`` confidences average below ``threshold`` (the logits processor ended
-    the trace there, so normally nothing is left to drop), or, for a trace that ended shorter
-    than ``window``, mark it when its whole length averages below ``threshold``. The finish
-    reason becomes ``early_stop``."""
-    conf = r.token_confidences
-    total = 0.0
-    for t, c in enumerate(conf):
-        total += c
-        if t >= window:
-            total -= conf[t - window]
-        if t + 1 >= window and total / window < threshold:
-            keep = t + 1
-            ids = r.completion_token_ids[:keep]
-            text = r.text if keep == len(r.completion_token_ids) else decode(ids)
-            return Rollout(question_id=r.question_id, sample_id=r.sample_id, seed=r.seed,
-                           prompt_token_ids=r.prompt_token_ids, completion_token_ids=ids,
-                           text=text, finish_reason="early_stop",
-                           token_logprobs=r.token_logprobs[:keep],
-                           token_entropies=r.token_entropies[:keep],
-                           token_confidences=conf[:keep])
-    if 0 < len(conf) < window and sum(conf) / len(conf) < threshold:
-        r.finish_reason = "early_stop"
-    return r
+    """DeepConf's cut (:func:`attractor.scaling.deepconf.first_below`, the replay's rule)
+    applied to a returned trace: keep the tokens up to the first window that averages below
+    ``threshold`` (the logits processor ended the trace there, so normally nothing is left to
+    drop); a trace shorter than ``window`` is one group. The finish reason becomes
+    ``early_stop``."""
+    from attractor.scaling.deepconf import first_below
+
+    keep = first_below(np.asarray(r.token_confidences, dtype=np.float64), window, threshold)
+    if keep is None:
+        return r
+    ids = r.completion_token_ids[:keep]
+    text = r.text if keep == len(r.completion_token_ids) else decode(ids)
+    return Rollout(question_id=r.question_id, sample_id=r.sample_id, seed=r.seed,
+                   prompt_token_ids=r.prompt_token_ids, completion_token_ids=ids, text=text,
+                   finish_reason="early_stop", token_logprobs=r.token_logprobs[:keep],
+                   token_entropies=r.token_entropies[:keep],
+                   token_confidences=r.token_confidences[:keep])
 
 
 class VLLMEngine:
@@ -209,15 +204,13 @@ class VLLMEngine:
             raise ValueError(f"no samples to make (first_sample={first_sample}, count={count})")
         reqs = [(q, p, f + j, thr) for q, p, f, thr in zip(question_ids, prompts, firsts, cuts)
                 for j in range(n)]
-        eos = self.eos_id
-        params = []
-        for _, _, i, thr in reqs:
-            extra = None
-            if thr is not None and eos is not None:
-                from attractor.engines.vllm_deepconf import KEY
+        from attractor.engines.vllm_deepconf import KEY
 
-                extra = {KEY: (float(thr), int(window), eos)}
-            params.append(sampling_params(self.vllm, cfg, cfg.seed + i, extra))
+        eos = self.eos_id
+        params = [sampling_params(self.vllm, cfg, cfg.seed + i,
+                                  {KEY: (float(thr), int(window), eos)}
+                                  if thr is not None and eos is not None else None)
+                  for _, _, i, thr in reqs]
         outs = self.llm.generate([{"prompt_token_ids": p} for _, p, _, _ in reqs], params,
                                  use_tqdm=False)
         tok = self.llm.get_tokenizer()

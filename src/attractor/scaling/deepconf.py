@@ -1,7 +1,8 @@
 """DeepConf's online rule: its threshold and who votes with what weight (reference:
 facebookresearch/deepconf, ``deepconf/wrapper.py``, ``_deepthink_online`` and
 ``_perform_basic_voting``), shared by the offline replay (``attractor early-stop``), the online
-sampler (``sample --early-stop deepconf``) and the analysis of an online run.
+sampler (``sample --early-stop deepconf``, whose vLLM cut is relabelled with :func:`first_below`)
+and the analysis of an online run.
 
 - The first W traces (warm-up) run in full; the threshold is a percentile of their lowest group
   confidences. attractor's ``percentile=P`` is that percentile itself: P=90 keeps the top 10%
@@ -19,7 +20,17 @@ from typing import Sequence
 
 import numpy as np
 
-from attractor.metrics.confidence import lowest_group
+from attractor.metrics.confidence import group_confidences, lowest_group
+
+
+def first_below(conf: np.ndarray, window: int, threshold: float) -> int | None:
+    """Token count at which the sliding-window confidence first falls below ``threshold``
+    (the trace stops there), or None if it never does."""
+    groups = group_confidences(conf, window)
+    below = np.flatnonzero(groups < threshold)
+    if len(below) == 0:
+        return None
+    return int(below[0]) + min(window, len(conf))
 
 
 def threshold(warm_confidences: Sequence, percentile: float, window: int) -> float | None:

@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from attractor.metrics.confidence import group_confidences
 from attractor.scaling import deepconf
+from attractor.scaling.deepconf import first_below
 from attractor.scaling.vote import vote_correct
 
 
@@ -51,16 +51,6 @@ def majority_outcome(traces: list[Trace], correct_of: dict[str, bool]) -> Outcom
     """Full-budget majority voting over all traces (the reference)."""
     return Outcome(float(sum(t.n_tokens for t in traces)),
                    vote_correct([t.answer for t in traces], np.ones(len(traces)), correct_of))
-
-
-def first_below(conf: np.ndarray, window: int, threshold: float) -> int | None:
-    """Token count at which the sliding-window confidence first falls below ``threshold``
-    (the trace stops there), or None if it never does."""
-    groups = group_confidences(conf, window)
-    below = np.flatnonzero(groups < threshold)
-    if len(below) == 0:
-        return None
-    return int(below[0]) + min(window, len(conf))
 
 
 def deepconf_rule(warmup: int, percentile: float, window: int) -> Callable:
