@@ -46,8 +46,10 @@ def model_path(spec: str) -> Path | None:
 
 
 def load(spec: str = "tiny", dtype: str = "auto", device: str = "auto",
-         trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` for a spec, in eval mode on ``device``.
+         trust_remote_code: bool = False, attn_implementation: str | None = None
+         ) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for a spec, in eval mode on ``device``
+    (``attn_implementation="eager"`` for attention weights: SDPA and flash return none).
 
     Raises :class:`ModelLoadError` (one line naming the spec) when it does not load.
     """
@@ -67,8 +69,9 @@ def load(spec: str = "tiny", dtype: str = "auto", device: str = "auto",
     source = str(path) if path is not None else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
-                                                     trust_remote_code=trust_remote_code)
+                                                     trust_remote_code=trust_remote_code, **extra)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"--model {spec}: does not load as a causal LM ({first})") from None

@@ -104,6 +104,9 @@ def build_report(run: str, layer: int | None = None, position: str | None = None
     latent_html = _latent_figures(store, q, roll, layer, position, fig)
     if latent_html:
         sections.append(("latents", "Latent geometry", latent_html))
+    from attractor.report.mechanism import mechanism_sections
+
+    sections += mechanism_sections(store, fig)
     gold = {p.id: p.gold for p in store.questions()}
     texts = {qid: sub.sort_values("sample_id")["text"].fillna("").tolist()
              for qid, sub in roll.groupby("question_id")}

@@ -1,0 +1,123 @@
+"""``attractor depth|attention|patch RUN``: where stability forms inside the network."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from attractor.cli.app import app
+from attractor.cli.options import DEVICE, DTYPE, RUN
+
+MODEL = typer.Option(None, help="Model spec (default: the run's model; needed for imported "
+                                "runs).")
+
+
+def _ci(c: dict[str, Any], key: str) -> str:
+    from attractor.ui import fmt
+
+    v, ci = c.get(key), c.get(f"{key}_ci")
+    if v is None:
+        return "-"
+    return f"{fmt(v)} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(v)
+
+
+@app.command("depth")
+def depth_cmd(
+    run: str = RUN,
+    positions: str = typer.Option("decisive,frac:0.25,frac:0.5,frac:0.75", help="Single-token position specs as for capture (frac:F, every:K, last:K, answer, decisive); decisive is always added."),
+    skip: bool = typer.Option(True, help="Also skip each layer in turn (L extra forwards)."),
+    model: Optional[str] = MODEL,
+    max_tokens_per_batch: int = typer.Option(8192, help="Memory budget: rows x padded length per forward."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+) -> None:
+    """Depth use per rollout: attention/MLP contributions, logit lens, commitment layer and
+    layer skipping (resumable) -> metrics/depth*.parquet, depth_summary.json."""
+    from attractor.pipeline.depth import run_depth
+    from attractor.ui import console, table
+
+    res = run_depth(run, positions=positions, skip=skip, model=model,
+                    max_tokens_per_batch=max_tokens_per_batch, device=device, dtype=dtype)
+    s = res["summary"]
+    rows = []
+    for split, (yes, no) in (("stable", ("stable", "unstable")),
+                             ("majority_correct", ("right majority", "wrong majority"))):
+        c = s["commitment_layer"][split]["commitment_layer"]
+        rows.append([f"{yes} / {no}", _ci(c, "true"), _ci(c, "false"), _ci(c, "diff")])
+    console.print(table(f"Commitment layer at the decisive token (of {res['n_layers']})",
+                        ["split", "true", "false", "difference"], rows))
+    if "skip_overall" in s:
+        console.print(table("Skipping one layer", ["layer", "later change", "output change",
+                                                   "decisive flip rate"],
+                            [[k, v["later_change"], v["out_change"], v["flip_rate"]]
+                             for k, v in s["skip_overall"].items()]))
+    console.print(f"{res['counts']['rollouts']} rollouts -> {run}/metrics/depth.parquet")
+
+
+@app.command("attention")
+def attention_cmd(
+    run: str = RUN,
+    ablate: str = typer.Option("all", help="Heads to ablate (greedy re-decode of every question): all | none | LAYER.HEAD,..."),
+    model: Optional[str] = MODEL,
+    max_tokens_per_batch: int = typer.Option(4096, help="Memory budget: rows x padded length per forward (eager attention keeps one layer's rows x heads x length^2 weights)."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+) -> None:
+    """Per-head attention entropy, lookback ratio and (ProsQA) gold-sentence attention, their
+    AUROCs, and head ablation (eager attention; resumable) -> metrics/attention*.parquet."""
+    from attractor.pipeline.attention import run_attention
+    from attractor.ui import console, table
+
+    res = run_attention(run, ablate=ablate, model=model,
+                        max_tokens_per_batch=max_tokens_per_batch, device=device, dtype=dtype)
+    s = res["summary"]
+    if "lookup_head" in s:
+        h = s["lookup_head"]
+        rows = [["look-up head", f"{h['layer']}.{h['head']}"],
+                ["most-attended sentence is gold", h["gold_top_rate"]],
+                ["mass on gold sentences", h["gold_mass"]], ["correct steps", h["n_steps"]]]
+        if "ablation" in s:
+            rows += [["greedy accuracy", s["ablation"]["baseline_accuracy"]],
+                     ["... with the look-up head ablated", h.get("ablated_accuracy")],
+                     ["... median over other heads ablated",
+                      s.get("other_heads_ablated_accuracy_median")]]
+        console.print(table("Attention", ["", ""], rows))
+    if s.get("strongest_auroc"):
+        console.print(table("Strongest head AUROCs", ["head", "feature", "target", "AUROC",
+                                                      "95% CI"],
+                            [[f"{r['layer']}.{r['head']}", r["feature"], r["target"], r["auroc"],
+                              f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"]
+                             for r in s["strongest_auroc"]]))
+    console.print(f"{res['counts']['rollouts']} rollouts -> {run}/metrics/attention.parquet")
+
+
+@app.command("patch")
+def patch_cmd(
+    run: str = RUN,
+    pairs: int = typer.Option(1, help="Correct/wrong rollout pairs per question."),
+    noise: bool = typer.Option(True, help="Also the noise-corruption baseline (causal tracing)."),
+    seed: int = typer.Option(0, help="Seed of the noise draws."),
+    model: Optional[str] = MODEL,
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+) -> None:
+    """Activation patching between correct and wrong rollouts of each question (both ways)
+    and a noise baseline (resumable) -> metrics/patching.parquet."""
+    from attractor.pipeline.patch import run_patch
+    from attractor.ui import console, table
+
+    res = run_patch(run, pairs=pairs, noise=noise, seed=seed, model=model, device=device,
+                    dtype=dtype)
+    s, c = res["summary"], res["counts"]
+    rows = []
+    for direction, sites in (s.get("effect") or {}).items():
+        for site, layers in sites.items():
+            best = max(layers.items(), key=lambda kv: kv[1]["effect"])
+            rows.append([direction, site, best[0], best[1]["effect"], best[1]["flip_rate"]])
+    if rows:
+        console.print(table("Patching: the layer with the largest mean effect per site",
+                            ["direction", "site", "layer", "effect", "flip rate"], rows))
+    console.print(f"{c['questions_patched']} questions patched; skipped: "
+                  f"{c['no_correct_or_no_wrong']} without both a correct and a wrong rollout, "
+                  f"{c['same_decisive_token']} whose answers share the decisive token -> "
+                  f"{run}/metrics/patching.parquet")

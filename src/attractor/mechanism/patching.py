@@ -1,0 +1,108 @@
+"""Activation patching between rollouts of one question (after Meng et al. 2022's causal
+tracing, and the interchange interventions of TransformerLens/nnsight users).
+
+A *base* rollout is teacher-forced while the residual stream entering layer l (l = 0 .. L; l = L
+is the final norm's input) at one position t is replaced by a *source* run's state; one batch row
+per (layer, position). The read-out is the answer logit difference at the base rollout's decisive
+position, LD = logit(correct answer's decisive token) - logit(wrong answer's), and
+
+    effect = (LD_patched - LD_base) / (LD_source - LD_base)
+
+(1: the patch alone carries the source's answer; 0: no effect). ``flipped``: the patched LD has
+the source's sign and the base's differs. Directions: ``c->w`` (correct into wrong), ``w->c``,
+and ``noise``: the source is the correct rollout itself, the base the same rollout with every
+prompt token embedding corrupted by Gaussian noise of 3 x the embedding matrix's standard
+deviation (Meng et al.'s 3 sigma, sigma taken over the embedding matrix rather than over a
+corpus's subject tokens), one seeded draw per question.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from attractor.mechanism.forward import lens_logits, recorded_forward
+from attractor.mechanism.modules import DecoderModules
+
+NOISE_SIGMAS = 3.0
+
+
+@dataclass
+class Site:
+    """One patched position: its label, its index in the base run and in the source run."""
+
+    label: str
+    base: int
+    source: int
+
+
+def _ld(logits: torch.Tensor, tok_c: int, tok_w: int) -> torch.Tensor:
+    return logits[..., tok_c] - logits[..., tok_w]
+
+
+@torch.inference_mode()
+def source_states(mods: DecoderModules, ids: list[int], positions: list[int],
+                  inputs_embeds: torch.Tensor | None = None):
+    """Residual states h_0 .. h_L of one run at ``positions`` (a Record, rows in that order)."""
+    dev = next(mods.lm_head.parameters()).device
+    t = torch.tensor([ids], device=dev)
+    rows = torch.zeros(len(positions), dtype=torch.long, device=dev)
+    pos = torch.tensor(positions, dtype=torch.long, device=dev)
+    return recorded_forward(mods, t, rows, pos, inputs_embeds=inputs_embeds)
+
+
+@torch.inference_mode()
+def patch_sweep(mods: DecoderModules, base_ids: list[int], decisive: int, sites: list[Site],
+                src, src_decisive_logits: torch.Tensor, tok_c: int, tok_w: int,
+                base_embeds: torch.Tensor | None = None) -> dict:
+    """LD of the base run unpatched and patched at every (layer, site); ``src`` holds the
+    source states at the sites' source positions (in ``sites`` order) and, last, at the
+    source's decisive position (its logits are ``src_decisive_logits``)."""
+    dev = next(mods.lm_head.parameters()).device
+    n_l = mods.n_layers + 1
+    combos = [(layer, j) for layer in range(n_l) for j in range(len(sites))]
+    r = len(combos) + 1                                 # row 0: unpatched
+    ids = torch.tensor([base_ids] * r, device=dev)
+    embeds = base_embeds.expand(r, -1, -1).clone() if base_embeds is not None else None
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for row, (layer, j) in enumerate(combos, start=1):
+        by_layer.setdefault(layer, []).append((row, j))
+
+    def patch(layer: int, h: torch.Tensor) -> torch.Tensor:
+        todo = by_layer.get(layer)
+        if not todo:
+            return h
+        h = h.clone()
+        for row, j in todo:
+            h[row, sites[j].base] = src.resid[layer][j].to(h.dtype)
+        return h
+
+    rows = torch.arange(r, device=dev)
+    pos = torch.full((r,), decisive, dtype=torch.long, device=dev)
+    rec = recorded_forward(mods, ids, rows, pos, patch=patch, inputs_embeds=embeds)
+    ld = _ld(lens_logits(mods, rec.resid[-1]), tok_c, tok_w).cpu()
+    ld_src = float(_ld(src_decisive_logits, tok_c, tok_w))
+    ld_base = float(ld[0])
+    out = []
+    for (layer, j), v in zip(combos, ld[1:].tolist()):
+        denom = ld_src - ld_base
+        out.append({"layer": layer, "position": sites[j].label, "token_index": sites[j].base,
+                    "ld_base": ld_base, "ld_source": ld_src, "ld_patched": v,
+                    "effect": (v - ld_base) / denom if abs(denom) > 1e-9 else float("nan"),
+                    "flipped": bool((v > 0) == (ld_src > 0) and (ld_base > 0) != (ld_src > 0))})
+    return {"rows": out, "ld_base": ld_base, "ld_source": ld_src}
+
+
+def noisy_embeds(mods: DecoderModules, ids: list[int], prompt_len: int, seed: int
+                 ) -> torch.Tensor:
+    """Input embeddings of ``ids`` with Gaussian noise (3 sigma of the embedding matrix) added
+    to every prompt token, from a seeded generator."""
+    dev = next(mods.lm_head.parameters()).device
+    with torch.inference_mode():
+        e = mods.embed(torch.tensor([ids], device=dev)).clone()
+        w = mods.embed.weight
+        sigma = float(w.float().std())
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn((prompt_len, e.shape[-1]), generator=g) * NOISE_SIGMAS * sigma
+        e[0, :prompt_len] += noise.to(e.dtype).to(dev)
+    return e

@@ -1,0 +1,176 @@
+"""``attractor patch RUN``: activation patching between a correct and a wrong rollout of each
+question (both directions) and a noise-corruption baseline, into ``metrics/patching.parquet``
+and ``patching_summary.json``. See :mod:`attractor.mechanism.patching`."""
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from attractor.capture.decisive import decisive_token_index
+from attractor.errors import ConfigError
+from attractor.mechanism.modules import decoder_modules
+from attractor.mechanism.patching import (Site, noisy_embeds, patch_sweep, source_states)
+from attractor.mechanism.forward import lens_logits
+from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
+from attractor.mechanism.source import MechanismRun, Rollout
+from attractor.store.atomic import atomic_write_json
+from attractor.ui import progress_bar
+
+FRACTIONS = (0.25, 0.5, 0.75)   # the "steps" of a task without a parsed proof
+
+
+def step_positions(mr: MechanismRun, r: Rollout, kind: str) -> list[int]:
+    """Absolute token indices of a rollout's steps: ProsQA proof-step queries, else the
+    completion tokens at 1/4, 1/2 and 3/4."""
+    if kind == "prosqa":
+        _, pairs = sentence_spans(mr.tokenizer, r.prompt_ids)
+        steps = proof_steps(mr.tokenizer, len(r.prompt_ids), r.completion_ids, r.text, pairs)
+        return [s.query for s in steps]
+    c = len(r.completion_ids)
+    return sorted({len(r.prompt_ids) + int(f * (c - 1)) for f in FRACTIONS}) if c else []
+
+
+def _sites(base: Rollout, source: Rollout, d_base: int, d_src: int, steps: list[int]
+           ) -> list[Site]:
+    p = len(base.prompt_ids)
+    sites = [Site("prompt_last", p - 1, len(source.prompt_ids) - 1)]
+    for k, t in enumerate(steps):
+        s = t - p + len(source.prompt_ids)       # aligned from the end of the prompt
+        if t < d_base and s < len(source.ids):
+            sites.append(Site(f"step:{k}", t, s))
+    sites.append(Site("decisive", d_base, d_src))
+    return sites
+
+
+def run_patch(run: str, *, pairs: int = 1, noise: bool = True, model: str | None = None,
+              device: str = "auto", dtype: str = "auto", seed: int = 0,
+              show_progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Patch every question with a correct and a wrong rollout (resumable)."""
+    if pairs < 1:
+        raise ConfigError(f"--pairs must be at least 1, got {pairs}")
+    mr = MechanismRun(run, "patch", model=model, device=device, dtype=dtype)
+    mods = decoder_modules(mr.model)
+    table = mr.table("patching")
+    done = mr.begin({"pairs": pairs, "noise": noise, "seed": seed}, [table])
+    tok = mr.tokenizer
+    counts = {"no_decisive": 0}
+    todo = len(mr.labels) - len(done & set(mr.labels["question_id"]))
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("patching", total=todo)
+        for chunk in mr.questions(done, chunk=4):
+            frames = []
+            for q in chunk:
+                kind = q.problem.kind
+                dec = {}
+                for r in q.rollouts:
+                    d = decisive_token_index(tok, r.completion_ids, r.text, kind)
+                    if d is not None:
+                        dec[r.sample_id] = len(r.prompt_ids) + d
+                    else:
+                        counts["no_decisive"] += 1
+                right = [r for r in q.rollouts if r.correct and r.sample_id in dec]
+                wrong = [r for r in q.rollouts if not r.correct and r.sample_id in dec]
+                rows = []
+                chosen = _pairs(right, wrong, dec, pairs)
+                reason = ("no_correct_or_no_wrong" if not right or not wrong else
+                          "same_decisive_token" if not chosen else None)
+                for c, w in chosen:
+                    dc, dw = dec[c.sample_id], dec[w.sample_id]
+                    rows += _pair_rows(mr, mods, q, c, w, dc, dw, c.ids[dc + 1], w.ids[dw + 1],
+                                       noise, seed)
+                if rows:
+                    frames.append(pd.DataFrame(rows))
+                else:   # recorded (with why) so a resumed run does not try it again
+                    frames.append(pd.DataFrame([{"question_id": q.problem.id,
+                                                 "direction": "none", "position": reason}]))
+            table.append(pd.concat(frames, ignore_index=True))
+            bar.update(task, advance=len(chunk))
+    out = mr.finish([table])["patching"]
+    skipped = out[out["direction"] == "none"]
+    counts.update({"questions_patched": int(out.loc[out["direction"] != "none",
+                                                    "question_id"].nunique()),
+                   "no_correct_or_no_wrong": int((skipped["position"]
+                                                  == "no_correct_or_no_wrong").sum()),
+                   "same_decisive_token": int((skipped["position"]
+                                               == "same_decisive_token").sum())})
+    mr.store.update_stage("patch", **counts)
+    summary = patch_summary(out)
+    summary["counts"] = counts
+    atomic_write_json(mr.store.sub("metrics", "patching_summary.json"), summary)
+    return {"counts": counts, "summary": summary}
+
+
+def _pairs(right: list[Rollout], wrong: list[Rollout], dec: dict[int, int], k: int
+           ) -> list[tuple[Rollout, Rollout]]:
+    """Up to ``k`` (correct, wrong) pairs, in sample order, each rollout used once, whose
+    decisive tokens differ (a wrong answer can share the right one's concept and name another
+    person: no logit difference separates them)."""
+    out, used = [], set()
+    for c in right:
+        for w in wrong:
+            if w.sample_id in used or len(out) >= k:
+                continue
+            if c.ids[dec[c.sample_id] + 1] != w.ids[dec[w.sample_id] + 1]:
+                out.append((c, w))
+                used.add(w.sample_id)
+                break
+    return out
+
+
+def _pair_rows(mr, mods, q, c: Rollout, w: Rollout, dc: int, dw: int, tok_c: int, tok_w: int,
+               noise: bool, seed: int) -> list[dict]:
+    kind = q.problem.kind
+    rows: list[dict] = []
+    plans = [("c->w", w, c, dw, dc), ("w->c", c, w, dc, dw)]
+    for direction, base, source, d_base, d_src in plans:
+        sites = _sites(base, source, d_base, d_src, step_positions(mr, base, kind))
+        src = source_states(mods, source.ids, [s.source for s in sites] + [d_src])
+        got = patch_sweep(mods, base.ids, d_base, sites, src,
+                          lens_logits(mods, src.resid[-1][-1:])[0], tok_c, tok_w)
+        rows += [{"question_id": q.problem.id, "direction": direction,
+                  "base_sample": base.sample_id, "source_sample": source.sample_id, **r}
+                 for r in got["rows"]]
+    if noise:
+        steps = step_positions(mr, c, kind)
+        sites = [Site("prompt_last", len(c.prompt_ids) - 1, len(c.prompt_ids) - 1)] + [
+            Site(f"step:{k}", t, t) for k, t in enumerate(steps) if t < dc] + [
+            Site("decisive", dc, dc)]
+        src = source_states(mods, c.ids, [s.source for s in sites] + [dc])
+        emb = noisy_embeds(mods, c.ids, len(c.prompt_ids),
+                           seed + zlib.crc32(q.problem.id.encode()))
+        got = patch_sweep(mods, c.ids, dc, sites, src, lens_logits(mods, src.resid[-1][-1:])[0],
+                          tok_c, tok_w, base_embeds=emb)
+        rows += [{"question_id": q.problem.id, "direction": "noise",
+                  "base_sample": c.sample_id, "source_sample": c.sample_id, **r}
+                 for r in got["rows"]]
+    return rows
+
+
+def site_kind(label: str) -> str:
+    """prompt_last | step | decisive (steps pooled)."""
+    return "step" if str(label).startswith("step:") else str(label)
+
+
+def patch_summary(df: pd.DataFrame) -> dict[str, Any]:
+    """Mean effect and flip rate by direction, site kind and layer (per-question means first,
+    then the mean over questions with a bootstrap interval)."""
+    from attractor.metrics.answers import bootstrap_ci
+
+    df = df[df["direction"] != "none"]
+    out: dict[str, Any] = {"n_questions": int(df["question_id"].nunique()) if len(df) else 0}
+    if df.empty:
+        return out
+    df = df.assign(site=df["position"].map(site_kind))
+    grid: dict[str, Any] = {}
+    for (direction, site, layer), sub in df.groupby(["direction", "site", "layer"]):
+        per_q = sub.groupby("question_id").agg(effect=("effect", "mean"),
+                                               flipped=("flipped", "mean"))
+        m, lo, hi = bootstrap_ci(per_q["effect"].tolist())
+        grid.setdefault(direction, {}).setdefault(site, {})[int(layer)] = {
+            "effect": m, "effect_ci": [lo, hi], "flip_rate": float(per_q["flipped"].mean()),
+            "n_questions": int(len(per_q))}
+    out["effect"] = grid
+    return out
