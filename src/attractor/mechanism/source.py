@@ -59,7 +59,7 @@ def stability_labels(cheap: pd.DataFrame) -> pd.DataFrame:
     from attractor.pipeline.analyze import per_question
 
     if cheap["correct"].isna().all():
-        raise UserError("the run's rollouts are not graded; run `attractor analyze RUN` first")
+        raise UserError("the rollouts are not graded; run 'attractor analyze' on the run first")
     q = per_question(cheap)[["question_id", "top1_share", "majority_correct"]].copy()
     med = float(np.median(q["top1_share"]))
     stable = q["top1_share"] > med
@@ -92,7 +92,10 @@ class MechanismRun:
                             "must use the model that made the rollouts")
         self.store, self.stage, self.spec, self.sha = store, stage, spec, sha
         self.run = run
-        self.labels = stability_labels(store.rollouts(CHEAP))
+        try:
+            self.labels = stability_labels(store.rollouts(CHEAP))
+        except UserError as err:
+            raise UserError(f"{run}: {err}") from None
         self.problems = {p.id: p for p in store.questions()}
         self.model, self.tokenizer = load(spec, dtype=dtype, device=device,
                                           attn_implementation=attn_implementation)
