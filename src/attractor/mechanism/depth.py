@@ -67,24 +67,37 @@ def contributions(rec) -> dict[str, np.ndarray]:
     return {k: torch.stack(v).cpu().numpy() for k, v in cols.items()}
 
 
+LENS_ROWS = 256  # residual states per LM-head matmul: the head's weight is read once per block
+
+
 def lens(mods: DecoderModules, rec) -> dict[str, np.ndarray]:
     """Logit-lens columns, each (L + 1, N): KL to the final distribution, top-5 overlap, rank of
-    the final top-1 token; plus the final log-probabilities' top-1 (N,)."""
+    the final top-1 token; plus the final top-1 (N,). All layers share each LM-head matmul (a
+    matmul per layer would read a 150k-token head L times)."""
+    n_res, n = len(rec.resid), rec.resid[0].shape[0]
+    flat = torch.stack(rec.resid[:-1]).reshape((n_res - 1) * n, -1)   # layer-major
     final = torch.log_softmax(lens_logits(mods, rec.resid[-1]), -1)
     top1 = final.argmax(-1)
     top5 = final.topk(5, -1).indices
-    kl, overlap, rank = [], [], []
     p_final = final.exp()
-    for h in rec.resid:
-        lp = torch.log_softmax(lens_logits(mods, h), -1)
-        kl.append((p_final * (final - lp)).sum(-1).clamp(min=0.0))
+    kl = torch.empty(n_res * n)
+    overlap = torch.empty(n_res * n)
+    rank = torch.empty(n_res * n, dtype=torch.long)
+    blocks = [(a, min(a + LENS_ROWS, (n_res - 1) * n)) for a in range(0, (n_res - 1) * n,
+                                                                       LENS_ROWS)]
+    for a, b in blocks + [((n_res - 1) * n, n_res * n)]:
+        # the last layer's rows are the final distribution itself (its KL is exactly 0)
+        lp = (final if a == (n_res - 1) * n else
+              torch.log_softmax(lens_logits(mods, flat[a:b]), -1))
+        j = torch.arange(a, b, device=lp.device) % n              # the position of each row
+        kl[a:b] = (p_final[j] * (final[j] - lp)).sum(-1).clamp(min=0.0).cpu()
         mine = lp.topk(5, -1).indices
-        overlap.append((mine.unsqueeze(-1) == top5.unsqueeze(-2)).any(-1).float().mean(-1))
-        chosen = lp.gather(-1, top1[:, None])
-        rank.append((lp > chosen).sum(-1))
-    return {"lens_kl": torch.stack(kl).cpu().numpy(),
-            "lens_top5_overlap": torch.stack(overlap).cpu().numpy(),
-            "final_token_rank": torch.stack(rank).cpu().numpy(), "top1": top1.cpu().numpy()}
+        overlap[a:b] = (mine.unsqueeze(-1) == top5[j].unsqueeze(-2)).any(-1).float() \
+            .mean(-1).cpu()
+        rank[a:b] = (lp > lp.gather(-1, top1[j][:, None])).sum(-1).cpu()
+    return {"lens_kl": kl.reshape(n_res, n).numpy(),
+            "lens_top5_overlap": overlap.reshape(n_res, n).numpy(),
+            "final_token_rank": rank.reshape(n_res, n).numpy(), "top1": top1.cpu().numpy()}
 
 
 def commitment_layer(ranks: np.ndarray) -> int:

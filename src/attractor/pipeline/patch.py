@@ -6,7 +6,6 @@ from __future__ import annotations
 import zlib
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 from attractor.capture.decisive import decisive_token_index
