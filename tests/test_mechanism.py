@@ -26,7 +26,7 @@ def _no_grad():
 def tiny_run(tmp_path_factory):
     """A ProsQA run of the embedded model (mixed right and wrong answers)."""
     run = tmp_path_factory.mktemp("mech") / "run"
-    attractor("sample", "--task", "synthetic:prosqa:n=8,seed=3", "--samples", "4",
+    attractor("sample", "--task", "synthetic:prosqa:n=6,seed=3", "--samples", "4",
               "--out", str(run))
     return run
 
@@ -91,6 +91,27 @@ def test_depth_columns_equal_an_independent_computation(random_model):
     assert commitment_layer(np.array([0, 3, 0, 0, 0])) == 2
     assert commitment_layer(np.array([0, 0, 0])) == 0
     assert len(skips) == mods.n_layers
+
+
+def test_a_llama_decomposes_too():
+    """Any decoder with self_attn/mlp/o_proj blocks: a Llama built from a config."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from attractor.mechanism.depth import DepthItem, depth_batch
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=3, num_attention_heads=4,
+                                         num_key_value_heads=2)).eval()
+    mods = decoder_modules(llama)
+    assert (mods.n_layers, mods.n_heads, mods.head_dim) == (3, 4, 8)
+    ids = _ids(llama, n=2, t=12)
+    rec = recorded_forward(mods, ids, torch.tensor([0, 1]), torch.tensor([5, 11]))
+    total = rec.resid[0] + sum(a + m for a, m in zip(rec.attn, rec.mlp))
+    torch.testing.assert_close(total, rec.resid[-1], atol=1e-5, rtol=0)
+    cols, _, skips = depth_batch(mods, [DepthItem(ids[0].tolist(), [4, 11], [("a", 0),
+                                                                             ("b", 0)], 1)], 0)
+    assert (cols["lens_kl"][-1] == 0).all() and len(skips) == 3
 
 
 def test_skipping_leaves_earlier_layers_bit_identical(random_model):

@@ -121,3 +121,44 @@ def patch_cmd(
                   f"{c['no_correct_or_no_wrong']} without both a correct and a wrong rollout, "
                   f"{c['same_decisive_token']} whose answers share the decisive token -> "
                   f"{run}/metrics/patching.parquet")
+
+
+@app.command("probe")
+def probe_cmd(
+    run: str = RUN,
+    layers: str = typer.Option("all", help="all | every:K | a list like 0,2,4 (0 = embeddings, L = after the final norm)."),
+    tokens: str = typer.Option("0,1,2,4,8,16", help="Completion tokens read: N = 0 is the prompt's last token, N the N-th completion token; prefixes that already hold the answer marker, or that a rollout does not reach, are skipped and counted."),
+    folds: int = typer.Option(5, help="Grouped cross-validation folds (a question is never in train and test)."),
+    seed: int = typer.Option(0, help="Seed of the folds, PCA and the shuffled-label control."),
+    refits: int = typer.Option(20, help="Cluster-bootstrap refits of the whole cross-validation behind each interval."),
+    model: Optional[str] = MODEL,
+    max_tokens_per_batch: int = typer.Option(16384, help="Memory budget: rows x padded length per forward."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+) -> None:
+    """Early-token probes of correctness and stability (PCA + logistic regression, grouped CV,
+    baselines) -> metrics/probes.parquet and probes/TARGET_nN.safetensors."""
+    from attractor.pipeline.probe import run_probe
+    from attractor.ui import console, table
+
+    res = run_probe(run, layers=layers, tokens=tokens, folds=folds, seed=seed, refits=refits,
+                    model=model,
+                    max_tokens_per_batch=max_tokens_per_batch, device=device, dtype=dtype)
+    df = res["table"]
+    rows = []
+    for (target, n), sub in df.groupby(["target", "n_tokens"], sort=False):
+        hid = sub[sub["feature"] == "hidden"].sort_values("auroc", ascending=False)
+        if hid.empty:
+            continue
+        h = hid.iloc[0]
+        alt = {r.feature: r.auroc for r in sub.itertuples() if r.feature != "hidden"}
+        rows.append([target, n, int(h["layer"]), h["auroc"], f"[{h['ci_low']:.2f}, "
+                     f"{h['ci_high']:.2f}]", alt.get("shuffled labels"), alt.get("confidence"),
+                     alt.get("entropy"), alt.get("question_length")])
+    console.print(table("Early-token probes: best layer per target and N (out-of-fold AUROC)",
+                        ["target", "N", "layer", "AUROC", "95% CI", "shuffled", "confidence",
+                         "entropy", "q. length"], rows))
+    c = res["counts"]
+    console.print(f"{c['rows']} (rollout, N) rows; skipped {c['skipped_short']} beyond a "
+                  f"rollout's length and {c['skipped_answered']} already answered -> "
+                  f"{run}/metrics/probes.parquet, {run}/probes/")

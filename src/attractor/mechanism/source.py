@@ -36,6 +36,7 @@ class Rollout:
     text: str
     correct: bool
     answer_class: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[int]:
@@ -137,15 +138,18 @@ class MechanismRun:
         self.store.update_stage(self.stage, status="done", finished=now(), **fields)
         return out
 
-    def questions(self, skip: set[str], chunk: int = 8) -> Iterator[list[Question]]:
+    def questions(self, skip: set[str], chunk: int = 8, extra: tuple[str, ...] = ()
+                  ) -> Iterator[list[Question]]:
         """Questions not in ``skip``, ``chunk`` at a time, each with its rollouts (read from the
-        shards for that chunk only), in the run's question order."""
+        shards for that chunk only), in the run's question order; ``extra`` rollout columns go
+        into each rollout's ``extra``."""
         labels = self.labels.set_index("question_id")
         todo = [q for q in labels.index if q not in skip]
         shards = self.store.rollout_shards()
         for i in range(0, len(todo), chunk):
             ids = todo[i:i + chunk]
-            frames = [pq.read_table(s, columns=TOKENS, filters=[("question_id", "in", ids)])
+            frames = [pq.read_table(s, columns=TOKENS + list(extra),
+                                    filters=[("question_id", "in", ids)])
                       .to_pandas() for s in shards]
             df = pd.concat(frames, ignore_index=True).sort_values(["question_id", "sample_id"])
             groups = {q: sub for q, sub in df.groupby("question_id", sort=False)}
@@ -153,13 +157,13 @@ class MechanismRun:
             for q in ids:
                 if q not in groups:
                     continue
-                rolls = [self._rollout(r) for r in groups[q].itertuples(index=False)]
+                rolls = [self._rollout(r, extra) for r in groups[q].itertuples(index=False)]
                 lab = labels.loc[q]
                 out.append(Question(self.problems[q], rolls, float(lab["top1_share"]),
                                     bool(lab["stable"]), bool(lab["majority_correct"])))
             yield out
 
-    def _rollout(self, r) -> Rollout:
+    def _rollout(self, r, extra: tuple[str, ...] = ()) -> Rollout:
         tok = self.tokenizer
         if r.completion_token_ids is None:
             from attractor.tasks.prompts import prompt_ids
@@ -172,4 +176,4 @@ class MechanismRun:
         ac = r.answer_class if isinstance(r.answer_class, str) else None
         return Rollout(r.question_id, int(r.sample_id), p_ids, c_ids, r.text or "",
                        bool(r.correct) if r.correct is not None and r.correct == r.correct
-                       else False, ac)
+                       else False, ac, {k: getattr(r, k) for k in extra})

@@ -106,7 +106,6 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         if old and before != new:
             raise UserError(f"{store.path}: existing run used {key}={before}, now {new}; the "
                             "model or data changed -- use another --out")
-    engine = make_engine(cfg, model, tok, device, max_batch_rows, trust_remote_code, workers)
     chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
     budgeted = cfg.budget is not None
     todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
@@ -115,6 +114,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         log(f"{store.path}: run already complete ({len(problems)} questions x {n} samples); "
             "nothing to do")
         return {"status": "complete", "new_rollouts": 0, "questions": len(problems)}
+    # after the completeness check: a finished run resumes without starting Ray or vLLM
+    engine = make_engine(cfg, model, tok, device, max_batch_rows, trust_remote_code, workers)
     if not old:
         manifest = Manifest(
             attractor_version=attractor.__version__,
