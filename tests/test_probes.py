@@ -109,6 +109,13 @@ def test_probe_command_end_to_end(tiny_run):
     m = json.loads((tiny_run / "manifest.json").read_text())
     assert p.meta["weights_sha256"] == m["stages"]["probe"]["weights_sha256"]
     assert p.meta["layer"] in (2, 4) and p.meta["hidden_size"] == p.mean.shape[0]
+    # the report's probe section (its figure drawn from the table)
+    from attractor.report.mechanism import mechanism_sections
+    from attractor.store.run_store import RunStore
+
+    drawn = []
+    sections = mechanism_sections(RunStore(tiny_run), lambda name, *a: drawn.append(name) or "")
+    assert "probes" in drawn and [s[0] for s in sections] == ["probes"]
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -152,8 +152,8 @@ def probe_cmd(
             continue
         h = hid.iloc[0]
         alt = {r.feature: r.auroc for r in sub.itertuples() if r.feature != "hidden"}
-        rows.append([target, n, int(h["layer"]), h["auroc"], f"[{h['ci_low']:.2f}, "
-                     f"{h['ci_high']:.2f}]", alt.get("shuffled labels"), alt.get("confidence"),
+        rows.append([target, n, int(h["layer"]), h["auroc"], f"{h['ci_low']:.2f}-"
+                     f"{h['ci_high']:.2f}", alt.get("shuffled labels"), alt.get("confidence"),
                      alt.get("entropy"), alt.get("question_length")])
     console.print(table("Early-token probes: best layer per target and N (out-of-fold AUROC)",
                         ["target", "N", "layer", "AUROC", "95% CI", "shuffled", "confidence",

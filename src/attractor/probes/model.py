@@ -55,6 +55,8 @@ def cross_val_scores(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int = 
     from scipy.stats import rankdata
 
     out = np.full(len(y), np.nan)
+    if not np.ptp(x, axis=0).any():   # constant features (layer 0 at N = 0: one token)
+        return out
     for test in group_folds(groups, k, seed):
         train = np.setdiff1d(np.arange(len(y)), test)
         if len(np.unique(y[train])) < 2 or len(test) == 0:

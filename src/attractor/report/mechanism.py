@@ -1,5 +1,5 @@
 """The report's "Inside the network" sections, for runs where ``attractor depth``,
-``attention`` or ``patch`` ran."""
+``attention``, ``patch`` or ``probe`` ran."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,8 @@ def mechanism_sections(store: RunStore, fig: Callable) -> list[tuple[str, str, s
 
     sections = []
     path = store.sub("metrics")
-    have = {n: (path / f"{n}.parquet").exists() for n in ("depth", "attention", "patching")}
+    have = {n: (path / f"{n}.parquet").exists() for n in ("depth", "attention", "patching",
+                                                           "probes")}
     if not any(have.values()):
         return sections
     labels = stability_labels(store.rollouts(CHEAP))
@@ -68,4 +69,11 @@ def mechanism_sections(store: RunStore, fig: Callable) -> list[tuple[str, str, s
                    "state into a run whose prompt embeddings were corrupted.",
                    mf.patching_heatmaps(store.metric_table("patching")))
         sections.append(("patching", "Inside the network: causal patching", html))
+    if have["probes"]:
+        html = fig("probes", "Early-token probes",
+                   "Out-of-fold AUROC of a probe on each layer's hidden state after N completion "
+                   "tokens (N = 0: before the first), per target; dashed grey: baselines on the "
+                   "same prefix and the shuffled-label control (should sit on 0.5).",
+                   mf.probe_curves(store.metric_table("probes")))
+        sections.append(("probes", "Predicting stability from early tokens", html))
     return sections

@@ -135,3 +135,29 @@ def patching_heatmaps(patch: pd.DataFrame):
         ax.set_title(f"{d} ({sub['question_id'].nunique()} questions)")
     fig.colorbar(im, ax=list(axes[0]), label="effect (1 = carries the source's answer)")
     return fig
+
+
+def probe_curves(df: pd.DataFrame):
+    """Out-of-fold AUROC against the number of completion tokens read, one panel per target:
+    each layer's probe, and the baselines dashed."""
+    targets = [t for t in ("correct", "majority_correct", "stable") if t in set(df["target"])]
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        sub = df[df["target"] == target]
+        hid = sub[sub["feature"] == "hidden"]
+        for layer, g in hid.groupby("layer"):
+            g = g.sort_values("n_tokens")
+            ax.plot(g["n_tokens"], g["auroc"], "-o", label=f"layer {int(layer)}")
+        for feat, style in (("shuffled labels", ":"), ("confidence", "--"), ("entropy", "-."),
+                            ("question_length", (0, (1, 3)))):
+            g = sub[sub["feature"] == feat].sort_values("n_tokens")
+            if len(g):
+                ax.plot(g["n_tokens"], g["auroc"], linestyle=style, c="#777", label=feat)
+        ax.axhline(0.5, c="k", lw=.6)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("completion tokens read (N)")
+        ax.set_ylabel("AUROC (out of fold)")
+        ax.set_title(target, fontsize=10)
+    axes[0][0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
