@@ -71,7 +71,6 @@ def test_saved_probe_scores_the_same_in_another_process_and_refuses_another_mode
     out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy")],
                          capture_output=True, text=True, check=True).stdout.split()
     np.testing.assert_allclose(np.array(out, float), probe.score(x[:10]), atol=1e-6)
-    from sklearn.pipeline import make_pipeline  # noqa: F401  (the same pipeline, refit)
     from attractor.probes.model import _pipeline
 
     ref = _pipeline(x.shape[1], len(y), 0).fit(x, y).predict_proba(x[:10])[:, 1]
