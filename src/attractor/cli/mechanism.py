@@ -162,3 +162,34 @@ def probe_cmd(
     console.print(f"{c['rows']} (rollout, N) rows; skipped {c['skipped_short']} beyond a "
                   f"rollout's length and {c['skipped_answered']} already answered -> "
                   f"{run}/metrics/probes.parquet, {run}/probes/")
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: list[str] = typer.Argument(..., help="Two or more analysed runs on the same questions."),
+    out: str = typer.Option("compare", help="Folder for compare.parquet, tightness.parquet and compare.png."),
+    position: Optional[str] = typer.Option(None, help="Captured position for latent tightness (default: the first each run captured)."),
+) -> None:
+    """Runs of different models or checkpoints side by side: accuracy, pass@k, maj@k, entropy,
+    top-1 share, stability-gap AUROC and latent tightness by relative depth."""
+    from attractor.pipeline.compare import run_compare
+    from attractor.ui import console, table
+
+    res = run_compare(runs, out, position)
+    k = res["k"]
+    cols = ["accuracy", "majority_correct", "answer_entropy_nats", "top1_share"] + (
+        [f"pass@{k}", f"maj@{k}"] if k else [])
+    rows = [[r["run"], r["model"], r["n_layers"], *[r[c] for c in cols],
+             r["stability_gap_auroc"]] for r in res["table"].to_dict("records")]
+    heads = ["accuracy", "right maj.", "entropy", "top-1"] + ([f"pass@{k}", f"maj@{k}"] if k
+                                                              else [])
+    console.print(table("compare (means over questions; intervals in compare.parquet)",
+                        ["run", "model", "layers", *heads, "gap AUROC"], rows))
+    td = res["tightness"]
+    if len(td):
+        grid = td.assign(depth=(td["relative_depth"] * 4).round() / 4).groupby(
+            ["run", "depth"])["tightness"].mean().unstack("depth")
+        console.print(table(f"latent tightness by relative depth ({td['position'].iloc[0]})",
+                            ["run", *[f"{d:g}" for d in grid.columns]],
+                            [[i, *row] for i, row in zip(grid.index, grid.to_numpy())]))
+    console.print(f"-> {out}/compare.parquet, tightness.parquet, compare.png")
