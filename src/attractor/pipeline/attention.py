@@ -19,7 +19,6 @@ from attractor.mechanism.modules import decoder_modules
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
 from attractor.mechanism.source import MechanismRun
 from attractor.metrics.auroc import auroc, bootstrap_auroc
-from attractor.store.atomic import atomic_write_json, atomic_write_table
 from attractor.ui import progress_bar
 
 # scored so that "more focused / more grounded / on the gold sentence" predicts the positive
@@ -67,11 +66,10 @@ def run_attention(run: str, *, ablate: str = "all", model: str | None = None,
             bar.update(task, advance=len(chunk))
     out = mr.finish(tables, attn_implementation="eager", **counts)
     au = head_aurocs(out["attention"], mr.labels)
-    atomic_write_table(mr.store.sub("metrics", "attention_auroc.parquet"),
-                       __import__("pyarrow").Table.from_pandas(au, preserve_index=False))
+    mr.store.write_metric_table("attention_auroc", au)
     summary = attention_summary(out["attention"], out.get("attention_ablation"), au)
     summary["counts"] = counts
-    atomic_write_json(mr.store.sub("metrics", "attention_summary.json"), summary)
+    mr.store.write_metric_json("attention_summary", summary)
     return {"counts": counts, "summary": summary}
 
 

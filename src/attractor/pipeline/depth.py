@@ -17,7 +17,6 @@ from attractor.mechanism.modules import decoder_modules
 from attractor.mechanism.source import MechanismRun
 from attractor.mechanism.summary import by_groups
 from attractor.pipeline.capture import answer_token_index
-from attractor.store.atomic import atomic_write_json
 from attractor.ui import progress_bar
 
 BLOCK_COLS = ["attn_rel", "mlp_rel", "layer_rel", "attn_cos", "mlp_cos", "layer_cos"]
@@ -107,7 +106,7 @@ def run_depth(run: str, *, positions: str = "decisive,frac:0.25,frac:0.5,frac:0.
     mr.store.update_stage("depth", **counts)
     summary = depth_summary(out, mr.labels, n_layers)
     summary["counts"] = counts
-    atomic_write_json(mr.store.sub("metrics", "depth_summary.json"), summary)
+    mr.store.write_metric_json("depth_summary", summary)
     return {"counts": counts, "summary": summary, "n_layers": n_layers}
 
 

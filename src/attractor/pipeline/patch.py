@@ -15,7 +15,6 @@ from attractor.mechanism.patching import (Site, noisy_embeds, patch_sweep, sourc
 from attractor.mechanism.forward import lens_logits
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
 from attractor.mechanism.source import MechanismRun, Rollout
-from attractor.store.atomic import atomic_write_json
 from attractor.ui import progress_bar
 
 FRACTIONS = (0.25, 0.5, 0.75)   # the "steps" of a task without a parsed proof
@@ -98,7 +97,7 @@ def run_patch(run: str, *, pairs: int = 1, noise: bool = True, model: str | None
     mr.store.update_stage("patch", **counts)
     summary = patch_summary(out)
     summary["counts"] = counts
-    atomic_write_json(mr.store.sub("metrics", "patching_summary.json"), summary)
+    mr.store.write_metric_json("patching_summary", summary)
     return {"counts": counts, "summary": summary}
 
 

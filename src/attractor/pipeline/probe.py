@@ -20,7 +20,6 @@ from attractor.mechanism.source import MechanismRun
 from attractor.metrics.auroc import auroc
 from attractor.probes.features import FeatureSet, collect
 from attractor.probes.model import Probe, cross_val_scores, refit_interval
-from attractor.store.atomic import atomic_write_table
 from attractor.store.environment import now
 from attractor.ui import progress_bar
 
@@ -111,8 +110,7 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
         Probe.fit(hidden[layer][sel], y, meta, seed).save(
             probes_dir / f"{target}_n{n}.safetensors")
     df = pd.DataFrame(table)
-    atomic_write_table(mr.store.sub("metrics", "probes.parquet"),
-                       __import__("pyarrow").Table.from_pandas(df, preserve_index=False))
+    mr.store.write_metric_table("probes", df)
     counts = {"rows": len(rows), "skipped_short": fs.skipped_short,
               "skipped_answered": fs.skipped_answered}
     mr.store.update_stage("probe", status="done", finished=now(), layers=layer_list,

@@ -81,16 +81,18 @@ def refit_interval(x: np.ndarray, y: np.ndarray, groups: np.ndarray, estimate: f
     from attractor.metrics.auroc import auroc
 
     rng = np.random.default_rng(seed)
-    uq = np.unique(groups.astype(str))
-    rows_of = {u: np.flatnonzero(groups.astype(str) == u) for u in uq}
+    names = groups.astype(str)
+    uq, codes = np.unique(names, return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    rows_of = np.split(order, np.cumsum(np.bincount(codes, minlength=len(uq)))[:-1])
     vals = []
     for b in range(reps):
-        pick = rng.choice(uq, len(uq))
-        rows = np.concatenate([rows_of[u] for u in pick])
+        pick = rng.choice(len(uq), len(uq))
+        rows = np.concatenate([rows_of[i] for i in pick])
         yb = y[rows]
         if yb.all() or not yb.any():
             continue
-        s = cross_val_scores(x[rows], yb, groups.astype(str)[rows], k, seed + 1 + b)
+        s = cross_val_scores(x[rows], yb, names[rows], k, seed + 1 + b)
         ok = ~np.isnan(s)
         a = auroc(s[ok], yb[ok]) if ok.any() else None
         if a is not None:
