@@ -67,6 +67,8 @@ class RunConfig:
     task: str = option("Task spec: preset, file, synthetic:NAME or hf:NAME:SPLIT.", "prosqa")
     model: str = option("Model spec: 'tiny', a local directory or a hub id.", "tiny")
     limit: int | None = option("Use only the first Q questions.", None)
+    offset: int = option("Skip the first K questions (before --limit): evaluate on questions "
+                         "that a probe or steering vector was not built from.", 0)
     grader: str = option("auto | math | exact.", "auto")
     chat_template: bool = option("Apply the tokenizer's chat template when it has one.", True)
     dtype: str = option("auto | float32 | bfloat16 | float16.", "auto")
@@ -86,6 +88,12 @@ class RunConfig:
     question_field: str | None = option("Field holding the question.", None)
     answer_field: str | None = option("Field holding the gold answer.", None)
     steps_field: str | None = option("Field holding CoT steps.", None)
+    prompt: str | None = option("Prompt template with {question} (and optionally {instruction}, "
+                                "the task's answer-format line): the user turn with a chat "
+                                "template, else the whole prompt; a path reads the file.", None)
+    steer: str | None = option("Steering vector (.safetensors from 'attractor steer build'), "
+                               "hf engine only.", None)
+    alpha: float = option("Steering strength for --steer; 0 leaves the model untouched.", 0.0)
     sampling: SamplingConfig = field(default_factory=SamplingConfig,
                                      metadata={"help": "Sampling parameters."})
 
@@ -102,6 +110,18 @@ class RunConfig:
             raise ConfigError("`backend` vllm is for --engine ray (use --engine vllm directly)")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"`limit` must be a positive number of questions, got {self.limit}")
+        if self.offset < 0:
+            raise ConfigError(f"`offset` must be >= 0, got {self.offset}")
+        if not math.isfinite(self.alpha):
+            raise ConfigError(f"`alpha` must be a finite number, got {self.alpha}")
+        if self.alpha and not self.steer:
+            raise ConfigError("`alpha` needs --steer VECTOR.safetensors")
+        if self.steer and self.engine != "hf":
+            raise ConfigError("`steer` runs in the hf engine only (it hooks the model's MLPs)")
+        if self.prompt is not None:
+            from attractor.tasks.prompts import resolve_template
+
+            self.prompt = resolve_template(self.prompt)  # the text, not a path, is the identity
         grader_for("math", self.grader)  # validates the grader's name
         if self.dtype not in DTYPES:
             raise ConfigError(f"`dtype` must be one of {', '.join(DTYPES)}, got {self.dtype!r}")

@@ -20,6 +20,10 @@ latent_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Stable Latent Reasoning: train, evaluate, inspect and search "
                               "continuous-thought loops.")
 app.add_typer(latent_app, name="latent")
+steer_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Steering vectors: build one from a run (then: attractor sample "
+                             "--steer V.safetensors --alpha A).")
+app.add_typer(steer_app, name="steer")
 
 
 @app.callback()

@@ -187,23 +187,30 @@ def early_stop_cmd(
 
 @config_command(app, "sweep", RunConfig, required=("task",), short={"samples": "-n"},
                 skip=("temperature", "max_new_tokens", "engine", "backend", "early_stop",
-                      "allocate", "budget", "first_round"))
+                      "allocate", "budget", "first_round", "prompt", "alpha"))
 def sweep_cmd(
     cfg: RunConfig,
     out: str = typer.Option(..., "--out", help="Sweep directory (one run per cell inside)."),
     temperature: str = typer.Option("0,0.3,0.5,0.7,1.0,1.2", help="Temperatures (comma-separated)."),
     max_new_tokens: str = typer.Option("64,128,256", help="Token budgets (comma-separated)."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Prompt templates as a sweep axis: NAME=TEMPLATE[,NAME=TEMPLATE...] (repeatable; {question} required, {instruction} optional; a template may be a file's path)."),
+    alpha: Optional[str] = typer.Option(None, "--alpha", help="Steering strengths as a sweep axis (comma-separated, with --steer), e.g. 0,0.05,0.1,0.15."),
+    capture_positions: Optional[str] = typer.Option(None, help="Also capture latents at every layer at these positions (e.g. last:1), for latent tightness per cell."),
     data_dir: Optional[str] = DATA_DIR,
     device: str = DEVICE,
     max_batch_rows: int = typer.Option(256, help="Rows per forward batch."),
 ) -> None:
-    """Sample and analyse one run per (temperature, budget) cell; resumable, finished cells skipped."""
-    from attractor.pipeline.sweep import parse_list, run_sweep
+    """Sample and analyse one run per cell (temperature x budget [x prompt] [x alpha]);
+    resumable, finished cells skipped."""
+    from attractor.pipeline.sweep import parse_list, parse_prompts, run_sweep
     from attractor.ui import console
 
     temps = parse_list(temperature, float, "--temperature")
     budgets = parse_list(max_new_tokens, int, "--max-new-tokens")
-    cells = run_sweep(cfg, temps, budgets, out, data_dir=data_dir, device=device,
+    alphas = parse_list(alpha, float, "--alpha") if alpha is not None else None
+    prompts = parse_prompts(prompt) if prompt else None
+    cells = run_sweep(cfg, temps, budgets, out, prompts=prompts, alphas=alphas,
+                      capture_positions=capture_positions, data_dir=data_dir, device=device,
                       max_batch_rows=max_batch_rows, log=console.print)
     console.print(f"{len(cells)} cells in {out}; next: attractor report {out}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable
 
 import attractor
@@ -35,6 +36,15 @@ def identity_of(cfg: RunConfig) -> dict[str, Any]:
     ident = {k: v for k, v in asdict(cfg).items() if k != "sampling"}
     if ident["backend"] == "hf":  # the default, and what runs made before the option hold
         del ident["backend"]
+    # options added later: at their defaults they are absent, so older runs still resume
+    for key, default in (("offset", 0), ("prompt", None), ("steer", None), ("alpha", 0.0)):
+        if ident.get(key) == default:
+            del ident[key]
+    if cfg.steer:  # the vector's content, not where it lies, is what the run used
+        from attractor.steering.vector import file_sha256
+
+        ident["steer"] = "sha256:" + file_sha256(cfg.steer) if Path(cfg.steer).is_file() \
+            else cfg.steer
     ident.update({f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()})
     return ident
 
@@ -71,7 +81,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     rule = parse_rule(cfg.early_stop, cfg.sampling.samples) if cfg.early_stop else None
     problems, source = load_task(cfg.task, data_dir=data_dir, id_field=cfg.id_field,
                                  question_field=cfg.question_field, answer_field=cfg.answer_field,
-                                 steps_field=cfg.steps_field, limit=cfg.limit)
+                                 steps_field=cfg.steps_field, limit=cfg.limit,
+                                 offset=cfg.offset)
     if not problems:
         raise UserError(f"--task {cfg.task}: no questions")
     if max_batch_rows <= 0:
@@ -98,6 +109,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     model, tok = load(cfg.model, dtype=cfg.dtype, device=device if cfg.engine == "hf" else "cpu",
                       trust_remote_code=trust_remote_code)
     model_info = describe(cfg.model, model, tok)
+    vector = _steering_vector(cfg, model, problems, source) if cfg.steer else None
     old = None if fresh else store.manifest
     for key, new in (("model.weights_sha256", model_info["weights_sha256"]),
                      ("task.sha256", source.sha256)):
@@ -139,14 +151,23 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
             questions_per_shard=qps,
             **environment(),
         )
+        if cfg.prompt is not None:
+            manifest.prompt["template"] = cfg.prompt
+        if vector is not None:
+            manifest.prompt["steer"] = {"path": str(Path(cfg.steer).resolve()),
+                                        "alpha": cfg.alpha, "kind": vector.meta.get("kind"),
+                                        "sha256": identity["steer"]}
         store.path.mkdir(parents=True, exist_ok=True)
         store.write_questions(problems)
         store.write_manifest(manifest)
     store.update_stage("sample", status="running", started=now(), command=command_line())
-    prompts = {p.id: prompt_ids(p, tok, cfg.chat_template) for p in problems}
+    prompts = {p.id: prompt_ids(p, tok, cfg.chat_template, cfg.prompt) for p in problems}
     t0, new_tokens, new_rows = time.time(), 0, 0
     kind = grader_for(problems[0].kind, cfg.grader)
-    with MathVerifier(workers=2 if kind == "math" else 0) as verifier:
+    from attractor.steering.inject import steered
+
+    with MathVerifier(workers=2 if kind == "math" else 0) as verifier, \
+            steered(model, vector, cfg.alpha):
         if budgeted:
             from attractor.pipeline.sample_budget import run_budgeted
 
@@ -173,6 +194,23 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
             "tokens": new_tokens, "elapsed_s": elapsed,
             "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0}
+
+
+def _steering_vector(cfg: RunConfig, model, problems: list[Problem], source):
+    """The ``--steer`` vector, checked against the model and, for a vector built from grades
+    (``stability``), against the questions it was built from."""
+    from attractor.steering.vector import SteeringVector
+
+    vector = SteeringVector.load(cfg.steer)
+    vector.check_model(model, cfg.steer)
+    meta = vector.meta
+    if meta.get("kind") == "stability" and meta.get("task_sha256") == source.sha256:
+        used = set(meta.get("questions") or []) & {p.id for p in problems}
+        if used:
+            raise UserError(f"--steer {cfg.steer}: built from the grades of {len(used)} of these "
+                            f"questions (e.g. {sorted(used)[0]}); evaluate on held-out ones "
+                            "(--offset)")
+    return vector
 
 
 def make_engine(cfg: RunConfig, model, tok, device: str, max_batch_rows: int,

@@ -248,7 +248,7 @@ def generate_synthetic(name: str, opts: dict[str, Any]) -> list[Problem]:
 
 def load_task(spec: str, *, data_dir: str | Path | None = None, id_field: str | None = None,
               question_field: str | None = None, answer_field: str | None = None,
-              steps_field: str | None = None, limit: int | None = None,
+              steps_field: str | None = None, limit: int | None = None, offset: int = 0,
               ) -> tuple[list[Problem], TaskSource]:
     """Resolve a task spec (see module doc) to problems and a :class:`TaskSource`.
 
@@ -299,6 +299,10 @@ def load_task(spec: str, *, data_dir: str | Path | None = None, id_field: str | 
                 check_prosqa(row, f"{path}:{line}")
         src = TaskSource(spec=spec, kind=kind, path=str(path.resolve()), sha256=sha256_file(path),
                          fields=fields)
+    if offset:
+        if offset >= len(problems):
+            raise ConfigError(f"--offset {offset}: the task has only {len(problems)} questions")
+        problems = problems[offset:]
     if limit is not None:
         problems = problems[:limit]
     src.n_problems = len(problems)
