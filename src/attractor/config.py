@@ -77,7 +77,8 @@ class RunConfig:
     backend: str = option("With --engine ray: what each worker runs, hf or vllm (its own vLLM "
                           "engine).", "hf")
     early_stop: str | None = option("Online early stop (hf and vllm engines): deepconf:warmup=W,"
-                                    "percentile=P,window=K or consensus:min_traces=M,share=S.",
+                                    "percentile=P,window=K, consensus:min_traces=M,share=S or "
+                                    "probe:PATH,threshold=T.",
                                     None)
     allocate: str = option("With --budget: uniform (even spread) or adaptive (more samples for "
                           "questions whose answers disagree).", "uniform")
@@ -128,7 +129,10 @@ class RunConfig:
         if self.engine == "ray" and (self.early_stop or self.budget is not None):
             raise ConfigError("`early_stop` and `budget` run in the hf and vllm engines, not ray")
         if self.early_stop:
-            parse_rule(self.early_stop, self.sampling.samples)
+            rule = parse_rule(self.early_stop, self.sampling.samples)
+            if rule.name == "probe" and self.engine != "hf":
+                raise ConfigError("`early_stop` probe:... runs in the hf engine only (it reads "
+                                  "hidden states while sampling)")
         check_allocation(self.allocate, self.budget, self.first_round, self.sampling.samples)
         if self.early_stop and self.budget is not None:
             raise ConfigError("`early_stop` and `budget` cannot be combined (both decide how many "

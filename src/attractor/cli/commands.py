@@ -163,14 +163,17 @@ def early_stop_cmd(
     layer: Optional[int] = LAYER,
     position: Optional[str] = POSITION,
     max_loss: float = typer.Option(0.01, help="Accuracy loss allowed when picking each rule's best setting."),
+    probe: Optional[str] = typer.Option(None, help="A saved probe (attractor probe) to replay as a rule too (loads the run's model)."),
+    device: str = DEVICE,
 ) -> None:
-    """Replay DeepConf, consensus and latent-variance early stopping on stored traces."""
+    """Replay DeepConf, consensus, latent-variance and probe early stopping on stored traces."""
     from attractor.pipeline.early_stop import reported, run_early_stop
     from attractor.ui import console, table
 
     if window <= 0:
         raise ConfigError(f"--window must be positive, got {window}")
-    t = run_early_stop(run, window=window, layer=layer, position=position, max_loss=max_loss)
+    t = run_early_stop(run, window=window, layer=layer, position=position, max_loss=max_loss,
+                       probe=probe, device=device)
     ref = t[t["row"] == "reference"].iloc[0]
     best = reported(t)
     best = best[best["row"] == "cross-fit"]

@@ -65,7 +65,7 @@ class HFEngine:
                  cfg: SamplingConfig, first_sample: int | list[int] = 0,
                  count: int | None = None,
                  cut_below: list[float | None] | None = None,
-                 window: int = 2048) -> list[list[Rollout]]:
+                 window: int = 2048, probe_stop=None) -> list[list[Rollout]]:
         """Sample completions ``first_sample .. first_sample + count - 1`` (default: all
         ``cfg.samples``) of each prompt (``first_sample`` may differ per prompt), all prompts
         in one batch; sample ``i`` uses seed ``cfg.seed + i`` whatever the batch, so samples
@@ -75,6 +75,10 @@ class HFEngine:
         stops, with ``finish_reason = "early_stop"``, at the first token where the mean token
         confidence of its last ``window`` tokens falls below its prompt's threshold; a row that
         ends shorter than ``window`` is judged on its whole length when it ends.
+
+        ``probe_stop`` (:class:`attractor.probes.online.ProbeStop`) is the probe early stop: a
+        row is judged once it has the probe's N tokens, on the state the forward of its N-th
+        token produces (the prefill's last state for N = 0).
         """
         firsts = ([first_sample] * len(prompts) if isinstance(first_sample, int)
                   else list(first_sample))
@@ -82,10 +86,11 @@ class HFEngine:
         if n <= 0 or min(firsts) < 0 or len(firsts) != len(prompts):
             raise ValueError(f"no samples to make (first_sample={first_sample}, count={count})")
         with torch.inference_mode():
-            return self._generate(question_ids, prompts, cfg, firsts, n, cut_below, window)
+            return self._generate(question_ids, prompts, cfg, firsts, n, cut_below, window,
+                                  probe_stop)
 
     def _generate(self, question_ids, prompts, cfg: SamplingConfig, firsts: list[int], n: int,
-                  cut_below, window: int) -> list[list[Rollout]]:
+                  cut_below, window: int, probe_stop=None) -> list[list[Rollout]]:
         model, dev = self.model, self.device
         q = len(prompts)
         width = max(len(p) for p in prompts)
@@ -97,7 +102,9 @@ class HFEngine:
             mask[i, width - len(p):] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        probe_at = probe_stop.n_tokens if probe_stop is not None else -1
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                    output_hidden_states=probe_at == 0)
         cache = output_cache(out)
         logits = out.logits[:, -1, :].float()
         # one row per (question, sample): repeat the prefilled cache instead of re-prefilling
@@ -116,6 +123,11 @@ class HFEngine:
         reason = ["length"] * rows
         active = list(range(rows))
         done = [False] * rows
+        if probe_at == 0:  # judged on the prompt's last state: every sample of a question alike
+            cut = probe_stop.cut(out.hidden_states[probe_stop.layer][:, -1].float().cpu().numpy())
+            for r in range(rows):
+                if cut[r // n]:
+                    reason[r], done[r] = "early_stop", True
         for step in range(cfg.max_new_tokens):
             next_tok, lp, ent, conf = self._pick(logits, [gens[r] for r in active], cfg)
             toks, lps_l, ents_l, conf_l = next_tok.tolist(), lp.tolist(), ent.tolist(), conf.tolist()
@@ -158,10 +170,14 @@ class HFEngine:
                 active = [active[j] for j in live]
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], 1)
             pos = (mask.sum(-1, keepdim=True) - 1)
+            judge = probe_at > 0 and step == probe_at - 1
             out = model(input_ids=next_tok.view(-1, 1), attention_mask=mask, position_ids=pos,
-                        use_cache=True, **cache_kwargs(model, cache))
+                        use_cache=True, output_hidden_states=judge, **cache_kwargs(model, cache))
             cache = output_cache(out)
             logits = out.logits[:, -1, :].float()
+            if judge:
+                self._probe_cut(probe_stop, out.hidden_states[probe_stop.layer][:, -1], active,
+                                done, tokens, reason)
         result: list[list[Rollout]] = []
         for qi in range(q):
             group = []
@@ -176,6 +192,18 @@ class HFEngine:
                     token_confidences=confs[r]))
             result.append(group)
         return result
+
+    @staticmethod
+    def _probe_cut(stop, states: torch.Tensor, active: list[int], done: list[bool],
+                   tokens: list[list[int]], reason: list[str]) -> None:
+        """Cut the live rows the probe scores below its threshold (each row has N tokens)."""
+        rows = [j for j, r in enumerate(active) if not done[r] and stop.judged(tokens[r])]
+        if not rows:
+            return
+        cut = stop.cut(states[rows].float().cpu().numpy())
+        for j, c in zip(rows, cut):
+            if c:
+                reason[active[j]], done[active[j]] = "early_stop", True
 
     @staticmethod
     def _short_below(conf: list[float], window: int, threshold: float) -> bool:

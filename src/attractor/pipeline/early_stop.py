@@ -17,13 +17,18 @@ import pandas as pd
 
 from attractor.errors import ConfigError, UserError
 from attractor.scaling.early_stop import (Trace, consensus_rule, deepconf_rule, latent_rule,
-                                          majority_outcome)
+                                          majority_outcome, probe_rule)
 from attractor.store.environment import now
 from attractor.store.run_store import RunStore
 
 
-def rule_grid(n: int, window: int, has_latents: bool) -> dict[tuple[str, str], object]:
-    """The settings tried for each rule on questions with ``n`` samples."""
+PROBE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def rule_grid(n: int, window: int, has_latents: bool, probe_n: int | None = None
+              ) -> dict[tuple[str, str], object]:
+    """The settings tried for each rule on questions with ``n`` samples (``probe_n``: the
+    probe's token count, when a probe is replayed)."""
     grid: dict[tuple[str, str], object] = {}
     for warm in sorted({max(1, n // 8), max(1, n // 4), max(2, n // 2)}):
         for pct in (10, 50, 90):
@@ -36,14 +41,19 @@ def rule_grid(n: int, window: int, has_latents: bool) -> dict[tuple[str, str], o
         for m in sorted({2, 4}):
             for tight in (0.5, 0.7, 0.8, 0.9, 0.95):
                 grid[("latent", f"min_traces={m},tightness={tight}")] = latent_rule(m, tight)
+    if probe_n is not None:
+        for thr in PROBE_THRESHOLDS:
+            grid[("probe", f"threshold={thr}")] = probe_rule(thr, probe_n)
     return grid
 
 
 def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
                    position: str | None = None, max_loss: float = 0.01,
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, probe: str | None = None, device: str = "auto"
+                   ) -> pd.DataFrame:
     """Score every rule setting and each rule's cross-fitted choice within ``max_loss``;
-    returns the table (also written)."""
+    returns the table (also written). ``probe``: a saved probe file, replayed at
+    :data:`PROBE_THRESHOLDS` (needs the run's model)."""
     if not 0 <= max_loss <= 1:
         raise ConfigError(f"--max-loss must be in [0, 1], got {max_loss}")
     store = RunStore(run)
@@ -57,15 +67,18 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
         raise UserError(f"{run}: ungraded rollouts; run 'attractor analyze {run}' first")
     latent = store.hidden_store
     layer, position = latent.default_choice(layer, position)
+    scores, probe_n = (_probe_scores(run, probe, device) if probe else ({}, None))
     questions = []
     for qid, sub in roll.groupby("question_id", sort=False):
         sub = sub.sort_values("sample_id")
         lat = latent.every_sample(qid, layer, position, len(sub))
         traces = [Trace(a if isinstance(a, str) else None, int(nt or 0),
                         np.asarray(c if c is not None else [], float),
-                        None if lat is None else lat[i])
-                  for i, (a, nt, c) in enumerate(zip(sub["answer_class"], sub["n_tokens"],
-                                                     sub["token_confidences"]))]
+                        None if lat is None else lat[i],
+                        scores.get((qid, int(sid))))
+                  for i, (a, nt, c, sid) in enumerate(zip(
+                      sub["answer_class"], sub["n_tokens"], sub["token_confidences"],
+                      sub["sample_id"]))]
         correct_of = {a: bool(ok) for a, ok in zip(sub["answer_class"], sub["correct"])
                       if isinstance(a, str)}
         questions.append((traces, correct_of))
@@ -74,7 +87,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
     ref_tokens = np.array([o.tokens for o in ref])
     ref_acc = np.array([o.correct for o in ref])
     has_latents = all(all(tr.latent is not None for tr in t) for t, _ in questions)
-    grid = rule_grid(n, window, has_latents)
+    grid = rule_grid(n, window, has_latents, probe_n)
     per_q = {key: [fn(t, c) for t, c in questions] for key, fn in grid.items()}
     rows = [_row("reference", "majority", f"all {n} samples", ref_tokens.sum(), ref_acc.mean(),
                  ref_tokens.sum(), ref_acc.mean(), "")]
@@ -89,8 +102,20 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
     store.write_metric_table("early_stop", table)
     store.update_stage("early_stop", status="done", finished=now(), window=window,
                        latent_layer=layer, latent_position=position, max_loss=max_loss,
-                       selection="cross-fit over two seeded halves of the questions", seed=seed)
+                       selection="cross-fit over two seeded halves of the questions", seed=seed,
+                       probe=probe)
     return table
+
+
+def _probe_scores(run: str, path: str, device: str) -> tuple[dict, int]:
+    """Probe score of every judged rollout of ``run`` and the probe's N."""
+    from attractor.mechanism.source import MechanismRun
+    from attractor.probes.online import load_for_model, trace_scores
+
+    mr = MechanismRun(run, "early_stop_probe", device=device)
+    p = load_for_model(path, mr.model, mr.sha, None, "--probe")
+    qs = [q for chunk in mr.questions(set(), chunk=32) for q in chunk]
+    return trace_scores(mr.model, mr.tokenizer, qs, p), int(p.meta["n_tokens"])
 
 
 def _row(kind: str, rule: str, setting: str, tokens: float, acc: float, ref_tokens: float,

@@ -110,6 +110,14 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
                       trust_remote_code=trust_remote_code)
     model_info = describe(cfg.model, model, tok)
     vector = _steering_vector(cfg, model, problems, source) if cfg.steer else None
+    probe_stop = None
+    if rule is not None and rule.name == "probe":
+        from attractor.probes.online import ProbeStop, load_for_model
+
+        probe_stop = ProbeStop(load_for_model(rule.params["path"], model,
+                                              model_info["weights_sha256"],
+                                              cfg.sampling.max_new_tokens, "--early-stop"),
+                               rule.params["threshold"], tok)
     old = None if fresh else store.manifest
     for key, new in (("model.weights_sha256", model_info["weights_sha256"]),
                      ("task.sha256", source.sha256)):
@@ -179,7 +187,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
             with progress_bar(show_progress) as bar:
                 task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
                 for k, groups in _chunk_results(engine, chunks, todo, prompts, cfg, rule,
-                                                verifier, max_batch_rows):
+                                                verifier, max_batch_rows, probe_stop):
                     chunk = chunks[k]
                     rows: list[dict[str, Any]] = []
                     for p, group in zip(chunk, groups):
@@ -238,7 +246,7 @@ def make_engine(cfg: RunConfig, model, tok, device: str, max_batch_rows: int,
 
 
 def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier,
-                   max_batch_rows: int):
+                   max_batch_rows: int, probe_stop=None):
     """``(chunk index, rollouts per question)`` for every chunk to do, in completion order."""
     from attractor.engines.hf import generate_capped
 
@@ -257,4 +265,4 @@ def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier
         yield k, sample_with_rule(
             engine, ids, prs, cfg.sampling, rule,
             lambda qi, texts, chunk=chunk: [g.answer_class for g in grade_question(
-                texts, chunk[qi].gold, chunk[qi].kind, cfg.grader, verifier)])
+                texts, chunk[qi].gold, chunk[qi].kind, cfg.grader, verifier)], probe_stop)

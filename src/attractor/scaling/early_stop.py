@@ -14,6 +14,10 @@ engine would start them).
   single group.
 - ``consensus``: traces one after another; stop once at least ``min_traces`` are done and the top
   answer holds ``share`` of them.
+- ``probe``: a saved early-token probe (``--probe PATH``): a trace whose probe score at the
+  probe's N tokens is below ``threshold`` is cut after N tokens and never votes; the others run
+  in full and vote by majority. ``sample --early-stop probe:PATH,threshold=T`` spends exactly
+  these tokens.
 - ``latent``: as consensus, but stop once the mean pairwise cosine of the done traces' latents
   (one layer and position) reaches ``tightness``.
 """
@@ -37,6 +41,7 @@ class Trace:
     n_tokens: int
     confidences: np.ndarray
     latent: np.ndarray | None = None
+    probe: float | None = None   # probe score at its N tokens; None when not judged
 
 
 @dataclass
@@ -86,6 +91,16 @@ def consensus_rule(min_traces: int, share: float) -> Callable:
                     break
         return Outcome(float(sum(d.n_tokens for d in done)),
                        vote_correct([d.answer for d in done], np.ones(len(done)), correct_of))
+    return run
+
+
+def probe_rule(threshold: float, n_read: int) -> Callable:
+    """Cut traces whose probe score is below ``threshold`` after ``n_read`` tokens."""
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+        cut = [t.probe is not None and t.probe < threshold for t in traces]
+        tokens = sum(n_read if c else t.n_tokens for t, c in zip(traces, cut))
+        answers = [None if c else t.answer for t, c in zip(traces, cut)]
+        return Outcome(float(tokens), vote_correct(answers, np.ones(len(traces)), correct_of))
     return run
 
 

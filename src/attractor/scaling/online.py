@@ -9,6 +9,10 @@ Rules, written ``NAME:key=value,...``:
   replayed offline on a full run (``attractor early-stop``) spends the same tokens.
   ``attractor analyze`` then votes as DeepConf does (:mod:`attractor.scaling.deepconf`): warm-up
   samples below the threshold do not vote, every voter weighs its lowest group confidence.
+- ``probe:PATH,threshold=T``: a saved early-token probe (``attractor probe``) scores each trace
+  once it has the probe's N completion tokens; a trace scoring below T stops there and never
+  votes (:mod:`attractor.probes.online`). ``attractor early-stop RUN --probe PATH`` replays it on
+  a full run and predicts the tokens it spends.
 - ``consensus:min_traces=M,share=S``: samples are made one after another (batched across
   questions); once a question has at least M samples and its leading answer holds a share S of
   them, its remaining samples are never started (recorded as ``early_stop`` with no tokens).
@@ -26,7 +30,8 @@ from attractor.errors import ConfigError
 from attractor.scaling import deepconf
 
 RULE_KEYS = {"deepconf": {"warmup": int, "percentile": float, "window": int},
-             "consensus": {"min_traces": int, "share": float}}
+             "consensus": {"min_traces": int, "share": float},
+             "probe": {"path": str, "threshold": float}}
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,10 @@ def parse_rule(spec: str, samples: int) -> OnlineRule:
                           f"{', '.join(RULE_KEYS)} (e.g. deepconf:warmup=4,percentile=90,window=64)")
     want = RULE_KEYS[name]
     params: dict = {}
-    for part in filter(None, rest.split(",")):
+    parts = list(filter(None, rest.split(",")))
+    if name == "probe" and parts and "=" not in parts[0]:  # probe:PATH,threshold=T
+        params["path"] = parts.pop(0)
+    for part in parts:
         key, eq, val = part.partition("=")
         if not eq or key not in want:
             raise ConfigError(f"--early-stop {spec!r}: bad setting {part!r}; {name} takes "
@@ -61,7 +69,13 @@ def parse_rule(spec: str, samples: int) -> OnlineRule:
     missing = [k for k in want if k not in params]
     if missing:
         raise ConfigError(f"--early-stop {spec!r}: missing {', '.join(missing)}")
-    if name == "deepconf":
+    if name == "probe":
+        import math
+
+        if not math.isfinite(params["threshold"]) or not 0 <= params["threshold"] <= 1:
+            raise ConfigError(f"--early-stop {spec!r}: threshold must be a probability in "
+                              f"[0, 1], got {params['threshold']}")
+    elif name == "deepconf":
         if not 1 <= params["warmup"] < samples:
             raise ConfigError(f"--early-stop: warmup must be in [1, --samples), got "
                               f"{params['warmup']} with --samples {samples}")
@@ -88,10 +102,14 @@ def not_started(template: Rollout, sample_id: int, seed: int) -> Rollout:
 
 def sample_with_rule(engine, question_ids: list[str], prompts: list[list[int]], cfg,
                      rule: OnlineRule,
-                     classify: Callable[[int, list[str]], list[str | None]]) -> list[list[Rollout]]:
+                     classify: Callable[[int, list[str]], list[str | None]],
+                     probe_stop=None) -> list[list[Rollout]]:
     """Sample one chunk of questions under ``rule``; ``classify(question_index, texts)`` gives
-    answer classes (used by ``consensus``). Returns ``cfg.samples`` rollouts per question."""
+    answer classes (used by ``consensus``), ``probe_stop`` is the loaded probe rule (used by
+    ``probe``). Returns ``cfg.samples`` rollouts per question."""
     n = cfg.samples
+    if rule.name == "probe":
+        return engine.generate(question_ids, prompts, cfg, probe_stop=probe_stop)
     if rule.name == "deepconf":
         w = rule.params["warmup"]
         warm = engine.generate(question_ids, prompts, cfg, first_sample=0, count=w)
