@@ -126,6 +126,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
         if old and before != new:
             raise UserError(f"{store.path}: existing run used {key}={before}, now {new}; the "
                             "model or data changed -- use another --out")
+    scorer = _allocation_scorer(cfg, store, problems, model, tok, model_info)
     chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
     budgeted = cfg.budget is not None
     todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
@@ -182,7 +183,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
             new_rows, new_tokens = run_budgeted(
                 store, problems, [prompts[p.id] for p in problems], engine, cfg, max_batch_rows,
                 lambda group, p: rollout_rows(group, p, cfg, engine.name, verifier),
-                show_progress)
+                show_progress, scorer)
         else:
             with progress_bar(show_progress) as bar:
                 task_id = bar.add_task("sampling", total=sum(len(chunks[k]) for k in todo) * n)
@@ -202,6 +203,20 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
             "tokens": new_tokens, "elapsed_s": elapsed,
             "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0}
+
+
+def _allocation_scorer(cfg: RunConfig, store: RunStore, problems: list[Problem], model, tok,
+                       model_info: dict[str, Any]):
+    """``--allocate probe:PATH``: a function giving each question's probe score from its stored
+    first-round samples (the probe is loaded and checked now, before any sampling)."""
+    if not cfg.allocate.startswith("probe:"):
+        return None
+    from attractor.probes.online import load_for_model, question_scores
+
+    path = cfg.allocate.split(":", 1)[1]
+    probe = load_for_model(path, model, model_info["weights_sha256"], cfg.sampling.max_new_tokens,
+                           "--allocate")
+    return lambda: question_scores(model, tok, store, problems, probe, cfg.first_round)
 
 
 def _steering_vector(cfg: RunConfig, model, problems: list[Problem], source):

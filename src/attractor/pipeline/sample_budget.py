@@ -26,11 +26,35 @@ def states_from_store(store: RunStore, problems: list[Problem]) -> list[Question
     return [states[p.id] for p in problems]
 
 
+def probe_scores(store: RunStore, problems: list[Problem], states: list[QuestionState],
+                 cfg: RunConfig, scorer: Callable[[], dict[str, float]]) -> None:
+    """Fill each state's probe score once the first round is stored: read from
+    ``allocation/probe_scores.parquet`` when an earlier (killed) run wrote it, else computed by
+    ``scorer`` and written, so a resumed run plans from the same scores."""
+    import pandas as pd
+
+    from attractor.store.atomic import atomic_write_table
+
+    path = store.sub("allocation") / "probe_scores.parquet"
+    if path.exists():
+        got = dict(pd.read_parquet(path)[["question_id", "score"]].itertuples(index=False))
+    else:
+        import pyarrow as pa
+
+        got = scorer()
+        atomic_write_table(path, pa.table({"question_id": list(got),
+                                           "score": [float(v) for v in got.values()]}))
+    for p, st in zip(problems, states):
+        st.score = got.get(p.id, float("nan"))
+
+
 def run_budgeted(store: RunStore, problems: list[Problem], prompts: list[list[int]], engine,
                  cfg: RunConfig, max_rows: int,
                  to_rows: Callable[[list, Problem], list[dict[str, Any]]],
-                 show_progress: bool = True) -> tuple[int, int]:
-    """Sample until the budget is spent; returns (new rollouts, new tokens)."""
+                 show_progress: bool = True,
+                 scorer: Callable[[], dict[str, float]] | None = None) -> tuple[int, int]:
+    """Sample until the budget is spent; returns (new rollouts, new tokens). ``scorer``: the
+    probe's question scores (``--allocate probe:PATH``)."""
     new_rows = new_tokens = 0
     states = states_from_store(store, problems)
     index = {p.id: q for q, p in enumerate(problems)}
@@ -38,6 +62,9 @@ def run_budgeted(store: RunStore, problems: list[Problem], prompts: list[list[in
         task = bar.add_task(f"{cfg.allocate} allocation (tokens)", total=cfg.budget,
                             completed=min(cfg.budget, sum(s.tokens for s in states)))
         while True:
+            if scorer is not None and states[0].score is None and all(
+                    st.count >= cfg.first_round for st in states):
+                probe_scores(store, problems, states, cfg, scorer)
             batch = next_batch(states, cfg.allocate, cfg.budget, cfg.first_round,
                                cfg.sampling.samples, max_rows)
             if not batch:

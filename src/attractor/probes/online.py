@@ -76,3 +76,31 @@ def trace_scores(model, tokenizer, questions, probe: Probe, max_tokens: int = 16
     x = np.concatenate(fs.hidden[layer])
     s = probe.score(x)
     return {(q, int(i)): float(v) for q, i, v in zip(fs.question_id, fs.sample_id, s)}
+
+
+def question_scores(model, tokenizer, store, problems, probe: Probe, first_round: int,
+                    max_tokens: int = 16384) -> dict[str, float]:
+    """Per question: the mean probe score of its first ``first_round`` stored samples that the
+    probe can judge (NaN when none)."""
+    from attractor.mechanism.source import Question, Rollout
+
+    df = store.rollouts(["question_id", "sample_id", "prompt_token_ids", "completion_token_ids",
+                         "text", "answer_class"])
+    df = df[df["sample_id"] < first_round]
+    by_q = {qid: g for qid, g in df.groupby("question_id", sort=False)}
+    questions = []
+    for p in problems:
+        g = by_q.get(p.id)
+        if g is None:
+            continue
+        rolls = [Rollout(p.id, int(r.sample_id), list(map(int, r.prompt_token_ids)),
+                         list(map(int, r.completion_token_ids)), r.text or "", False, None)
+                 for r in g.itertuples(index=False)]
+        questions.append(Question(p, rolls, 0.0, False, False))
+    scores = trace_scores(model, tokenizer, questions, probe, max_tokens)
+    out = {}
+    for q in questions:
+        vals = [scores[(q.problem.id, r.sample_id)] for r in q.rollouts
+                if (q.problem.id, r.sample_id) in scores]
+        out[q.problem.id] = float(np.mean(vals)) if vals else float("nan")
+    return out

@@ -9,6 +9,11 @@ what the mean tokens per sample so far says the budget still affords), every que
   samples gave the same answer; the most unsettled (lowest top-1 share, then fewest samples)
   go first.
 - ``uniform``: the same budget spread evenly: questions with the fewest samples go first.
+- ``probe:PATH``: a saved early-token probe (``attractor probe``) scores every question on its
+  first-round samples (the mean score of those it can judge); the questions it rates lowest
+  (least stable, or least likely right, as the probe's target says) get the next samples first.
+  The scores are stored in the run (``allocation/probe_scores.parquet``) when the first round
+  is done, so a resumed run plans from the same scores.
 
 The plan is a pure function of the rollouts already stored, so a killed run resumes exactly.
 """
@@ -28,6 +33,7 @@ class QuestionState:
 
     classes: list[str | None]
     tokens: int
+    score: float | None = None   # the probe's score (probe policy), None until known
 
     @property
     def count(self) -> int:
@@ -43,11 +49,12 @@ class QuestionState:
 
 def check_allocation(policy: str, budget: int | None, first_round: int, samples: int) -> None:
     """Validate ``--allocate``, ``--budget`` and ``--first-round`` together."""
-    if policy not in POLICIES:
-        raise ConfigError(f"--allocate must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if policy not in POLICIES and not (policy.startswith("probe:") and len(policy) > 6):
+        raise ConfigError(f"--allocate must be one of {', '.join(POLICIES)} or probe:PATH, got "
+                          f"{policy!r}")
     if budget is None:
         if policy != "uniform":
-            raise ConfigError("--allocate adaptive needs --budget TOKENS")
+            raise ConfigError(f"--allocate {policy} needs --budget TOKENS")
         return
     if budget <= 0:
         raise ConfigError(f"--budget must be a positive number of tokens, got {budget}")
@@ -78,6 +85,11 @@ def next_batch(states: list[QuestionState], policy: str, budget: int, first_roun
     if policy == "adaptive":
         open_q = [q for q in open_q if states[q].top1_share() < 1.0]
         open_q.sort(key=lambda q: (states[q].top1_share(), states[q].count, q))
+    elif policy.startswith("probe:"):
+        def key(q: int) -> tuple:
+            sc = states[q].score
+            return (sc if sc is not None and sc == sc else float("inf"), states[q].count, q)
+        open_q.sort(key=key)
     else:
         open_q.sort(key=lambda q: (states[q].count, q))
         least = states[open_q[0]].count if open_q else 0
