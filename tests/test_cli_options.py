@@ -21,7 +21,7 @@ from helpers import attractor
 COMMANDS = [
     (["sample"], RunConfig, (), ("task",)),
     (["sweep"], RunConfig, ("temperature", "max_new_tokens", "engine", "backend", "early_stop",
-                            "allocate", "budget", "first_round"), ("task",)),
+                            "allocate", "budget", "first_round", "prompt", "alpha"), ("task",)),
     (["train-tiny"], TinyTrainConfig, (), ()),
     (["latent", "train"], LatentTrainConfig, (), ("out",)),
     (["latent", "eval"], EvalConfig, (), ()),

@@ -221,3 +221,28 @@ def test_prompt_templates_reach_the_model(tmp_path):
     row = RunStore(tmp_path / "r").rollouts(["prompt_token_ids"]).iloc[0]
     assert tok.decode(list(row["prompt_token_ids"])).startswith("Think. ")
     assert RunStore(tmp_path / "r").manifest.prompt["template"] == "Think. {question}"
+
+
+def test_sweep_over_prompts_and_alpha_reports_each_axis(built, tmp_path):
+    import json
+
+    _, _, frac, _ = built
+    out = tmp_path / "sweep"
+    args = ["sweep", *COMMON, "--offset", "2", "--temperature", "1", "--max-new-tokens", "24",
+            "--prompt", "plain={question},think=Think, then answer. {question}",
+            "--steer", str(frac), "--alpha", "0,0.5", "--capture-positions", "last:1",
+            "--out", str(out)]
+    attractor(*args)
+    cells = json.loads((out / "sweep.json").read_text())["cells"]
+    assert sorted(c["path"] for c in cells) == sorted(
+        f"T1_M24_P{p}_A{a}" for p in ("plain", "think") for a in ("0", "0.5"))
+    think = RunStore(out / "T1_M24_Pthink_A0").manifest
+    assert think.prompt["template"] == "Think, then answer. {question}"
+    assert (out / "T1_M24_Pplain_A0" / "metrics" / "latent.parquet").exists()
+    again = attractor(*args)  # every cell is done: nothing is sampled again
+    assert again.stdout.count("nothing to do") == 4
+    attractor("report", str(out))
+    page = (out / "report" / "index.html").read_text()
+    assert "id='axis-prompt'" in page and "id='axis-alpha'" in page
+    assert "maj@4 - unsteered" in page and "tightness" in page
+    assert (out / "report" / "alpha.png").exists() and (out / "report" / "prompt.png").exists()

@@ -61,8 +61,9 @@ def axis_figure(table: pd.DataFrame, axis: str):
     for ax, col in zip(axes, cols):
         ci = table[f"{col} 95% CI"].str.strip("[]").str.split(", ", expand=True).astype(float)
         y = table[col].to_numpy(float)
-        ax.errorbar(x, y, yerr=[y - ci[0].to_numpy(), ci[1].to_numpy() - y], marker="o",
-                    capsize=3)
+        # a percentile interval need not straddle the mean by much; NaN (one question): no bar
+        err = np.nan_to_num(np.clip([y - ci[0].to_numpy(), ci[1].to_numpy() - y], 0, None))
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3)
         ax.set_title(dict(METRICS).get(col, col), fontsize=9)
         if axis == "prompt":
             ax.set_xticks(x, table["prompt"], rotation=30, fontsize=8)
