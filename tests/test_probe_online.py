@@ -17,14 +17,26 @@ COMMON = ["--model", "tiny", "--task", "synthetic:prosqa:n=6,seed=3", "--samples
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory):
-    """A full run and a probe fitted on it (layer 2, N = 3, sample correctness; for the
-    allocation test its mean score over a question's first round rates the question)."""
+    """A full run and a probe fitted on all of it (layer 2, N = 3, sample correctness; for the
+    allocation test its mean score over a question's first round rates the question). Fitted
+    directly (`attractor probe` itself is tested in test_probes.py)."""
+    from attractor.probes.features import FeatureSet, collect
+
     root = tmp_path_factory.mktemp("probe-online")
     run = root / "full"
     attractor("sample", *COMMON, "--out", str(run))
-    attractor("probe", str(run), "--layers", "2", "--tokens", "3", "--folds", "2",
-              "--refits", "2")
-    return run, run / "probes" / "correct_n3.safetensors"
+    mr = MechanismRun(str(run), "test")
+    fs = FeatureSet()
+    collect(mr.model, mr.tokenizer, [q for c in mr.questions(set(), chunk=8) for q in c], [2], [3],
+            fs)
+    correct = RunStore(run).rollouts(["question_id", "sample_id", "correct"]).set_index(
+        ["question_id", "sample_id"])["correct"]
+    y = np.array([bool(correct[(q, s)]) for q, s in zip(fs.question_id, fs.sample_id)])
+    path = run / "probe.safetensors"
+    Probe.fit(np.concatenate(fs.hidden[2]), y, {"model": "tiny", "weights_sha256": mr.sha,
+                                                 "layer": 2, "n_tokens": 3,
+                                                 "target": "correct"}).save(path)
+    return run, path
 
 
 def _rows(run):

@@ -22,13 +22,23 @@ from attractor.store.environment import now
 from attractor.store.run_store import RunStore
 
 
-PROBE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+PROBE_PERCENTILES = (5, 10, 20, 30, 40, 50)
 
 
-def rule_grid(n: int, window: int, has_latents: bool, probe_n: int | None = None
-              ) -> dict[tuple[str, str], object]:
-    """The settings tried for each rule on questions with ``n`` samples (``probe_n``: the
-    probe's token count, when a probe is replayed)."""
+def probe_thresholds(scores: dict) -> list[float]:
+    """Thresholds for the probe rule: percentiles of the judged traces' scores (no labels are
+    read, and a probe's scores sit near its training base rate, so a fixed grid of
+    probabilities can miss them all), rounded to 3 decimals."""
+    if not scores:
+        return []
+    v = np.asarray(list(scores.values()), float)
+    return sorted({round(float(np.percentile(v, p)), 3) for p in PROBE_PERCENTILES})
+
+
+def rule_grid(n: int, window: int, has_latents: bool, probe_n: int | None = None,
+              thresholds: list[float] = ()) -> dict[tuple[str, str], object]:
+    """The settings tried for each rule on questions with ``n`` samples (``probe_n`` and
+    ``thresholds``: the probe's token count and cut points, when a probe is replayed)."""
     grid: dict[tuple[str, str], object] = {}
     for warm in sorted({max(1, n // 8), max(1, n // 4), max(2, n // 2)}):
         for pct in (10, 50, 90):
@@ -42,7 +52,7 @@ def rule_grid(n: int, window: int, has_latents: bool, probe_n: int | None = None
             for tight in (0.5, 0.7, 0.8, 0.9, 0.95):
                 grid[("latent", f"min_traces={m},tightness={tight}")] = latent_rule(m, tight)
     if probe_n is not None:
-        for thr in PROBE_THRESHOLDS:
+        for thr in thresholds:
             grid[("probe", f"threshold={thr}")] = probe_rule(thr, probe_n)
     return grid
 
@@ -53,7 +63,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
                    ) -> pd.DataFrame:
     """Score every rule setting and each rule's cross-fitted choice within ``max_loss``;
     returns the table (also written). ``probe``: a saved probe file, replayed at
-    :data:`PROBE_THRESHOLDS` (needs the run's model)."""
+    :func:`probe_thresholds` (needs the run's model)."""
     if not 0 <= max_loss <= 1:
         raise ConfigError(f"--max-loss must be in [0, 1], got {max_loss}")
     store = RunStore(run)
@@ -87,7 +97,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
     ref_tokens = np.array([o.tokens for o in ref])
     ref_acc = np.array([o.correct for o in ref])
     has_latents = all(all(tr.latent is not None for tr in t) for t, _ in questions)
-    grid = rule_grid(n, window, has_latents, probe_n)
+    grid = rule_grid(n, window, has_latents, probe_n, probe_thresholds(scores))
     per_q = {key: [fn(t, c) for t, c in questions] for key, fn in grid.items()}
     rows = [_row("reference", "majority", f"all {n} samples", ref_tokens.sum(), ref_acc.mean(),
                  ref_tokens.sum(), ref_acc.mean(), "")]
