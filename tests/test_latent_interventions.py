@@ -87,7 +87,7 @@ def test_mean_inputs_average_each_thoughts_clean_input(loop_and_ids):
 @pytest.fixture(scope="module")
 def released_slr():
     loop, _ = load_loop(RELEASED / "prosqa" / "slr")
-    problems, _ = load_task("synthetic:prosqa:n=24,seed=5")
+    problems, _ = load_task("synthetic:prosqa:n=16,seed=5")
     return loop, problems, [prompt_ids(p, loop.tok, True) for p in problems]
 
 

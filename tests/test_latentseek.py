@@ -39,7 +39,7 @@ def test_oracle_reward_moves_wrong_answers_to_right_ones(slr):
     """The gradient reaches the thoughts: with the gold answer as reward, thoughts that give a
     wrong answer are pushed to ones that give the right one (the paper's upper bound)."""
     loop, problems, prompts = slr
-    df = seek(loop, problems, prompts, SeekConfig(reward="oracle", iterations=5))
+    df = seek(loop, problems, prompts, SeekConfig(reward="oracle", iterations=3))
     assert df["correct_after"].sum() > df["correct_before"].sum()
     assert (df.loc[df["updates"] > 0, "correct_before"] == False).any()  # noqa: E712
     s = summary(df, "oracle")

@@ -64,12 +64,12 @@ def test_released_loops_answer_a_benchmark_slice_exactly_as_shipped(kind, tmp_pa
     (made by the full evaluation; the full table is the ``slow`` test below)."""
     name, _ = DATA[kind]
     require_data(name)
-    attractor("latent", "eval", "--task", kind, "--limit", "30", "--data-dir", str(DATA_DIR),
+    attractor("latent", "eval", "--task", kind, "--limit", "16", "--data-dir", str(DATA_DIR),
               "--out", str(tmp_path))
     got = _per_question(tmp_path / "latent_questions.parquet")
     want = _per_question(RELEASED / kind / "latent_questions.parquet")
     want = want[want["id"].isin(set(got["id"]))].reset_index(drop=True)
-    assert got["id"].nunique() == 30 and len(got) == len(want) > 0
+    assert got["id"].nunique() == 16 and len(got) == len(want) > 0
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
 
 
