@@ -15,7 +15,7 @@ SLR = RELEASED / "prosqa" / "slr"
 @pytest.fixture(scope="module")
 def slr():
     loop, _ = load_loop(SLR)
-    problems, _ = load_task("synthetic:prosqa:n=16,seed=5")
+    problems, _ = load_task("synthetic:prosqa:n=10,seed=5")
     return loop, problems, [prompt_ids(p, loop.tok, True) for p in problems]
 
 

@@ -95,7 +95,7 @@ def tiny_run(tmp_path_factory):
 
 def test_probe_command_end_to_end(tiny_run):
     proc = attractor("probe", str(tiny_run), "--layers", "2,4", "--tokens", "0,2",
-                     "--refits", "3")
+                     "--refits", "2")
     assert "Early-token probes" in proc.stdout
     df = pd.read_parquet(tiny_run / "metrics" / "probes.parquet")
     hid = df[df["feature"] == "hidden"]

@@ -1,4 +1,6 @@
 """``--engine ray`` on a real local Ray cluster: the same rollouts as the hf engine."""
+import pytest
+
 from attractor.engines.ray_engine import contiguous_requests
 from attractor.store.run_store import RunStore
 from helpers import attractor
@@ -7,6 +9,7 @@ COMMON = ["--model", "tiny", "--task", "synthetic:prosqa:n=5,seed=8", "--samples
           "--max-new-tokens", "32", "--seed", "5", "--max-batch-rows", "12"]
 
 
+@pytest.mark.ray
 def test_ray_engine_rollouts_equal_the_hf_engine(tmp_path):
     attractor("sample", *COMMON, "--out", str(tmp_path / "hf"))
     # Ray in its own process, as users run it (the driver is not left inside pytest)

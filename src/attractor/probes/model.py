@@ -101,7 +101,7 @@ def refit_interval(x: np.ndarray, y: np.ndarray, groups: np.ndarray, estimate: f
         return float("nan"), float("nan")
     z = float(norm.ppf(1 - (1 - level) / 2))
     se = float(np.std(vals, ddof=1))
-    return estimate - z * se, estimate + z * se
+    return max(0.0, estimate - z * se), min(1.0, estimate + z * se)  # an AUROC lies in [0, 1]
 
 
 @dataclass
