@@ -148,6 +148,9 @@ def test_vectors_carry_provenance_and_alpha_0_is_bit_identical(built, tmp_path):
                                                         a5["completion_token_ids"]))
     m = RunStore(tmp_path / "a5").manifest
     assert m.prompt["steer"]["alpha"] == 0.5 and m.prompt["steer"]["kind"] == "fractional"
+    from attractor.report.page import _prompt_rows
+
+    assert _prompt_rows(m)[0][0] == "steering" and "alpha 0.5" in _prompt_rows(m)[0][1]
     # a resumed steered run needs the same vector bytes
     again = attractor("sample", *COMMON, *held, "--steer", str(stab), "--alpha", "0.5",
                       "--out", str(tmp_path / "a5"), check=False)

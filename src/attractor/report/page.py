@@ -61,6 +61,19 @@ def simple_table(headers: list[str], rows: list[list[Any]], table_id: str = "") 
     return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _prompt_rows(m: Manifest) -> list[list[str]]:
+    """The run's own prompt template and steering vector, when it has them."""
+    p = m.prompt or {}
+    rows = []
+    if p.get("template"):
+        rows.append(["prompt template", p["template"]])
+    steer = p.get("steer")
+    if steer:
+        rows.append(["steering", f"{steer.get('kind')} vector {steer.get('path')} "
+                                 f"({str(steer.get('sha256'))[:19]}), alpha {steer.get('alpha')}"])
+    return rows
+
+
 def provenance(m: Manifest, summary: dict[str, Any]) -> str:
     """Model and weight hash, task, N, sampling, command, date."""
     task, s = m.task, m.sampling
@@ -74,6 +87,7 @@ def provenance(m: Manifest, summary: dict[str, Any]) -> str:
                          f"tokens, seed {s.get('seed', '-')}, engine "
                          f"{m.config.get('engine', '-')}"],
             ["vote", summary.get("vote", "majority")],
+            *_prompt_rows(m),
             ["command", " ".join(map(str, m.command))],
             ["created", f"{m.created} (attractor {m.attractor_version})"]]
     return simple_table(["", ""], rows, "provenance-table")
