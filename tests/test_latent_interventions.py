@@ -91,6 +91,7 @@ def released_slr():
     return loop, problems, [prompt_ids(p, loop.tok, True) for p in problems]
 
 
+@pytest.mark.released
 def test_intervention_table_on_the_released_loop(released_slr):
     loop, problems, prompts = released_slr
     df = intervention_table(loop, problems, prompts)

@@ -8,6 +8,10 @@ from attractor.latent.checkpoint import RELEASED, load_loop, read_meta, released
 from conftest import DATA_DIR, require_data
 from helpers import attractor
 
+# reads the shipped checkpoints and checks them against their shipped records: CI's second step
+# (`pytest -m released`), out of the README's command to keep it under six minutes
+pytestmark = pytest.mark.released
+
 LOOPS = {"coconut", "slr", "slr-minus-timestep", "slr-minus-lora", "slr-minus-residual",
          "slr-minus-norm"}
 # ProsQA's cot row is the embedded model itself; ProntoQA's is a CoT fine-tune shipped with it

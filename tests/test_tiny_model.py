@@ -38,6 +38,7 @@ def test_save_load_round_trip_keeps_logits(tmp_path):
     assert torch.equal(before, after)
 
 
+@pytest.mark.released
 def test_greedy_answers_reproduce_the_shipped_record():
     """Greedy accuracy and the count of completions without an answer equal the ones recorded in
     training.json, and the model is the reasoner the project promises (>= 0.75 greedy CoT on the
