@@ -67,7 +67,7 @@ def test_steered_forwards_follow_the_schedule_and_leave_no_hooks(random_model):
     ids = torch.tensor([[5, 6, 7, 8]])
 
     def run(hooks_on: bool):
-        outs, seen = [], []
+        outs = []
         with torch.no_grad(), steered(model, vec if hooks_on else None, 0.3):
             out = model(input_ids=ids, use_cache=True)
             outs.append(out.logits[:, -1])
@@ -76,10 +76,10 @@ def test_steered_forwards_follow_the_schedule_and_leave_no_hooks(random_model):
                 out = model(input_ids=torch.tensor([[t]]), past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
                 outs.append(out.logits[:, -1])
-        return outs, seen
+        return outs
 
-    plain, _ = run(False)
-    steered_out, _ = run(True)
+    plain = run(False)
+    steered_out = run(True)
     # the reference: the same forwards with our own hooks applying their formula by step
     state = {"step": 0}
 
@@ -102,9 +102,7 @@ def test_steered_forwards_follow_the_schedule_and_leave_no_hooks(random_model):
     finally:
         for h in handles:
             h.remove()
-    # decode step k uses schedule(k): step counted after each one-token forward
-    state_steps = [0, 0, 1, 2]
-    assert state_steps  # documents the expected schedule
+    # decode step k uses schedule(k): the step is counted after each one-token forward
     for a, b in zip(steered_out, ref):
         torch.testing.assert_close(a, b)
     assert not torch.allclose(steered_out[0], plain[0])
@@ -217,7 +215,6 @@ def test_prompt_templates_reach_the_model(tmp_path):
                    "c": "From a file, with a comma: {question}"}
     attractor("sample", *COMMON, "--limit", "1", "--prompt", "Think. {question}",
               "--out", str(tmp_path / "r"))
-    from transformers import AutoTokenizer  # noqa: F401  (the tiny tokenizer is a fast one)
     from attractor.models.load import load
 
     _, tok = load("tiny", device="cpu")

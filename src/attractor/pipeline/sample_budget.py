@@ -27,7 +27,7 @@ def states_from_store(store: RunStore, problems: list[Problem]) -> list[Question
 
 
 def probe_scores(store: RunStore, problems: list[Problem], states: list[QuestionState],
-                 cfg: RunConfig, scorer: Callable[[], dict[str, float]]) -> None:
+                 scorer: Callable[[], dict[str, float]]) -> None:
     """Fill each state's probe score once the first round is stored: read from
     ``allocation/probe_scores.parquet`` when an earlier (killed) run wrote it, else computed by
     ``scorer`` and written, so a resumed run plans from the same scores."""
@@ -64,7 +64,7 @@ def run_budgeted(store: RunStore, problems: list[Problem], prompts: list[list[in
         while True:
             if scorer is not None and states[0].score is None and all(
                     st.count >= cfg.first_round for st in states):
-                probe_scores(store, problems, states, cfg, scorer)
+                probe_scores(store, problems, states, scorer)
             batch = next_batch(states, cfg.allocate, cfg.budget, cfg.first_round,
                                cfg.sampling.samples, max_rows)
             if not batch:
