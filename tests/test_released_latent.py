@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from attractor.latent.checkpoint import RELEASED, load_loop, read_meta, released_checkpoints
+from attractor.latent.checkpoint import (RELEASED, load_colar, load_loop, read_meta,
+                                         released_checkpoints)
 from conftest import DATA_DIR, require_data
 from helpers import attractor
 
@@ -15,7 +16,10 @@ pytestmark = pytest.mark.released
 LOOPS = {"coconut", "slr", "slr-minus-timestep", "slr-minus-lora", "slr-minus-residual",
          "slr-minus-norm"}
 # ProsQA's cot row is the embedded model itself; ProntoQA's is a CoT fine-tune shipped with it
-METHODS = {"prosqa": LOOPS | {"no-cot"}, "prontoqa": LOOPS | {"no-cot", "cot"}}
+METHODS = {"prosqa": LOOPS | {"no-cot", "colar"}, "prontoqa": LOOPS | {"no-cot", "cot", "colar"}}
+# CoLaR's chain on ProsQA takes the parent stated first (a function of the question: one right
+# next latent); ProntoQA's proof has no draws
+COLAR_FORMAT = {"prosqa": "backward-proof-first", "prontoqa": "backward-proof"}
 DATA = {"prosqa": ("prosqa_valid.json", 300), "prontoqa": ("prontoqa_test.jsonl", 800)}
 
 
@@ -30,11 +34,16 @@ def test_released_checkpoints_are_small_float16_and_fit_the_tiny_model():
             assert meta["base_model"] == "tiny" and meta["train"]["task"].startswith("synthetic:")
             # every loop replaces the one-name backward proof; ProntoQA also ships a CoT on that
             # proof in the question's sentences (the longer, natural-language baseline)
-            want_format = "backward-sentences" if d.name == "cot-sentences" else "backward-proof"
+            want_format = {"cot-sentences": "backward-sentences",
+                           "colar": COLAR_FORMAT[kind]}.get(d.name, "backward-proof")
             assert meta["train"]["cot_format"] == want_format
             with safe_open(d / "model.safetensors", "pt") as f:
                 tensors = [f.get_tensor(k) for k in f.keys()]
             assert all(str(t.dtype) == "torch.float16" for t in tensors if t.is_floating_point())
+            if meta["method"] == "colar":  # the fine-tuned base and its latent head
+                colar, _ = load_colar(d)
+                assert colar.cfg.max_compression == 5 and colar.cfg.embeds_std > 0
+                continue
             loop, _ = load_loop(d)
             assert loop.cfg.max_thoughts == (6 if meta["method"] in LOOPS else 1)
 

@@ -75,6 +75,11 @@ def latent_inspect_cmd(
         res = run_inspect(Path(checkpoint), cfg, Path(out), data_dir=data_dir,
                           on_start=lambda n: bar.update(job, total=n),
                           on_step=lambda: bar.update(job, advance=1))
+    if "colar" in res:
+        console.print(frame_table("colar: own latents against same-norm random ones",
+                                  res["colar"]))
+        console.print(f"written: {res['path']}")
+        return
     thoughts, robust, causal = res["thoughts"], res["robustness"], res["interventions"]
     if "node" in thoughts or "on_proof_at_t" in thoughts:
         console.print(frame_table("thoughts (logit lens)", per_thought(thoughts)))

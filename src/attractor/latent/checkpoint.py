@@ -23,15 +23,17 @@ def fingerprint(model) -> dict[str, Any]:
     return {k: getattr(cfg, k, None) for k in FINGERPRINT_KEYS}
 
 
-def save_loop(loop: LatentLoop, path: Path, meta: dict[str, Any], half: bool = False) -> None:
-    """Write ``loop`` to the directory ``path`` (atomically per file)."""
+def save_loop(loop, path: Path, meta: dict[str, Any], half: bool = False,
+              key: str = "loop") -> None:
+    """Write ``loop`` (a :class:`LatentLoop`, or with ``key="colar"`` a
+    :class:`~attractor.latent.colar.CoLaR`) to the directory ``path`` (atomically per file)."""
     path.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous()
              for k, v in loop.state_dict().items() if not k.endswith("lm_head.weight")}
     tmp = path / "model.safetensors.tmp"
     save_file(state, tmp)
     tmp.replace(path / "model.safetensors")
-    atomic_write_json(path / "loop.json", {**meta, "loop": loop.cfg.to_dict(),
+    atomic_write_json(path / "loop.json", {**meta, key: loop.cfg.to_dict(),
                                            "base_fingerprint": fingerprint(loop.base)})
 
 
@@ -107,7 +109,14 @@ def require_loop(path: Path) -> dict[str, Any]:
     if meta.get("method") in BASELINES:
         raise UserError(f"{path}: a {meta['method']} checkpoint is a plain model with no "
                         "thoughts; this command needs a loop (coconut, slr, slr-minus-...)")
+    _refuse_colar(path, meta, "a loop (coconut, slr, slr-minus-...)")
     return meta
+
+
+def _refuse_colar(path: Path, meta: dict[str, Any], need: str) -> None:
+    if meta.get("method") == "colar":
+        raise UserError(f"{path}: a colar checkpoint (compressed latents, not a thought loop); "
+                        f"this command needs {need}")
 
 
 def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[LatentLoop, dict]:
@@ -116,9 +125,29 @@ def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[La
     from attractor.models.load import load
 
     meta = read_meta(path)
+    _refuse_colar(path, meta, "a loop checkpoint (load it with load_colar)")
     if model is None:
         model, tok = load(meta["base_model"], dtype="float32", device=device)
     check_base(path, model, meta)
     loop = LatentLoop(model, tok, LoopConfig.from_dict(meta["loop"]))
     load_checked(loop, model, load_file(Path(path) / "model.safetensors"), path)
     return loop.to(device).eval(), meta
+
+
+def load_colar(path: Path, model=None, tok=None, device: str = "cpu"):
+    """Rebuild a ``--method colar`` checkpoint (its fine-tuned base and latent head) on its base
+    model (``model``/``tok`` if given, else the base it names), refusing a checkpoint of another
+    method or a base of another shape."""
+    from attractor.latent.colar import CoLaR, ColarConfig
+    from attractor.models.load import load
+
+    meta = read_meta(path)
+    if meta.get("method") != "colar":
+        raise UserError(f"{path}: a {meta.get('method')} checkpoint; this needs a colar one "
+                        "(attractor latent train --method colar)")
+    if model is None:
+        model, tok = load(meta["base_model"], dtype="float32", device=device)
+    check_base(path, model, meta)
+    colar = CoLaR(model, tok, ColarConfig.from_dict(meta["colar"]))
+    load_checked(colar, model, load_file(Path(path) / "model.safetensors"), path)
+    return colar.to(device).eval(), meta

@@ -33,9 +33,19 @@ class EvalConfig:
     max_new_tokens: int = option("Token budget of every row's greedy decoding (after the thoughts, "
                              "if any).", 96)
     device: str = option("cpu, cuda[:i] or auto.", "auto")
+    compression: list[int] = option("Compression factors c of a colar checkpoint's colar@c rows "
+                                "(repeatable).", factory=lambda: [1, 2, 3, 5])
+    latent_temperature: float = option("Temperature of a colar checkpoint's latents (CoLaR "
+                                   "samples at 1; 0: the head's mean); seeded per question.",
+                                   1.0)
 
     def __post_init__(self) -> None:
+        if self.latent_temperature < 0:
+            raise ConfigError(f"`latent_temperature` must be >= 0, got {self.latent_temperature}")
         self.task, self.halting = list(self.task), list(dict.fromkeys(self.halting))
+        self.compression = list(dict.fromkeys(self.compression))
+        if not self.compression or any(c < 1 for c in self.compression):
+            raise ConfigError(f"`compression` factors must be >= 1, got {self.compression}")
         if not self.task:
             raise ConfigError("`task`: name at least one task")
         _check_limit(self.limit)
@@ -62,9 +72,15 @@ class InspectConfig:
     interventions: str = option("Causal interventions on each thought, comma-separated: zero, mean "
                             "(mean ablation), swap (another question's thought); empty: none.",
                             "zero,mean,swap")
+    compression: list[int] = option("On a colar checkpoint: the compression factors whose "
+                                "latents are checked against same-norm random ones "
+                                "(repeatable).", factory=lambda: [1, 2, 3, 5])
 
     def __post_init__(self) -> None:
         _check_limit(self.limit)
+        self.compression = list(dict.fromkeys(self.compression))
+        if not self.compression or any(c < 1 for c in self.compression):
+            raise ConfigError(f"`compression` factors must be >= 1, got {self.compression}")
         try:
             sigmas = [float(x) for x in self.sigma.split(",") if x.strip()]
         except ValueError:

@@ -11,6 +11,8 @@ change of No-CoT, CoT and latent-loop checkpoints on a task, as one Parquet tabl
   embeddings), then text.
 - every loop checkpoint: its loop (its own halting), and with ``adaptive`` also state-halting
   (``<method>-adaptive``).
+- every ``colar`` checkpoint: ``colar@c`` per compression factor c (greedy latents until the LM
+  head names the marker, then the answer); ``iterations`` is the number of latents.
 The ``checkpoint`` column names where each row's weights came from (``base`` or a directory),
 ``cot_format`` the chain of thought it was trained on (``--cot-format``; "-" for the base), so
 two CoT checkpoints of different formats are two rows.
@@ -30,8 +32,8 @@ from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
 from attractor.grading.grade import correct_answers
 from attractor.latent.command_config import EvalConfig
-from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_loop, read_meta,
-                                         released_checkpoints)
+from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_colar, load_loop,
+                                         read_meta, released_checkpoints)
 from attractor.latent.config import preset
 from attractor.latent.curriculum import BASELINES
 from attractor.tasks.problem import ANSWER_MARK
@@ -94,18 +96,45 @@ def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int, n_thoughts: int | 
             "state_norm": sum(norms) / len(norms) if norms else None}
 
 
+@torch.no_grad()
+def eval_colar(colar, prompts, c: int, max_new_tokens: int, latent_temperature: float = 1.0
+               ) -> dict[str, Any]:
+    """A CoLaR model at compression ``c`` on every prompt, batched: latents sampled at
+    ``latent_temperature`` (0: the head's mean) from question i's own generator (seed i), end
+    of thinking and answer greedy; ``iterations`` is the mean number of latents,
+    ``state_norm`` the mean norm of the states after them."""
+    t0 = time.perf_counter()
+    texts, passes, iters, norms = [], [], [], []
+    for i in range(0, len(prompts), 32):
+        chunk = prompts[i:i + 32]
+        out = colar.generate(chunk, c, max_new_tokens=max_new_tokens,
+                             latent_temperature=latent_temperature,
+                             seeds=list(range(i, i + len(chunk))))
+        texts += out.texts
+        passes += out.forward_passes
+        iters += out.latents
+        norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
+    wall = time.perf_counter() - t0
+    return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
+            "iterations": sum(iters) / len(iters), "per_question_iterations": iters,
+            "final_change": float("nan"), "state_norm": sum(norms) / len(norms) if norms else None}
+
+
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
              limit: int | None = None, data_dir: str | None = None,
              haltings: tuple[str, ...] = ("state",), epsilon: float = 1e-2,
              max_new_tokens: int = 96, soft_thoughts: int = 12, device: str = "auto",
              questions: list[dict[str, Any]] | None = None,
-             on_row: Callable[[str], None] | None = None) -> pd.DataFrame:
+             on_row: Callable[[str], None] | None = None,
+             compressions: tuple[int, ...] = (1, 2, 3, 5),
+             latent_temperature: float = 1.0) -> pd.DataFrame:
     """One row per method on ``task``; ``checkpoints=None``: the released ones for the task's
     kind (ProsQA or ProntoQA). A loop trained with fixed halting gets one more row per entry
     of ``haltings`` (``<method>-adaptive`` for ``state``, ``<method>-adaptive-<halting>`` for
     ``kl`` and ``token``), at ``epsilon``. ``soft_thoughts`` > 0 adds ``soft-thinking``: the
     loops' CoT model (see the module docstring), untrained, with that many soft thoughts before
-    it goes on in text. ``questions``, when given, receives one dict per (row, question):
+    it goes on in text. A ``colar`` checkpoint gets one row ``colar@c`` per entry of
+    ``compressions`` (latents sampled at ``latent_temperature``, at compression c). ``questions``, when given, receives one dict per (row, question):
     task, method, checkpoint, id, hops, correct, answer, text, forward_passes, iterations.
     ``on_row(method)`` is called as each row is done (progress)."""
     from attractor.models.load import load, resolve_device
@@ -171,6 +200,13 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
         if metas[ck]["method"] in BASELINES:
             continue
         base, btok = load(model_spec, dtype="float32", device=dev)
+        if metas[ck]["method"] == "colar":
+            colar, meta = load_colar(ck, base, btok, device=dev)
+            for c in compressions:
+                add(f"colar@{c}", _source(ck), eval_colar(colar, prompts, c, max_new_tokens,
+                                                          latent_temperature),
+                    cot_format_of(meta))
+            continue
         loop, meta = load_loop(ck, base, btok, device=dev)
         fmt = cot_format_of(meta)
         label = meta.get("variant") or meta["method"]  # slr+lora_rank=8 for a --loop override
@@ -198,6 +234,8 @@ def run_eval(cfg: EvalConfig, checkpoints: list[Path] | None = None, out: Path |
                        epsilon=cfg.epsilon, haltings=tuple(cfg.halting),
                        max_new_tokens=cfg.max_new_tokens, soft_thoughts=cfg.soft_thoughts,
                        device=cfg.device, questions=per_question,
+                       compressions=tuple(cfg.compression),
+                       latent_temperature=cfg.latent_temperature,
                        on_row=(lambda m, t=t: on_row(t, m)) if on_row else None)
               for t in cfg.task]
     table, questions = pd.concat(frames, ignore_index=True), pd.DataFrame(per_question)

@@ -173,7 +173,7 @@ def run_inspect(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str |
     ``index.html``). ``on_start(total)`` gets the number of full loop runs ahead (1 for the
     lens, 1 + T x sigmas for the noise, 1 + (T + 1) x kinds for the interventions) and
     ``on_step()`` is called after each. Returns the tables and the page's path."""
-    from attractor.latent.checkpoint import cot_format_of, load_loop, require_loop
+    from attractor.latent.checkpoint import cot_format_of, load_loop, read_meta, require_loop
     from attractor.latent.interventions import intervention_table
     from attractor.latent.report import write_latent_report
     from attractor.models.load import load
@@ -182,6 +182,8 @@ def run_inspect(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str |
     from attractor.tasks.prompts import prompt_ids
 
     step = on_step or (lambda: None)
+    if read_meta(checkpoint).get("method") == "colar":
+        return _inspect_colar(checkpoint, cfg, out, data_dir, on_start, step)
     require_loop(checkpoint)
     problems, _ = load_task(cfg.task, data_dir=data_dir, limit=cfg.limit)
     base, tok = load(cfg.model, dtype="float32", device="cpu")
@@ -204,3 +206,33 @@ def run_inspect(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str |
     page = write_latent_report(out, f"latent thoughts: {checkpoint} on {cfg.task}", thoughts,
                                robust, causal)
     return {"thoughts": thoughts, "robustness": robust, "interventions": causal, "page": page}
+
+
+def _inspect_colar(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str | None,
+                   on_start: Callable[[int], None] | None, step: Callable[[], None]
+                   ) -> dict[str, Any]:
+    """A colar checkpoint: :func:`~attractor.latent.colar_inspect.random_latent_table`, with the
+    No-CoT accuracy of the base model, written to ``out/random_latents.parquet``."""
+    from attractor.grading.grade import correct_answers
+    from attractor.latent.checkpoint import load_colar
+    from attractor.latent.colar_inspect import random_latent_table
+    from attractor.latent.evaluate import eval_cot
+    from attractor.models.load import load
+    from attractor.store.run_store import atomic_write_bytes
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.problem import ANSWER_MARK
+    from attractor.tasks.prompts import prompt_ids
+
+    problems, _ = load_task(cfg.task, data_dir=data_dir, limit=cfg.limit)
+    base, tok = load(cfg.model, dtype="float32", device="cpu")
+    prompts = [prompt_ids(p, tok, True) for p in problems]
+    if on_start:
+        on_start(1 + 2 * len(cfg.compression))
+    direct = eval_cot(base, tok, problems, prompts, 32, " " + ANSWER_MARK)
+    no_cot = sum(correct_answers(direct["texts"], problems)) / len(problems)
+    step()
+    colar, _ = load_colar(checkpoint, base, tok)
+    table = random_latent_table(colar, problems, prompts, cfg.compression, no_cot, on_step=step)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "random_latents.parquet", table.to_parquet(index=False))
+    return {"colar": table, "path": str(out / "random_latents.parquet")}

@@ -87,11 +87,7 @@ class LatentLoop(nn.Module):
             m.step = t
 
     def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, cache):
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
-        decoder = self.base.get_decoder()
-        out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-                      use_cache=True, **cache_kwargs(decoder, cache))
-        return out.last_hidden_state, output_cache(out)
+        return decoder_forward(self.base, embeds, mask, cache)
 
     def logit_lens(self, h: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the LM head applied to states ``h`` (..., d)."""
@@ -252,30 +248,58 @@ class LatentLoop(nn.Module):
             last = hs[:, -1]
         else:
             last = run.states[-1]
-        out: list[list[int]] = [[] for _ in range(b)]
-        done = torch.zeros(b, dtype=torch.bool, device=dev)
-        for _ in range(max_new_tokens):
-            logits = self.base.get_output_embeddings()(last).float()
-            if temperature > 0:
-                probs = (logits / temperature).softmax(-1).cpu()
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(dev)
-            else:
-                nxt = logits.argmax(-1)
-            for i in range(b):
-                if not done[i]:
-                    if int(nxt[i]) in self.stop_ids:
-                        done[i] = True
-                    else:
-                        out[i].append(int(nxt[i]))
-            if bool(done.all()):
-                break
-            mask = torch.cat([mask, (~done)[:, None].long()], dim=1)
-            hs, cache = self._forward(self.base.get_input_embeddings()(nxt[:, None]), mask, cache)
-            passes += (~done).long()
-            last = hs[:, -1]
+        out, decode_passes = decode_tokens(self.base, last, mask, cache, max_new_tokens,
+                                           self.stop_ids, temperature, generator)
+        passes += decode_passes
         states = torch.stack(run.states, dim=1)  # (b, T + 1, d)
         return LoopOutput(
             texts=self.tok.batch_decode(out, skip_special_tokens=True), token_ids=out,
             iterations=run.iterations.tolist(), final_change=run.final_change.tolist(),
             forward_passes=passes.tolist(),
             states=[states[i, : 1 + int(run.iterations[i])].float().cpu() for i in range(b)])
+
+
+def decoder_forward(base: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, cache
+                    ) -> tuple[torch.Tensor, object]:
+    """One forward of ``base``'s decoder over ``embeds`` (b, n, d) on the KV ``cache``, with
+    positions counted from ``mask`` (left padding and masked-out slots do not advance them):
+    the last-layer states after the final norm, and the cache."""
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
+    decoder = base.get_decoder()
+    out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                  use_cache=True, **cache_kwargs(decoder, cache))
+    return out.last_hidden_state, output_cache(out)
+
+
+@torch.no_grad()
+def decode_tokens(base: nn.Module, last: torch.Tensor, mask: torch.Tensor, cache,
+                  max_new_tokens: int, stop_ids: set[int], temperature: float = 0.0,
+                  generator: torch.Generator | None = None
+                  ) -> tuple[list[list[int]], torch.Tensor]:
+    """Decode up to ``max_new_tokens`` tokens per row after the states ``last`` (b, d) on the
+    cache, greedily or sampled at ``temperature`` (from the CPU ``generator``); a row stops at
+    a token of ``stop_ids`` (not kept). Returns the tokens and the passes each row took."""
+    b, dev = last.shape[0], last.device
+    out: list[list[int]] = [[] for _ in range(b)]
+    passes = torch.zeros(b, dtype=torch.long, device=dev)
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    for _ in range(max_new_tokens):
+        logits = base.get_output_embeddings()(last).float()
+        if temperature > 0:
+            probs = (logits / temperature).softmax(-1).cpu()
+            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(dev)
+        else:
+            nxt = logits.argmax(-1)
+        for i in range(b):
+            if not done[i]:
+                if int(nxt[i]) in stop_ids:
+                    done[i] = True
+                else:
+                    out[i].append(int(nxt[i]))
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, (~done)[:, None].long()], dim=1)
+        hs, cache = decoder_forward(base, base.get_input_embeddings()(nxt[:, None]), mask, cache)
+        passes += (~done).long()
+        last = hs[:, -1]
+    return out, passes

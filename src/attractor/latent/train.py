@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from attractor.errors import UserError
 from attractor.latent.checkpoint import load_base_weights, load_checked, read_meta, save_loop
@@ -31,25 +30,18 @@ from attractor.latent.curriculum import (build_example, check_steps, cot_steps, 
                                          thoughts_at)
 from attractor.latent.loop import LatentLoop
 from attractor.latent.train_config import LatentTrainConfig
-
-
-# Options that change where or how fast a run goes, not what it trains: a resumed run may differ.
-_LOGISTICS = ("out", "threads", "device", "ckpt_every")
-
-
-def _what_it_trains(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in _LOGISTICS}
-
-
-def _order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
-    idx = list(range(n))
-    random.Random(f"latent:{seed}:{stage}:{epoch}").shuffle(idx)
-    return idx
+from attractor.latent.train_state import (epoch_order, load_optimizer, save_state,
+                                          what_it_trains)
 
 
 def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                  data_dir: str | None = None) -> dict[str, Any]:
-    """Train (or resume) one loop variant; returns a summary."""
+    """Train (or resume) one loop variant (or, with ``--method colar``, a CoLaR model: see
+    :mod:`attractor.latent.colar_train`); returns a summary."""
+    if cfg.method == "colar":
+        from attractor.latent.colar_train import train_colar
+
+        return train_colar(cfg, log=log, data_dir=data_dir)
     from attractor.models.load import describe, load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
@@ -75,8 +67,8 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     pos = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
     if (state_dir / "state.json").exists():
         saved = json.loads((state_dir / "state.json").read_text())
-        if _what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
-                _what_it_trains(asdict(cfg)):  # options added since a run began: their defaults
+        if what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
+                what_it_trains(asdict(cfg)):  # options added since a run began: their defaults
             raise UserError(f"{out}: holds a run of another configuration; use another --out")
         load_checked(loop, loop.base, load_file(state_dir / "model.safetensors", device=dev),
                      state_dir)
@@ -90,14 +82,14 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     start_step = pos["step"]
     opt = _optimiser(loop, cfg)
     if (state_dir / "optimizer.safetensors").exists():
-        _load_opt(opt, loop, state_dir)
+        load_optimizer(opt, loop, state_dir, str(loop.device))
     losses: list[float] = []
     t0 = time.time()
     with progress_bar(True) as bar:
         task = bar.add_task(f"latent train ({cfg.method})", total=total, completed=pos["step"])
         while pos["phase"] < len(plan):
             stage = plan[pos["phase"]]
-            order = _order(len(problems), cfg.seed, stage, pos["epoch"])
+            order = epoch_order(len(problems), cfg.seed, stage, pos["epoch"])
             while pos["batch"] < n_batches:
                 idx = order[pos["batch"] * cfg.batch_size:(pos["batch"] + 1) * cfg.batch_size]
                 rng = random.Random(f"mix:{cfg.seed}:{pos['step']}")
@@ -119,7 +111,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 recent = sum(losses[-20:]) / len(losses[-20:])
                 bar.update(task, advance=1, description=f"stage {stage} loss {recent:.3f}")
                 if pos["step"] % cfg.ckpt_every == 0:
-                    _save_state(loop, opt, state_dir, cfg, pos)
+                    save_state(loop, opt, state_dir, cfg, pos)
             pos["batch"] = 0
             pos["epoch"] += 1
             if pos["epoch"] >= cfg.epochs_per_stage:
@@ -134,7 +126,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 pos["epoch"] = 0
                 pos["phase"] += 1
                 opt = _optimiser(loop, cfg)  # Coconut resets the optimiser at each stage
-            _save_state(loop, opt, state_dir, cfg, pos)
+            save_state(loop, opt, state_dir, cfg, pos)
     if pos["step"] == start_step and (out / "loop.json").exists():
         # already finished: keep the record it wrote (this call trained nothing to report)
         return {"out": str(out), **read_meta(out)["train"]}
@@ -180,29 +172,3 @@ def _stage_point(loop: LatentLoop, dev_set: tuple[list, list], stage: int,
 def _optimiser(loop: LatentLoop, cfg: LatentTrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in loop.parameters() if p.requires_grad], lr=cfg.lr,
                              weight_decay=0.0)
-
-
-def _save_state(loop, opt, state_dir: Path, cfg: LatentTrainConfig, pos: dict) -> None:
-    tmp = state_dir.with_name(state_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous() for k, v in loop.state_dict().items()
-               if not k.endswith("lm_head.weight")}, tmp / "model.safetensors")
-    names = {id(p): n for n, p in loop.named_parameters()}
-    tensors = {f"{names[id(p)]}::{k}": v.detach().contiguous()
-               for g in opt.param_groups for p in g["params"]
-               for k, v in opt.state.get(p, {}).items() if torch.is_tensor(v)}
-    save_file(tensors, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"config": asdict(cfg), "pos": pos}))
-    old = state_dir.with_name(state_dir.name + ".old")
-    if state_dir.exists():
-        state_dir.rename(old)
-    tmp.rename(state_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_opt(opt, loop, state_dir: Path) -> None:
-    params = dict(loop.named_parameters())
-    for key, val in load_file(state_dir / "optimizer.safetensors", device=str(loop.device)).items():
-        name, slot = key.split("::")
-        opt.state[params[name]][slot] = val

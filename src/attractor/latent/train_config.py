@@ -18,7 +18,10 @@ class LatentTrainConfig:
                       metadata={"help": "Training task (with CoT steps; never a test split)."})
     model: str = field(default="tiny", metadata={"help": "Base model spec."})
     method: str = field(default="slr", metadata={"help": (
-        "coconut, slr, slr-minus-timestep|lora|residual|norm, or the baselines cot, no-cot.")})
+        "coconut, slr, slr-minus-timestep|lora|residual|norm, colar (compressed latents), or "
+        "the baselines cot, no-cot.")})
+    compression: int = field(default=5, metadata={"help": (
+        "colar: the largest compression factor c (each batch draws c from 1..C).")})
     init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
                                                              "weights (e.g. a cot checkpoint)."})
     cot_format: str = field(default="task", metadata={"help": (
@@ -76,10 +79,13 @@ class LatentTrainConfig:
             raise ConfigError(f"`first_stage` must be in 0..{self.stages}, got {self.first_stage}")
         if self.dev_limit < 1:
             raise ConfigError(f"`dev_limit` must be >= 1, got {self.dev_limit}")
-        if self.loop and self.method in ("cot", "no-cot"):
-            raise ConfigError(f"`loop`: a {self.method} baseline has no loop to configure")
+        if self.loop and self.method in ("cot", "no-cot", "colar"):
+            raise ConfigError(f"`loop`: a {self.method} model has no thought loop to configure")
+        if self.compression < 1:
+            raise ConfigError(f"`compression` must be >= 1, got {self.compression}")
         self.loop = list(self.loop)
-        self.loop_config()  # a bad override fails here, before any data or model loads
+        if self.method != "colar":
+            self.loop_config()  # a bad override fails here, before any data or model loads
         if self.cot_format not in COT_FORMATS:
             raise ConfigError(f"`cot_format` must be one of {', '.join(COT_FORMATS)}, "
                               f"got {self.cot_format!r}")
@@ -98,4 +104,6 @@ class LatentTrainConfig:
             return [0]
         if self.method == "no-cot":
             return [DIRECT]
+        if self.method == "colar":
+            return [0]  # one pass over the whole chain, compressed
         return list(range(self.first_stage, self.stages + 1))

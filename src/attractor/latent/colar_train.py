@@ -1,0 +1,168 @@
+"""``attractor latent train --method colar``: CoLaR's supervised stage (see
+:mod:`attractor.latent.colar`) on a task's chain of thought.
+
+Each batch draws its compression factor c from 1..``--compression`` (seeded by the step, so a
+resumed run draws the same); the base model and the latent head train together with AdamW for
+``--epochs-per-stage`` passes over the questions. A checkpoint (model, head, optimiser, position)
+is written every ``ckpt_every`` steps as safetensors; running the same command again resumes
+from it. With ``--dev-task`` each epoch ends with greedy dev accuracy at c = ``--compression``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file
+
+from attractor.errors import DataError, UserError
+from attractor.latent.checkpoint import load_base_weights, load_checked, read_meta, save_loop
+from attractor.latent.colar import CoLaR, ColarConfig
+from attractor.latent.curriculum import check_steps, cot_steps
+from attractor.latent.train_config import LatentTrainConfig
+from attractor.latent.train_state import (epoch_order, load_optimizer, save_state,
+                                          what_it_trains)
+from attractor.tasks.problem import ANSWER_MARK
+
+
+def colar_examples(problems, steps: list[list[str]], tok, marker_id: int
+                   ) -> tuple[list[list[int]], list[list[int]]]:
+    """Per problem: the chain of thought's token ids and the ids after it (marker, answer, end
+    of text), tokenised as the one text ``" step step ... ### answer"``."""
+    eos = tok.eos_token_id
+    chains, answers = [], []
+    for p, s in zip(problems, steps):
+        chain = tok(" " + " ".join(s), add_special_tokens=False)["input_ids"] if s else []
+        answer = tok(" " + ANSWER_MARK + " " + p.gold, add_special_tokens=False)["input_ids"]
+        if not answer or answer[0] != marker_id:
+            raise DataError(f"{p.id}: the answer text does not start with the marker token "
+                            f"{ANSWER_MARK!r} under this tokenizer")
+        chains.append(chain)
+        answers.append(answer + ([eos] if isinstance(eos, int) else []))
+    return chains, answers
+
+
+def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
+                data_dir: str | None = None) -> dict[str, Any]:
+    """Train (or resume) a CoLaR model; returns a summary (with training tokens per second)."""
+    from attractor.models.load import describe, load, resolve_device
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+    from attractor.ui import progress_bar
+
+    torch.set_num_threads(cfg.threads)
+    problems, source = load_task(cfg.task, data_dir=data_dir)
+    check_steps(problems, cfg.task)
+    steps = cot_steps(problems, cfg.cot_format, cfg.seed)
+    dev = resolve_device(cfg.device)
+    model, tok = load(cfg.model, dtype="float32", device=dev)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda")
+                else contextlib.nullcontext())
+    base_sha = describe(cfg.model, model, tok)["weights_sha256"]
+    init_meta = load_base_weights(Path(cfg.init), model) if cfg.init else None
+    torch.manual_seed(cfg.seed)
+    colar = CoLaR(model, tok, ColarConfig(max_compression=cfg.compression)).to(dev)
+    colar.train()
+    out = Path(cfg.out)
+    state_dir = out / "train-state"
+    pos: dict[str, Any] = {"phase": 0, "epoch": 0, "batch": 0, "step": 0, "tokens": 0,
+                           "seconds": 0.0}
+    if (state_dir / "state.json").exists():
+        saved = json.loads((state_dir / "state.json").read_text())
+        if what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
+                what_it_trains(asdict(cfg)):
+            raise UserError(f"{out}: holds a run of another configuration; use another --out")
+        load_checked(colar, model, load_file(state_dir / "model.safetensors", device=dev),
+                     state_dir)
+        pos = saved["pos"]
+        log(f"resumed at epoch {pos['epoch']}, batch {pos['batch']}")
+    prompts = [prompt_ids(p, tok, True) for p in problems]
+    chains, answers = colar_examples(problems, steps, tok, colar.marker_id)
+    dev_set = _dev_set(cfg, data_dir, tok) if cfg.dev_task else None
+    n_batches = -(-len(problems) // cfg.batch_size)
+    total = cfg.epochs_per_stage * n_batches
+    start_step = pos["step"]
+    opt = torch.optim.AdamW([p for p in colar.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=0.01)  # CoLaR's optimiser settings (weight decay 0.01)
+    if (state_dir / "optimizer.safetensors").exists():
+        load_optimizer(opt, colar, state_dir, str(dev))
+    losses: list[float] = []
+    t0 = time.time()
+    with progress_bar(True) as bar:
+        task = bar.add_task("latent train (colar)", total=total, completed=pos["step"])
+        while pos["epoch"] < cfg.epochs_per_stage:
+            order = epoch_order(len(problems), cfg.seed, 0, pos["epoch"])
+            while pos["batch"] < n_batches:
+                idx = order[pos["batch"] * cfg.batch_size:(pos["batch"] + 1) * cfg.batch_size]
+                rng = random.Random(f"colar:{cfg.seed}:{pos['step']}")
+                c = rng.randint(1, cfg.compression)
+                tick = time.time()
+                with autocast:
+                    parts = colar.loss([prompts[i] for i in idx], [chains[i] for i in idx],
+                                       [answers[i] for i in idx], c, rng)
+                opt.zero_grad(set_to_none=True)
+                parts["total"].backward()
+                torch.nn.utils.clip_grad_norm_(colar.parameters(), 1.0)
+                opt.step()
+                pos["seconds"] += time.time() - tick
+                pos["tokens"] += sum(len(prompts[i]) + len(chains[i]) + len(answers[i])
+                                     for i in idx)
+                losses.append(parts["total"].item())
+                pos["batch"] += 1
+                pos["step"] += 1
+                recent = sum(losses[-20:]) / len(losses[-20:])
+                bar.update(task, advance=1, description=f"colar c={c} loss {recent:.3f} "
+                           f"(ce {parts['ce'].item():.3f}, latent {parts['latent'].item():.3f})")
+                if pos["step"] % cfg.ckpt_every == 0:
+                    save_state(colar, opt, state_dir, cfg, pos)
+            pos["batch"] = 0
+            pos["epoch"] += 1
+            if dev_set is not None:
+                bar.update(task, description=f"epoch {pos['epoch']}: scoring dev questions")
+                point = _dev_point(colar, dev_set, pos["epoch"], cfg.compression,
+                                   sum(losses[-20:]) / max(1, len(losses[-20:])))
+                pos.setdefault("curve", []).append(point)
+                log(f"epoch {pos['epoch']}: dev accuracy {point['dev_accuracy']:.3f} at "
+                    f"c={cfg.compression} with {point['thoughts']:.2f} latents")
+            save_state(colar, opt, state_dir, cfg, pos)
+    if pos["step"] == start_step and (out / "loop.json").exists():
+        return {"out": str(out), **read_meta(out)["train"]}
+    meta = {"method": "colar", "variant": "colar", "base_model": cfg.model,
+            "base_weights_sha256": base_sha,
+            "init_method": init_meta["method"] if init_meta else None,
+            "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
+                      "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+                      "train_s": round(time.time() - t0, 1),
+                      "tokens_per_s": round(pos["tokens"] / max(pos["seconds"], 1e-9), 1),
+                      "stage_curve": pos.get("curve", [])}}
+    save_loop(colar.eval(), out, meta, half=True, key="colar")
+    return {"out": str(out), "steps": pos["step"], **meta["train"]}
+
+
+def _dev_set(cfg: LatentTrainConfig, data_dir: str | None, tok) -> tuple[list, list]:
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+
+    problems, _ = load_task(cfg.dev_task, data_dir=data_dir, limit=cfg.dev_limit)
+    return problems, [prompt_ids(p, tok, True) for p in problems]
+
+
+@torch.no_grad()
+def _dev_point(colar: CoLaR, dev_set: tuple[list, list], epoch: int, c: int, loss: float
+               ) -> dict[str, Any]:
+    from attractor.grading.grade import correct_answers
+    from attractor.latent.evaluate import eval_colar
+
+    problems, prompts = dev_set
+    colar.eval()
+    res = eval_colar(colar, prompts, c, max_new_tokens=32)
+    colar.train()
+    ok = correct_answers(res["texts"], problems)
+    return {"stage": epoch, "thoughts": round(res["iterations"], 2), "loss": round(loss, 4),
+            "dev_accuracy": sum(ok) / len(ok),
+            "state_norm": round(res["state_norm"], 3) if res["state_norm"] else None}

@@ -1,0 +1,61 @@
+"""The resumable state of a latent training run (``<out>/train-state/``): the trained weights,
+the optimiser's moments and the position in the data, as safetensors plus JSON, replaced
+atomically, so a killed run resumes exactly where its last save left it. Shared by the
+curriculum trainer (:mod:`attractor.latent.train`) and CoLaR's (:mod:`attractor.latent.colar_train`)."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# Options that change where or how fast a run goes, not what it trains: a resumed run may differ.
+LOGISTICS = ("out", "threads", "device", "ckpt_every")
+
+
+def what_it_trains(config: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``config`` that decide what a run trains (a resume must match them)."""
+    return {k: v for k, v in config.items() if k not in LOGISTICS}
+
+
+def epoch_order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
+    """The seeded order of ``n`` training questions in one epoch of one stage."""
+    idx = list(range(n))
+    random.Random(f"latent:{seed}:{stage}:{epoch}").shuffle(idx)
+    return idx
+
+
+def save_state(module: torch.nn.Module, opt: torch.optim.Optimizer, state_dir: Path, cfg,
+               pos: dict) -> None:
+    """Write ``module``'s weights (not a tied LM head), ``opt``'s state and ``pos`` to
+    ``state_dir``, replacing the previous save only once the new one is complete."""
+    tmp = state_dir.with_name(state_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()
+               if not k.endswith("lm_head.weight")}, tmp / "model.safetensors")
+    names = {id(p): n for n, p in module.named_parameters()}
+    tensors = {f"{names[id(p)]}::{k}": v.detach().contiguous()
+               for g in opt.param_groups for p in g["params"]
+               for k, v in opt.state.get(p, {}).items() if torch.is_tensor(v)}
+    save_file(tensors, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"config": asdict(cfg), "pos": pos}))
+    old = state_dir.with_name(state_dir.name + ".old")
+    if state_dir.exists():
+        state_dir.rename(old)
+    tmp.rename(state_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_optimizer(opt: torch.optim.Optimizer, module: torch.nn.Module, state_dir: Path,
+                   device: str) -> None:
+    """Restore the optimiser moments :func:`save_state` wrote."""
+    params = dict(module.named_parameters())
+    for key, val in load_file(state_dir / "optimizer.safetensors", device=device).items():
+        name, slot = key.split("::")
+        opt.state[params[name]][slot] = val

@@ -1,0 +1,171 @@
+"""CoLaR (compressed latent reasoning): its loss equals the paper's formula written out here
+independently, a latent costs one cached pass, and the command trains, evaluates, inspects and
+refuses bad input with one line."""
+import json
+import random
+
+import pandas as pd
+import pytest
+import torch
+from safetensors import safe_open
+
+from attractor.latent.colar import CoLaR, ColarConfig, compress
+from helpers import attractor
+
+TRAIN = ["--method", "colar", "--task", "synthetic:prosqa:n=8,seed=3", "--batch-size", "4",
+         "--compression", "3", "--cot-format", "backward-proof"]
+
+
+def test_compress_is_the_group_sum_over_the_root_of_its_size():
+    x = torch.randn(7, 4)
+    got = compress(x, 3)
+    # CoLaR's sqrt_mean: pad to a multiple of c, sum each group, divide by sqrt(#real rows)
+    padded = torch.cat([x, torch.zeros(2, 4)]).reshape(3, 3, 4)
+    count = torch.tensor([3.0, 3.0, 1.0])
+    assert torch.allclose(got, padded.sum(1) / count.sqrt()[:, None], atol=1e-6)
+    assert torch.allclose(compress(x, 1), x)
+
+
+def _colar(random_model, seed=0):
+    model, tok = random_model
+    torch.manual_seed(seed)
+    return CoLaR(model, tok, ColarConfig(max_compression=3)).eval()
+
+
+def test_loss_equals_colar_written_out(random_model):
+    """CE over [question + speed + ###][compressed groups][### answer eos] (one random token of
+    the next group as each group's label) plus the MSE of the latent head against the next
+    input embedding over the embedding std, each example run alone through the HF model."""
+    colar = _colar(random_model)
+    model, tok = random_model
+    E = model.get_input_embeddings()
+    prompts = [tok("Every wumpus is a rorpus. Is Tom a rorpus or lempus?")["input_ids"],
+               tok("Is Alex a yimpus or gerpus?")["input_ids"]]
+    chains = [tok(" rorpus wumpus Tom", add_special_tokens=False)["input_ids"],
+              tok(" gerpus yimpus dumpus bompus Alex", add_special_tokens=False)["input_ids"]]
+    answers = [tok(" ### Tom is a rorpus.", add_special_tokens=False)["input_ids"] + [0],
+               tok(" ### Alex is a gerpus.", add_special_tokens=False)["input_ids"] + [0]]
+    for c in (1, 2, 3):
+        with torch.no_grad():
+            got = colar.loss(prompts, chains, answers, c, random.Random(5))
+            draw = random.Random(5)
+            ce_sum, ce_n, sq = 0.0, 0, []
+            for p, ch, a in zip(prompts, chains, answers):
+                speed = tok(f" (Thinking speed: {c})", add_special_tokens=False)["input_ids"]
+                q = p + speed + [colar.marker_id]
+                groups = [ch[j:j + c] for j in range(0, len(ch), c)]
+                comp = [E(torch.tensor(g)).sum(0) / len(g) ** 0.5 for g in groups]
+                seq = torch.cat([E(torch.tensor(q)), torch.stack(comp), E(torch.tensor(a))])
+                # HF-style labels aligned to the inputs, shifted by one below
+                labels = ([-100] * (len(q) - 1) + [colar.marker_id]
+                          + [draw.choice(g) for g in groups] + list(a))
+                out = model(inputs_embeds=seq[None], output_hidden_states=True)
+                logits, hid = out.logits[0], out.hidden_states[-1][0]
+                lab = torch.tensor(labels[1:])
+                ce_sum += torch.nn.functional.cross_entropy(logits[:-1], lab, ignore_index=-100,
+                                                            reduction="sum")
+                ce_n += int((lab != -100).sum())
+                # the head at the marker and at each group predicts the next input embedding
+                start = len(q) - 1
+                n = len(groups) + 1
+                target = seq[start + 1:start + 1 + n] / colar.cfg.embeds_std
+                pred = colar.head(hid[start:start + n]).mean
+                sq.append(((pred - target) ** 2).mean(-1))
+            ce = ce_sum / ce_n
+            latent = torch.cat(sq).mean()
+        assert got["ce"].item() == pytest.approx(ce.item(), rel=1e-4), c
+        assert got["latent"].item() == pytest.approx(latent.item(), rel=1e-4), c
+        assert got["total"].item() == pytest.approx((ce + latent).item(), rel=1e-4)
+
+
+def test_a_latent_is_one_cached_pass_equal_to_a_reforward(random_model):
+    """Each latent is fed on the KV cache (one single-position pass); the states equal a
+    re-forward of the question and the fed latents without a cache, for left-padded rows."""
+    colar = _colar(random_model, seed=1)
+    model, tok = random_model
+    prompts = [tok("Is Tom a rorpus or lempus?")["input_ids"],
+               tok("Every wumpus is a rorpus. Every rorpus is a gerpus. Is Alex a yimpus?")
+               ["input_ids"]]
+    fed = []
+    colar.hooks.append(lambda t, x: fed.append(x.clone()) or x)
+    colar.cfg.max_latents = 4
+    out = colar.generate(prompts, 2, max_new_tokens=3)
+    assert len(fed) >= 1
+    for i, p in enumerate(prompts):
+        n = out.latents[i]
+        assert 1 <= n <= 4
+        q = colar.question_ids(p, 2)
+        seq = torch.cat([model.get_input_embeddings()(torch.tensor(q)),
+                         torch.stack([fed[t][i] for t in range(n)])])
+        with torch.no_grad():
+            hid = model(inputs_embeds=seq[None], output_hidden_states=True).hidden_states[-1][0]
+        assert torch.allclose(out.states[i], hid[len(q) - 1:], atol=1e-4)
+        # prefill + latents + marker + at most one pass per answer token
+        assert 2 + n <= out.forward_passes[i] <= 2 + n + 3
+
+
+@pytest.fixture(scope="module")
+def colar_checkpoint(random_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("colar") / "colar"
+    attractor("latent", "train", "--model", str(random_model_dir), *TRAIN, "--out", str(out))
+    return out
+
+
+def test_train_writes_a_float16_checkpoint_with_its_head_and_resumes(colar_checkpoint,
+                                                                      random_model_dir):
+    meta = json.loads((colar_checkpoint / "loop.json").read_text())
+    assert meta["method"] == "colar" and meta["colar"]["max_compression"] == 3
+    assert meta["train"]["steps"] == 2 and meta["train"]["tokens_per_s"] > 0
+    with safe_open(colar_checkpoint / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+        assert any(k.startswith("head.") for k in keys)
+        assert all(str(f.get_tensor(k).dtype) == "torch.float16" for k in keys)
+    again = attractor("latent", "train", "--model", str(random_model_dir), *TRAIN,
+                      "--out", str(colar_checkpoint))
+    assert "resumed at epoch 1" in again.stdout
+    assert json.loads((colar_checkpoint / "loop.json").read_text()) == meta
+
+
+def test_eval_and_inspect_give_colar_rows(colar_checkpoint, random_model_dir, tmp_path):
+    task = "synthetic:prosqa:n=4,seed=9"
+    attractor("latent", "eval", str(colar_checkpoint), "--model", str(random_model_dir),
+              "--task", task, "--compression", "1", "--compression", "3", "--soft-thoughts",
+              "0", "--max-new-tokens", "4", "--out", str(tmp_path / "eval"))
+    df = pd.read_parquet(tmp_path / "eval" / "latent_eval.parquet")
+    rows = df.set_index("method")
+    assert {"colar@1", "colar@3", "no-cot", "cot"} <= set(rows.index)
+    for m in ("colar@1", "colar@3"):
+        assert 1 <= rows.loc[m, "iterations"] <= 32 and rows.loc[m, "forward_passes"] >= 3
+    attractor("latent", "inspect", str(colar_checkpoint), "--model", str(random_model_dir),
+              "--task", task, "--compression", "2", "--out", str(tmp_path / "inspect"))
+    table = pd.read_parquet(tmp_path / "inspect" / "random_latents.parquet")
+    assert list(table["compression"]) == [2]
+    assert {"accuracy", "accuracy_random_latents", "no_cot_accuracy"} <= set(table)
+
+
+def test_bad_input_is_one_line_and_exit_2(colar_checkpoint, random_model_dir, tmp_path):
+    from attractor.errors import UserError
+    from attractor.latent.checkpoint import load_colar, load_loop
+
+    cases = [
+        (["latent", "train", "--model", str(random_model_dir), *TRAIN[:-4], "--compression",
+          "0", "--out", str(tmp_path / "x")], "compression must be >= 1"),
+        (["latent", "eval", str(colar_checkpoint), "--compression", "0"],
+         "compression factors must be >= 1"),
+        (["latent", "seek", str(colar_checkpoint), "--model", str(random_model_dir)],
+         "a colar checkpoint"),
+    ]
+    for argv, needle in cases:
+        proc = attractor(*argv, check=False)
+        assert proc.returncode == 2 and needle in proc.stderr, (argv, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(UserError, match="a colar checkpoint"):
+        load_loop(colar_checkpoint)
+    loop_dir = tmp_path / "loop"
+    loop_dir.mkdir()
+    (loop_dir / "model.safetensors").write_bytes((colar_checkpoint / "model.safetensors")
+                                                 .read_bytes())
+    meta = json.loads((colar_checkpoint / "loop.json").read_text())
+    (loop_dir / "loop.json").write_text(json.dumps({**meta, "method": "slr"}))
+    with pytest.raises(UserError, match="this needs a colar one"):
+        load_colar(loop_dir)
