@@ -169,3 +169,71 @@ def test_bad_input_is_one_line_and_exit_2(colar_checkpoint, random_model_dir, tm
     (loop_dir / "loop.json").write_text(json.dumps({**meta, "method": "slr"}))
     with pytest.raises(UserError, match="this needs a colar one"):
         load_colar(loop_dir)
+
+
+def test_rl_log_probs_are_the_heads_normal_and_the_lm_heads_tokens(random_model):
+    """The RL stage scores each fed latent by the head's Normal at the state before it (mean
+    over dimensions, of latent / std) and each answer token by the LM head, as CoLaR's
+    ``get_logprobs``; checked against one HF forward per sample."""
+    from attractor.latent.colar_rl import group_advantages, log_probs, rollout
+
+    colar = _colar(random_model, seed=2)
+    model, tok = random_model
+    colar.cfg.max_latents = 3
+    prompts = [tok("Is Tom a rorpus or lempus?")["input_ids"],
+               tok("Every wumpus is a rorpus. Is Alex a yimpus or gerpus?")["input_ids"]]
+    from attractor.tasks.problem import Problem
+    problems = [Problem(id=str(i), question="q", gold="Tom is a rorpus.", kind="prosqa")
+                for i in range(2)]
+    ro = rollout(colar, problems, prompts, 2, 3, seed=4, max_new_tokens=4)
+    assert len(ro.questions) == 6 and all(a[0] == colar.marker_id for a in ro.answers)
+    with torch.no_grad():
+        lat, lat_mask, ans, ans_mask = log_probs(colar, ro.questions, ro.fed, ro.answers)
+        for i, (q, f, a) in enumerate(zip(ro.questions, ro.fed, ro.answers)):
+            seq = torch.cat([model.get_input_embeddings()(torch.tensor(q)), f,
+                             model.get_input_embeddings()(torch.tensor(a))])
+            out = model(inputs_embeds=seq[None], output_hidden_states=True)
+            hid, logits = out.hidden_states[-1][0], out.logits[0]
+            s = len(q) - 1
+            mean = colar.head.mean(colar.head.fc(hid[s:s + len(f)]))
+            std = colar.head.log_std(colar.head.fc(hid[s:s + len(f)])).exp()
+            want = torch.distributions.Normal(mean, std).log_prob(f / colar.cfg.embeds_std)
+            assert torch.allclose(lat[i, :len(f)], want.mean(-1), atol=1e-4)
+            assert lat_mask[i].sum() == len(f) and ans_mask[i].sum() == len(a)
+            lp = logits[s + len(f):s + len(f) + len(a)].log_softmax(-1)
+            assert torch.allclose(ans[i, :len(a)], lp[torch.arange(len(a)), a], atol=1e-4)
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0]), 3)
+    want = torch.tensor([2 / 3, -1 / 3, -1 / 3]) / torch.tensor([1.0, 0, 0]).std()
+    assert torch.allclose(adv[:3], want, atol=1e-5) and torch.all(adv[3:] == 0)
+
+
+def test_clipped_surrogate_is_ppos_summed_over_32():
+    from attractor.latent.colar_rl import clipped_loss
+
+    old = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -0.5, -0.5]])
+    new = (old + torch.tensor([[0.5, -0.1, 0.0], [0.05, 0.3, 0.0]])).requires_grad_()
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([1.0, -2.0])
+    loss = clipped_loss(new, old, mask, adv, clip=0.2)
+    ratio = (new - old).exp().detach()
+    per = torch.where(adv[:, None] > 0, -torch.minimum(ratio, torch.tensor(1.2)) * adv[:, None],
+                      -torch.maximum(ratio, torch.tensor(0.8)) * adv[:, None])
+    assert loss.item() == pytest.approx(((per * mask).sum(-1) / 32).mean().item())
+    loss.backward()
+    # clipped positions (ratio e^0.5 > 1.2 with A > 0) get no gradient; the others -A r / 64
+    assert new.grad[0, 0] == 0 and new.grad[0, 2] == 0
+    assert new.grad[1, 1].item() == pytest.approx(2.0 * ratio[1, 1].item() / 64)
+    assert new.grad[0, 1].item() == pytest.approx(-1.0 * ratio[0, 1].item() / 64)
+
+
+def test_rl_stage_trains_from_a_colar_checkpoint_only(colar_checkpoint, random_model_dir,
+                                                     tmp_path):
+    rl = ["latent", "train", "--model", str(random_model_dir), "--method", "colar", "--task",
+          "synthetic:prosqa:n=2,seed=3", "--batch-size", "2", "--group-size", "2", "--do-rl"]
+    attractor(*rl, "--init", str(colar_checkpoint), "--out", str(tmp_path / "rl"))
+    meta = json.loads((tmp_path / "rl" / "loop.json").read_text())
+    assert meta["train"]["do_rl"] and 0 <= meta["train"]["final_reward"] <= 1
+    for extra, needle in (([], "needs --method colar and --init"),
+                          (["--init", str(tmp_path / "rl-none")], "not a latent checkpoint")):
+        proc = attractor(*rl, *extra, "--out", str(tmp_path / "x"), check=False)
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr

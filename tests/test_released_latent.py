@@ -17,9 +17,6 @@ LOOPS = {"coconut", "slr", "slr-minus-timestep", "slr-minus-lora", "slr-minus-re
          "slr-minus-norm"}
 # ProsQA's cot row is the embedded model itself; ProntoQA's is a CoT fine-tune shipped with it
 METHODS = {"prosqa": LOOPS | {"no-cot", "colar"}, "prontoqa": LOOPS | {"no-cot", "cot", "colar"}}
-# CoLaR's chain on ProsQA takes the parent stated first (a function of the question: one right
-# next latent); ProntoQA's proof has no draws
-COLAR_FORMAT = {"prosqa": "backward-proof-first", "prontoqa": "backward-proof"}
 DATA = {"prosqa": ("prosqa_valid.json", 300), "prontoqa": ("prontoqa_test.jsonl", 800)}
 
 
@@ -34,8 +31,7 @@ def test_released_checkpoints_are_small_float16_and_fit_the_tiny_model():
             assert meta["base_model"] == "tiny" and meta["train"]["task"].startswith("synthetic:")
             # every loop replaces the one-name backward proof; ProntoQA also ships a CoT on that
             # proof in the question's sentences (the longer, natural-language baseline)
-            want_format = {"cot-sentences": "backward-sentences",
-                           "colar": COLAR_FORMAT[kind]}.get(d.name, "backward-proof")
+            want_format = "backward-sentences" if d.name == "cot-sentences" else "backward-proof"
             assert meta["train"]["cot_format"] == want_format
             with safe_open(d / "model.safetensors", "pt") as f:
                 tensors = [f.get_tensor(k) for k in f.keys()]

@@ -93,6 +93,9 @@ class ColarOutput:
     latents: list[int]              # latents used
     forward_passes: list[int]       # prefill, latents, marker, answer tokens
     states: list[torch.Tensor]      # (latents + 1, d): the state after the question and each latent
+    fed: list[torch.Tensor]         # (latents, d): the latents fed (CoLaR's RL actions)
+    answer_ids: list[list[int]]     # the answer's tokens after the marker (end of text excluded)
+    stopped: list[bool]             # the answer ended with the end of text (not the budget)
 
 
 def compress(embeds: torch.Tensor, c: int) -> torch.Tensor:
@@ -181,15 +184,16 @@ class CoLaR(nn.Module):
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], c: int, max_new_tokens: int = 32,
                  latent_temperature: float = 0.0, eol_temperature: float = 0.0,
-                 seeds: list[int] | None = None,
-                 n_latents: int | None = None) -> ColarOutput:
+                 seeds: list[int] | None = None, n_latents: int | None = None,
+                 answer_temperature: float = 0.0) -> ColarOutput:
         """Latents at compression ``c`` until the LM head names the marker, then the marker and
         the answer (greedy). ``latent_temperature`` > 0 samples each latent from the head's
         Normal (CoLaR samples at 1), ``eol_temperature`` > 0 samples the end-of-thinking
         token; the draws of row i come from its own CPU generator seeded ``seeds[i]`` (default
         i), so a row's latents do not depend on the rest of its batch. ``n_latents``: exactly
         that many latents, the marker ignored (CoLaR's ``fixed_length_latent_generate``).
-        Texts start with the marker."""
+        ``answer_temperature`` > 0 samples the answer (CoLaR's RL rollouts), from a generator
+        seeded by the first seed. Texts start with the marker."""
         if c < 1:
             raise ConfigError(f"compression must be >= 1, got {c}")
         dev = self.device
@@ -206,6 +210,7 @@ class CoLaR(nn.Module):
         states, passes = [h], torch.ones(b, dtype=torch.long, device=dev)
         done = torch.zeros(b, dtype=torch.bool, device=dev)
         used = torch.zeros(b, dtype=torch.long, device=dev)
+        fed = []
         for t in range(n_latents if n_latents is not None else self.cfg.max_latents):
             dist = self.head(h.float(), temperature=max(latent_temperature, 1e-9))
             z = dist.mean
@@ -215,6 +220,7 @@ class CoLaR(nn.Module):
             x = (z * self.cfg.embeds_std).to(h.dtype)
             for hook in self.hooks:
                 x = hook(t + 1, x)
+            fed.append(x)
             live = ~done
             mask = torch.cat([mask, live[:, None].long()], dim=1)
             out, cache = decoder_forward(self.base, x[:, None], mask, cache)
@@ -237,11 +243,16 @@ class CoLaR(nn.Module):
         mask = torch.cat([mask, torch.ones_like(mark)], dim=1)
         hs, cache = decoder_forward(self.base, self.base.get_input_embeddings()(mark), mask, cache)
         passes += 1
+        answer_gen = torch.Generator().manual_seed((seeds or [0])[0] + 7919)
         toks, decode_passes = decode_tokens(self.base, hs[:, -1], mask, cache, max_new_tokens,
-                                            self.stop_ids)
+                                            self.stop_ids, answer_temperature, answer_gen)
         passes += decode_passes
         stacked = torch.stack(states, dim=1)
+        lat = torch.stack(fed, dim=1) if fed else torch.zeros(b, 0, stacked.shape[-1], device=dev)
+        # a row shorter than the budget stopped on an end-of-text token
         return ColarOutput(
             texts=[ANSWER_MARK + t for t in self.tok.batch_decode(toks, skip_special_tokens=True)],
             latents=used.tolist(), forward_passes=passes.tolist(),
-            states=[stacked[i, :1 + int(used[i])].float().cpu() for i in range(b)])
+            states=[stacked[i, :1 + int(used[i])].float().cpu() for i in range(b)],
+            fed=[lat[i, :int(used[i])] for i in range(b)], answer_ids=toks,
+            stopped=[len(t) < max_new_tokens for t in toks])

@@ -1,5 +1,6 @@
 """``attractor latent train --method colar``: CoLaR's supervised stage (see
-:mod:`attractor.latent.colar`) on a task's chain of thought.
+:mod:`attractor.latent.colar`) on a task's chain of thought, or with ``--do-rl`` its RL stage
+(:mod:`attractor.latent.colar_rl`) from a colar checkpoint.
 
 Each batch draws its compression factor c from 1..``--compression`` (seeded by the step, so a
 resumed run draws the same); the base model and the latent head train together with AdamW for
@@ -9,7 +10,6 @@ from it. With ``--dev-task`` each epoch ends with greedy dev accuracy at c = ``-
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
@@ -21,12 +21,13 @@ import torch
 from safetensors.torch import load_file
 
 from attractor.errors import DataError, UserError
-from attractor.latent.checkpoint import load_base_weights, load_checked, read_meta, save_loop
+from attractor.latent.checkpoint import load_checked, read_meta, save_loop
 from attractor.latent.colar import CoLaR, ColarConfig
+from attractor.latent.colar_rl import rl_step
 from attractor.latent.curriculum import check_steps, cot_steps
 from attractor.latent.train_config import LatentTrainConfig
-from attractor.latent.train_state import (epoch_order, load_optimizer, save_state,
-                                          what_it_trains)
+from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
+                                          save_state, what_it_trains)
 from attractor.tasks.problem import ANSWER_MARK
 
 
@@ -50,23 +51,33 @@ def colar_examples(problems, steps: list[list[str]], tok, marker_id: int
 def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 data_dir: str | None = None) -> dict[str, Any]:
     """Train (or resume) a CoLaR model; returns a summary (with training tokens per second)."""
-    from attractor.models.load import describe, load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import progress_bar
 
     torch.set_num_threads(cfg.threads)
     problems, source = load_task(cfg.task, data_dir=data_dir)
-    check_steps(problems, cfg.task)
-    steps = cot_steps(problems, cfg.cot_format, cfg.seed)
-    dev = resolve_device(cfg.device)
-    model, tok = load(cfg.model, dtype="float32", device=dev)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda")
-                else contextlib.nullcontext())
-    base_sha = describe(cfg.model, model, tok)["weights_sha256"]
-    init_meta = load_base_weights(Path(cfg.init), model) if cfg.init else None
+    if cfg.do_rl:  # the reward is correctness: every question needs a gold answer
+        missing = [p.id for p in problems if not str(p.gold or "").strip()]
+        if missing:
+            raise DataError(f"{cfg.task}: {len(missing)} questions have no gold answer (first: "
+                            f"{missing[0]}); the RL reward is not defined without one")
+    else:
+        check_steps(problems, cfg.task)
+    tb = load_training_base(cfg)
+    model, tok, dev, autocast = tb.model, tb.tok, tb.device, tb.autocast
+    base_sha, init_meta = tb.base_sha, tb.init_meta
     torch.manual_seed(cfg.seed)
-    colar = CoLaR(model, tok, ColarConfig(max_compression=cfg.compression)).to(dev)
+    if init_meta is not None and init_meta.get("method") == "colar":
+        # a colar --init brings its latent head and its shape (embedding std, head width)
+        colar = CoLaR(model, tok, ColarConfig.from_dict(init_meta["colar"])).to(dev)
+        load_checked(colar, model, load_file(Path(cfg.init) / "model.safetensors", device=dev),
+                     Path(cfg.init))
+    elif cfg.do_rl:
+        raise UserError(f"{cfg.init}: a {init_meta and init_meta.get('method')} checkpoint; "
+                        "--do-rl starts from a colar one")
+    else:
+        colar = CoLaR(model, tok, ColarConfig(max_compression=cfg.compression)).to(dev)
     colar.train()
     out = Path(cfg.out)
     state_dir = out / "train-state"
@@ -82,7 +93,8 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
         pos = saved["pos"]
         log(f"resumed at epoch {pos['epoch']}, batch {pos['batch']}")
     prompts = [prompt_ids(p, tok, True) for p in problems]
-    chains, answers = colar_examples(problems, steps, tok, colar.marker_id)
+    chains, answers = ([], []) if cfg.do_rl else colar_examples(
+        problems, cot_steps(problems, cfg.cot_format, cfg.seed), tok, colar.marker_id)
     dev_set = _dev_set(cfg, data_dir, tok) if cfg.dev_task else None
     n_batches = -(-len(problems) // cfg.batch_size)
     total = cfg.epochs_per_stage * n_batches
@@ -92,6 +104,7 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     if (state_dir / "optimizer.safetensors").exists():
         load_optimizer(opt, colar, state_dir, str(dev))
     losses: list[float] = []
+    rewards: list[float] = []
     t0 = time.time()
     with progress_bar(True) as bar:
         task = bar.add_task("latent train (colar)", total=total, completed=pos["step"])
@@ -100,24 +113,36 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
             while pos["batch"] < n_batches:
                 idx = order[pos["batch"] * cfg.batch_size:(pos["batch"] + 1) * cfg.batch_size]
                 rng = random.Random(f"colar:{cfg.seed}:{pos['step']}")
-                c = rng.randint(1, cfg.compression)
                 tick = time.time()
                 with autocast:
-                    parts = colar.loss([prompts[i] for i in idx], [chains[i] for i in idx],
-                                       [answers[i] for i in idx], c, rng)
-                opt.zero_grad(set_to_none=True)
-                parts["total"].backward()
-                torch.nn.utils.clip_grad_norm_(colar.parameters(), 1.0)
-                opt.step()
-                pos["seconds"] += time.time() - tick
-                pos["tokens"] += sum(len(prompts[i]) + len(chains[i]) + len(answers[i])
+                    if cfg.do_rl:
+                        stats = rl_step(colar, opt, [problems[i] for i in idx],
+                                        [prompts[i] for i in idx], cfg.compression,
+                                        cfg.group_size, seed=cfg.seed * 1_000_003 + pos["step"])
+                        loss, tokens = stats["loss"], stats["tokens"]
+                        rewards.append(stats["reward"])
+                        what = (f"colar rl reward {sum(rewards[-20:]) / len(rewards[-20:]):.3f}"
+                                f" latents {stats['latents']:.1f}")
+                    else:
+                        c = rng.randint(1, cfg.compression)
+                        parts = colar.loss([prompts[i] for i in idx], [chains[i] for i in idx],
+                                           [answers[i] for i in idx], c, rng)
+                        opt.zero_grad(set_to_none=True)
+                        parts["total"].backward()
+                        torch.nn.utils.clip_grad_norm_(colar.parameters(), 1.0)
+                        opt.step()
+                        loss = parts["total"].item()
+                        tokens = sum(len(prompts[i]) + len(chains[i]) + len(answers[i])
                                      for i in idx)
-                losses.append(parts["total"].item())
+                        what = (f"colar c={c} (ce {parts['ce'].item():.3f}, latent "
+                                f"{parts['latent'].item():.3f})")
+                pos["seconds"] += time.time() - tick
+                pos["tokens"] += tokens
+                losses.append(loss)
                 pos["batch"] += 1
                 pos["step"] += 1
                 recent = sum(losses[-20:]) / len(losses[-20:])
-                bar.update(task, advance=1, description=f"colar c={c} loss {recent:.3f} "
-                           f"(ce {parts['ce'].item():.3f}, latent {parts['latent'].item():.3f})")
+                bar.update(task, advance=1, description=f"{what} loss {recent:.3f}")
                 if pos["step"] % cfg.ckpt_every == 0:
                     save_state(colar, opt, state_dir, cfg, pos)
             pos["batch"] = 0
@@ -139,6 +164,8 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                       "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
                       "train_s": round(time.time() - t0, 1),
                       "tokens_per_s": round(pos["tokens"] / max(pos["seconds"], 1e-9), 1),
+                      "final_reward": (sum(rewards[-20:]) / len(rewards[-20:])
+                                       if rewards else None),
                       "stage_curve": pos.get("curve", [])}}
     save_loop(colar.eval(), out, meta, half=True, key="colar")
     return {"out": str(out), "steps": pos["step"], **meta["train"]}

@@ -74,26 +74,35 @@ def eval_cot(model, tok, problems, prompts, max_new_tokens: int, prefix: str = "
             "iterations": float("nan"), "final_change": float("nan")}
 
 
+def _batched(prompts, run: Callable[[list, int], tuple]) -> dict[str, Any]:
+    """Run ``run(chunk, start)`` -> (texts, passes, iterations, final changes, states) over
+    chunks of 32 prompts and gather the row's numbers (``state_norm``: the mean norm of the
+    states after the question's)."""
+    t0 = time.perf_counter()
+    texts, passes, iters, change, norms = [], [], [], [], []
+    for i in range(0, len(prompts), 32):
+        t, f, it, ch, states = run(prompts[i:i + 32], i)
+        texts += t
+        passes += f
+        iters += it
+        change += ch
+        norms += [float(s[1:].norm(dim=-1).mean()) for s in states if len(s) > 1]
+    wall = time.perf_counter() - t0
+    return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
+            "iterations": sum(iters) / len(iters), "per_question_iterations": iters,
+            "final_change": float(pd.Series(change, dtype=float).mean()),
+            "state_norm": sum(norms) / len(norms) if norms else None}
+
+
 @torch.no_grad()
 def eval_loop(loop: LatentLoop, prompts, max_new_tokens: int, n_thoughts: int | None = None
               ) -> dict[str, Any]:
     """The loop on every prompt, batched (``n_thoughts``: a fixed thought count instead of the
     loop's halting); ``state_norm`` is the mean norm of the thought states."""
-    t0 = time.perf_counter()
-    texts, passes, iters, change, norms = [], [], [], [], []
-    for i in range(0, len(prompts), 32):
-        out = loop.generate(prompts[i:i + 32], max_new_tokens=max_new_tokens,
-                            n_thoughts=n_thoughts)
-        texts += out.texts
-        passes += out.forward_passes
-        iters += out.iterations
-        change += out.final_change
-        norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
-    wall = time.perf_counter() - t0
-    return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
-            "iterations": sum(iters) / len(iters), "per_question_iterations": iters,
-            "final_change": float(pd.Series(change).mean()),
-            "state_norm": sum(norms) / len(norms) if norms else None}
+    def run(chunk, _):
+        out = loop.generate(chunk, max_new_tokens=max_new_tokens, n_thoughts=n_thoughts)
+        return out.texts, out.forward_passes, out.iterations, out.final_change, out.states
+    return _batched(prompts, run)
 
 
 @torch.no_grad()
@@ -103,21 +112,12 @@ def eval_colar(colar, prompts, c: int, max_new_tokens: int, latent_temperature: 
     ``latent_temperature`` (0: the head's mean) from question i's own generator (seed i), end
     of thinking and answer greedy; ``iterations`` is the mean number of latents,
     ``state_norm`` the mean norm of the states after them."""
-    t0 = time.perf_counter()
-    texts, passes, iters, norms = [], [], [], []
-    for i in range(0, len(prompts), 32):
-        chunk = prompts[i:i + 32]
+    def run(chunk, start):
         out = colar.generate(chunk, c, max_new_tokens=max_new_tokens,
                              latent_temperature=latent_temperature,
-                             seeds=list(range(i, i + len(chunk))))
-        texts += out.texts
-        passes += out.forward_passes
-        iters += out.latents
-        norms += [float(s[1:].norm(dim=-1).mean()) for s in out.states if len(s) > 1]
-    wall = time.perf_counter() - t0
-    return {"texts": texts, "forward_passes": passes, "wall_s": wall / len(prompts),
-            "iterations": sum(iters) / len(iters), "per_question_iterations": iters,
-            "final_change": float("nan"), "state_norm": sum(norms) / len(norms) if norms else None}
+                             seeds=list(range(start, start + len(chunk))))
+        return out.texts, out.forward_passes, out.latents, [], out.states
+    return _batched(prompts, run)
 
 
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",

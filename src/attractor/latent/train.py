@@ -12,7 +12,6 @@ steps as safetensors; running the same command again resumes from it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
@@ -24,14 +23,14 @@ import torch
 from safetensors.torch import load_file
 
 from attractor.errors import UserError
-from attractor.latent.checkpoint import load_base_weights, load_checked, read_meta, save_loop
+from attractor.latent.checkpoint import load_checked, read_meta, save_loop
 from attractor.latent.config import variant_name
 from attractor.latent.curriculum import (build_example, check_steps, cot_steps, stage_of,
                                          thoughts_at)
 from attractor.latent.loop import LatentLoop
 from attractor.latent.train_config import LatentTrainConfig
-from attractor.latent.train_state import (epoch_order, load_optimizer, save_state,
-                                          what_it_trains)
+from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
+                                          save_state, what_it_trains)
 
 
 def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
@@ -42,7 +41,6 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
         from attractor.latent.colar_train import train_colar
 
         return train_colar(cfg, log=log, data_dir=data_dir)
-    from attractor.models.load import describe, load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import progress_bar
@@ -52,12 +50,9 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     check_steps(problems, cfg.task)
     steps = cot_steps(problems, cfg.cot_format, cfg.seed)
     loop_cfg = cfg.loop_config()
-    dev = resolve_device(cfg.device)
-    model, tok = load(cfg.model, dtype="float32", device=dev)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda")
-                else contextlib.nullcontext())
-    base_sha = describe(cfg.model, model, tok)["weights_sha256"]
-    init_meta = load_base_weights(Path(cfg.init), model) if cfg.init else None
+    tb = load_training_base(cfg)
+    model, tok, dev, autocast = tb.model, tb.tok, tb.device, tb.autocast
+    base_sha, init_meta = tb.base_sha, tb.init_meta
     torch.manual_seed(cfg.seed)
     loop = LatentLoop(model, tok, loop_cfg)
     loop.train()

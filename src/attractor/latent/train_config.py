@@ -21,7 +21,12 @@ class LatentTrainConfig:
         "coconut, slr, slr-minus-timestep|lora|residual|norm, colar (compressed latents), or "
         "the baselines cot, no-cot.")})
     compression: int = field(default=5, metadata={"help": (
-        "colar: the largest compression factor c (each batch draws c from 1..C).")})
+        "colar: the largest compression factor c (each batch draws c from 1..C); with "
+        "--do-rl the c of every rollout.")})
+    do_rl: bool = field(default=False, metadata={"help": (
+        "colar: the RL stage (GRPO on sampled latents and answers, reward = correct) from "
+        "--init, a colar checkpoint; CoLaR uses --lr 1e-6.")})
+    group_size: int = field(default=8, metadata={"help": "colar --do-rl: samples per question."})
     init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
                                                              "weights (e.g. a cot checkpoint)."})
     cot_format: str = field(default="task", metadata={"help": (
@@ -83,6 +88,12 @@ class LatentTrainConfig:
             raise ConfigError(f"`loop`: a {self.method} model has no thought loop to configure")
         if self.compression < 1:
             raise ConfigError(f"`compression` must be >= 1, got {self.compression}")
+        if self.do_rl and (self.method != "colar" or not self.init):
+            raise ConfigError("`do_rl` is CoLaR's RL stage: it needs --method colar and --init "
+                              "naming a colar checkpoint")
+        if self.group_size < 2:
+            raise ConfigError(f"`group_size` must be >= 2 (advantages are relative to the "
+                              f"group), got {self.group_size}")
         self.loop = list(self.loop)
         if self.method != "colar":
             self.loop_config()  # a bad override fails here, before any data or model loads

@@ -4,10 +4,11 @@ atomically, so a killed run resumes exactly where its last save left it. Shared 
 curriculum trainer (:mod:`attractor.latent.train`) and CoLaR's (:mod:`attractor.latent.colar_train`)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,30 @@ def load_optimizer(opt: torch.optim.Optimizer, module: torch.nn.Module, state_di
     for key, val in load_file(state_dir / "optimizer.safetensors", device=device).items():
         name, slot = key.split("::")
         opt.state[params[name]][slot] = val
+
+
+@dataclass
+class TrainingBase:
+    """The base model a latent run trains, where, and what it started from."""
+
+    model: Any
+    tok: Any
+    device: str
+    autocast: Any           # bfloat16 autocast on a GPU, a no-op context on the CPU
+    base_sha: str           # the base weights' sha256 (before --init)
+    init_meta: dict | None  # the --init checkpoint's meta
+
+
+def load_training_base(cfg) -> TrainingBase:
+    """Load ``cfg.model`` in float32 on ``cfg.device``, then ``cfg.init``'s fine-tuned base
+    weights when given (refusing a checkpoint of another base)."""
+    from attractor.latent.checkpoint import load_base_weights
+    from attractor.models.load import describe, load, resolve_device
+
+    dev = resolve_device(cfg.device)
+    model, tok = load(cfg.model, dtype="float32", device=dev)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda")
+                else contextlib.nullcontext())
+    sha = describe(cfg.model, model, tok)["weights_sha256"]
+    init_meta = load_base_weights(Path(cfg.init), model) if cfg.init else None
+    return TrainingBase(model, tok, dev, autocast, sha, init_meta)
