@@ -34,8 +34,9 @@ def _colar(random_model, seed=0):
 
 def test_loss_equals_colar_written_out(random_model):
     """CE over [question + speed + ###][compressed groups][### answer eos] (one random token of
-    the next group as each group's label) plus the MSE of the latent head against the next
-    input embedding over the embedding std, each example run alone through the HF model."""
+    the next group as each group's label) plus the MSE of a reparameterised draw of the latent
+    head against the next input embedding over the embedding std, each example run alone
+    through the HF model."""
     colar = _colar(random_model)
     model, tok = random_model
     E = model.get_input_embeddings()
@@ -47,7 +48,9 @@ def test_loss_equals_colar_written_out(random_model):
                tok(" ### Alex is a gerpus.", add_special_tokens=False)["input_ids"] + [0]]
     for c in (1, 2, 3):
         with torch.no_grad():
+            torch.manual_seed(c)
             got = colar.loss(prompts, chains, answers, c, random.Random(5))
+            torch.manual_seed(c)  # the same reparameterised draws, example by example
             draw = random.Random(5)
             ce_sum, ce_n, sq = 0.0, 0, []
             for p, ch, a in zip(prompts, chains, answers):
@@ -69,7 +72,10 @@ def test_loss_equals_colar_written_out(random_model):
                 start = len(q) - 1
                 n = len(groups) + 1
                 target = seq[start + 1:start + 1 + n] / colar.cfg.embeds_std
-                pred = colar.head(hid[start:start + n]).mean
+                head = colar.head
+                mean = head.mean(head.fc(hid[start:start + n]))
+                std = head.log_std(head.fc(hid[start:start + n])).exp()
+                pred = mean + std * torch.randn(mean.shape)  # CoLaR: rsample(), then MSE
                 sq.append(((pred - target) ** 2).mean(-1))
             ce = ce_sum / ce_n
             latent = torch.cat(sq).mean()

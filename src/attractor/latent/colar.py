@@ -8,7 +8,8 @@ thought's tokens are merged in groups of c consecutive embeddings, each group's 
 and divided by the square root of its size; the answer follows the marker. The LM loss reads one
 random token of each next group (and the answer's tokens); a latent head (an MLP giving a mean
 and a log-std per dimension) predicts the next compressed embedding, divided by the embedding
-std, with the mean-squared error (their released config, ``embed_modeling_loss: mse``). c is
+std: the mean-squared error of a reparameterised draw from it against that target (their
+released config, ``embed_modeling_loss: mse``), which trains the log-std too. c is
 drawn from 1..C for each batch.
 
 Inference: after the question, each latent is a draw from the head's Normal (CoLaR samples at
@@ -175,7 +176,9 @@ class CoLaR(nn.Module):
         sq = []
         for i, (prompt, tgt) in enumerate(zip(prompts, targets)):
             start = len(self.question_ids(prompt, c)) - 1  # the marker's position
-            pred = self.head(hs[i, start:start + len(tgt)].float()).mean
+            # CoLaR's mse: a reparameterised draw of the head against the target, so the
+            # head's log-std learns too (it is what inference samples with)
+            pred = self.head(hs[i, start:start + len(tgt)].float()).rsample()
             sq.append(((pred - tgt.detach().float() / self.cfg.embeds_std) ** 2).mean(-1))
         latent = torch.cat(sq).mean()
         return {"total": ce + latent, "ce": ce.detach(), "latent": latent.detach()}
