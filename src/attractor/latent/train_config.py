@@ -85,7 +85,7 @@ class LatentTrainConfig:
         if self.dev_limit < 1:
             raise ConfigError(f"`dev_limit` must be >= 1, got {self.dev_limit}")
         if self.loop and self.method in ("cot", "no-cot", "colar"):
-            raise ConfigError(f"`loop`: a {self.method} model has no thought loop to configure")
+            raise ConfigError(f"`loop`: a {self.method} model has no loop to configure")
         if self.compression < 1:
             raise ConfigError(f"`compression` must be >= 1, got {self.compression}")
         if self.do_rl and (self.method != "colar" or not self.init):
