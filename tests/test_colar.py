@@ -239,6 +239,7 @@ def test_rl_stage_trains_from_a_colar_checkpoint_only(colar_checkpoint, random_m
     attractor(*rl, "--init", str(colar_checkpoint), "--out", str(tmp_path / "rl"))
     meta = json.loads((tmp_path / "rl" / "loop.json").read_text())
     assert meta["train"]["do_rl"] and 0 <= meta["train"]["final_reward"] <= 1
+    assert meta["train"]["cot_format"] == "backward-proof"  # the chain its init was trained on
     for extra, needle in (([], "needs --method colar and --init"),
                           (["--init", str(tmp_path / "rl-none")], "not a latent checkpoint")):
         proc = attractor(*rl, *extra, "--out", str(tmp_path / "x"), check=False)

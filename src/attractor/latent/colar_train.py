@@ -167,6 +167,8 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                       "final_reward": (sum(rewards[-20:]) / len(rewards[-20:])
                                        if rewards else None),
                       "stage_curve": pos.get("curve", [])}}
+    if cfg.do_rl and init_meta:  # the RL stage trains no chain: it keeps its init's
+        meta["train"]["cot_format"] = init_meta.get("train", {}).get("cot_format", "-")
     save_loop(colar.eval(), out, meta, half=True, key="colar")
     return {"out": str(out), "steps": pos["step"], **meta["train"]}
 
