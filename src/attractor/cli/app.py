@@ -24,6 +24,9 @@ steer_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="Steering vectors: build one from a run (then: attractor sample "
                              "--steer V.safetensors --alpha A).")
 app.add_typer(steer_app, name="steer")
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Train a model for stability (train-tiny trains the embedded model).")
+app.add_typer(train_app, name="train")
 
 
 @app.callback()

@@ -31,18 +31,19 @@ def epoch_order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
     return idx
 
 
-def save_state(module: torch.nn.Module, opt: torch.optim.Optimizer, state_dir: Path, cfg,
-               pos: dict) -> None:
-    """Write ``module``'s weights (not a tied LM head), ``opt``'s state and ``pos`` to
-    ``state_dir``, replacing the previous save only once the new one is complete."""
+def save_state(module: torch.nn.Module, opt: torch.optim.Optimizer | None, state_dir: Path, cfg,
+               pos: dict, drop_lm_head: bool = True) -> None:
+    """Write ``module``'s weights (without ``lm_head.weight`` when ``drop_lm_head``: a tied
+    head), ``opt``'s state (none for ``opt=None``) and ``pos`` to ``state_dir``, replacing the
+    previous save only once the new one is complete."""
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()
-               if not k.endswith("lm_head.weight")}, tmp / "model.safetensors")
+               if not (drop_lm_head and k.endswith("lm_head.weight"))}, tmp / "model.safetensors")
     names = {id(p): n for n, p in module.named_parameters()}
     tensors = {f"{names[id(p)]}::{k}": v.detach().contiguous()
-               for g in opt.param_groups for p in g["params"]
+               for g in (opt.param_groups if opt is not None else []) for p in g["params"]
                for k, v in opt.state.get(p, {}).items() if torch.is_tensor(v)}
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"config": asdict(cfg), "pos": pos}))

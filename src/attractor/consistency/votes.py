@@ -1,0 +1,63 @@
+"""Votes among one question's samples, without its gold answer: the answer classes, TTRL's
+majority reward and ScPO's preference pair.
+
+A sample without an extractable answer abstains: it has no class, never wins a vote and
+earns no TTRL reward (as :mod:`attractor.metrics.answers` treats it).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from attractor.grading.grade import grade_question
+
+
+def answer_classes(texts: list[str], kind: str, grader: str = "auto") -> list[str | None]:
+    """Each text's answer class (equal answers share one; math answers by math-verify), or
+    None where no answer can be extracted. No gold answer is read."""
+    return [g.answer_class for g in grade_question(texts, "", kind, grader)]
+
+
+def majority_class(classes: list[str | None]) -> str | None:
+    """The most common non-null class (ties: the one seen first), None when all abstain."""
+    votes = Counter(c for c in classes if c is not None)
+    if not votes:
+        return None
+    best = max(votes.values())
+    return next(c for c in classes if c is not None and votes[c] == best)
+
+
+def majority_rewards(classes: list[str | None]) -> list[float]:
+    """TTRL's reward: 1.0 for a sample whose class is the group's majority class, else 0.0."""
+    top = majority_class(classes)
+    return [float(top is not None and c == top) for c in classes]
+
+
+@dataclass
+class Pair:
+    """ScPO's pair for one question: sample indices, their vote counts and the weight."""
+
+    chosen: int
+    rejected: int
+    chosen_votes: int
+    rejected_votes: int
+    weight: float
+
+
+def preference_pair(classes: list[str | None], threshold: float) -> Pair | None:
+    """The first sample of the most-voted class against the first of the least-voted class
+    (ties: first seen), weighted by the vote margin (V+ - V-) / k; None when fewer than two
+    classes were answered, the top classes tie, or the most-voted class holds under
+    ``threshold`` of the k votes."""
+    k = len(classes)
+    votes = Counter(c for c in classes if c is not None)
+    if len(votes) < 2:
+        return None
+    top = majority_class(classes)
+    low = min(votes.values())
+    bottom = next(c for c in classes if c is not None and votes[c] == low and c != top)
+    if votes[top] < threshold * k or votes[top] == votes[bottom]:
+        return None  # below ScPO's filter, or a tie: no preference
+    return Pair(chosen=classes.index(top), rejected=classes.index(bottom),
+                chosen_votes=votes[top], rejected_votes=votes[bottom],
+                weight=(votes[top] - votes[bottom]) / k)
