@@ -26,8 +26,11 @@ def latent_train_cmd(cfg: LatentTrainConfig, data_dir: Optional[str] = DATA_DIR)
         cols = ["stage", "thoughts", "loss", "dev_accuracy", "state_norm"]
         console.print(table(f"stage curve on {cfg.dev_task}", cols,
                             [[pt[c] for c in cols] for pt in res["stage_curve"]]))
-    console.print(f"checkpoint: {res['out']} ({res['steps']} steps, final loss "
-                  f"{res['final_loss']:.3f})")
+    if res.get("final_loss") is not None:
+        end = f"final loss {res['final_loss']:.3f}"
+    else:  # hrpo / grpo: reinforcement only
+        end = f"reward {res['first_reward']:.3f} -> {res['final_reward']:.3f} (first/last 20 steps)"
+    console.print(f"checkpoint: {res['out']} ({res['steps']} steps, {end})")
 
 
 @config_command(latent_app, "eval", EvalConfig)

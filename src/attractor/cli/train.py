@@ -24,6 +24,10 @@ def consistency_cmd(cfg: ConsistencyConfig) -> None:
         ["metric", "set", "before", "after", "after - before", "95% low", "95% high", "n"],
         [[r["metric"], r["set"], r["before"], r["after"], r["difference"], r["diff_low"],
           r["diff_high"], r["questions"]] for r in outcome.rows]))
+    from attractor.consistency.run import verdicts
+
+    for line in verdicts(outcome.rows, cfg.eval_samples):
+        console.print(line)
     if outcome.tokens_per_s:
         console.print(f"training throughput: {outcome.tokens_per_s:,.0f} tokens/s "
                       "(prompt + completion tokens per second of optimiser steps)")

@@ -298,3 +298,28 @@ def summarise(scores: _Scores, out: Path) -> list[dict]:
                          "diff_high": hi, "questions": len(before.question_ids)})
     pq.write_table(pa.Table.from_pylist(rows), out / "eval.parquet")
     return rows
+
+
+def verdicts(rows: list[dict], samples: int) -> list[str]:
+    """The issue's three questions, answered from the summary rows: does greedy pass@1 after
+    training reach the untrained maj@k, did the check set's greedy accuracy fall (its interval
+    below 0), and did the consistent-but-wrong rate rise."""
+    get = {(r["set"], r["metric"]): r for r in rows}
+    out = []
+    g, m = get.get(("held-out", "greedy_correct")), get.get(("held-out", "maj@k"))
+    if g and m:
+        out.append(f"greedy pass@1 after training {g['after']:.3f} vs the untrained maj@{samples} "
+                   f"{m['before']:.3f}: {'reached' if g['after'] >= m['before'] else 'not reached'}")
+    c = get.get(("check", "greedy_correct"))
+    if c:
+        fell = c["diff_high"] < 0
+        out.append(f"check set greedy accuracy {c['before']:.3f} -> {c['after']:.3f} "
+                   f"(difference {c['difference']:+.3f}, 95% [{c['diff_low']:+.3f}, "
+                   f"{c['diff_high']:+.3f}]): {'fell' if fell else 'did not fall'}")
+    w = get.get(("held-out", "consistent_wrong"))
+    if w:
+        rose = w["diff_low"] > 0
+        out.append(f"consistent-but-wrong rate {w['before']:.3f} -> {w['after']:.3f} "
+                   f"(95% [{w['diff_low']:+.3f}, {w['diff_high']:+.3f}]): "
+                   + ("rose" if rose else "fell" if w["diff_high"] < 0 else "no clear change"))
+    return out

@@ -117,6 +117,9 @@ def _refuse_colar(path: Path, meta: dict[str, Any], need: str) -> None:
     if meta.get("method") == "colar":
         raise UserError(f"{path}: a colar checkpoint (compressed latents, not a thought loop); "
                         f"this command needs {need}")
+    if meta.get("method") in ("hrpo", "grpo"):
+        raise UserError(f"{path}: an {meta['method']} checkpoint (a model trained with GRPO, "
+                        f"not a thought loop); this command needs {need}")
 
 
 def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[LatentLoop, dict]:
@@ -151,3 +154,21 @@ def load_colar(path: Path, model=None, tok=None, device: str = "cpu"):
     colar = CoLaR(model, tok, ColarConfig.from_dict(meta["colar"]))
     load_checked(colar, model, load_file(Path(path) / "model.safetensors"), path)
     return colar.to(device).eval(), meta
+
+
+def load_hybrid(path: Path, model=None, tok=None, device: str = "cpu"):
+    """Rebuild a ``--method hrpo`` or ``grpo`` checkpoint (its fine-tuned base and HRPO gate) on
+    its base model, refusing a checkpoint of another method or a base of another shape."""
+    from attractor.latent.hrpo import HybridConfig, HybridModel
+    from attractor.models.load import load
+
+    meta = read_meta(path)
+    if meta.get("method") not in ("hrpo", "grpo"):
+        raise UserError(f"{path}: a {meta.get('method')} checkpoint; this needs an hrpo or grpo "
+                        "one (attractor latent train --method hrpo)")
+    if model is None:
+        model, tok = load(meta["base_model"], dtype="float32", device=device)
+    check_base(path, model, meta)
+    hm = HybridModel(model, tok, HybridConfig.from_dict(meta["hybrid"]))
+    load_checked(hm, model, load_file(Path(path) / "model.safetensors"), path)
+    return hm.to(device).eval(), meta

@@ -32,8 +32,8 @@ from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
 from attractor.grading.grade import correct_answers
 from attractor.latent.command_config import EvalConfig
-from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_colar, load_loop,
-                                         read_meta, released_checkpoints)
+from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_colar, load_hybrid,
+                                         load_loop, read_meta, released_checkpoints)
 from attractor.latent.config import preset
 from attractor.latent.curriculum import BASELINES
 from attractor.tasks.problem import ANSWER_MARK
@@ -120,6 +120,28 @@ def eval_colar(colar, prompts, c: int, max_new_tokens: int, latent_temperature: 
     return _batched(prompts, run)
 
 
+@torch.no_grad()
+def eval_hybrid(hm, prompts, max_new_tokens: int) -> dict[str, Any]:
+    """An hrpo (or grpo) model decoding greedily, its hybrid inputs mixed until the answer
+    marker; ``iterations`` is the mean gate share a (the token embedding's weight) over the
+    mixed inputs (1 for grpo)."""
+    from attractor.config import SamplingConfig
+
+    shares: list[float] = []
+
+    def run(chunk, _):
+        out = hm.generate(chunk, SamplingConfig(samples=1, temperature=0.0,
+                                                max_new_tokens=max_new_tokens))
+        if out.gate_share == out.gate_share:
+            shares.append(out.gate_share)
+        passes = [len(t) + int(f) for t, f in zip(out.tokens, out.finished)]
+        return out.texts, passes, [1.0] * len(chunk), [], []
+    res = _batched(prompts, run)
+    res["iterations"] = sum(shares) / len(shares) if shares else 1.0
+    res["per_question_iterations"] = None
+    return res
+
+
 def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny",
              limit: int | None = None, data_dir: str | None = None,
              haltings: tuple[str, ...] = ("state",), epsilon: float = 1e-2,
@@ -200,6 +222,11 @@ def evaluate(task: str, checkpoints: list[Path] | None, model_spec: str = "tiny"
         if metas[ck]["method"] in BASELINES:
             continue
         base, btok = load(model_spec, dtype="float32", device=dev)
+        if metas[ck]["method"] in ("hrpo", "grpo"):
+            hm, meta = load_hybrid(ck, base, btok, device=dev)
+            add(meta["method"], _source(ck), eval_hybrid(hm, prompts, max_new_tokens),
+                cot_format_of(meta))
+            continue
         if metas[ck]["method"] == "colar":
             colar, meta = load_colar(ck, base, btok, device=dev)
             for c in compressions:

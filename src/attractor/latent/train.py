@@ -41,6 +41,10 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
         from attractor.latent.colar_train import train_colar
 
         return train_colar(cfg, log=log, data_dir=data_dir)
+    if cfg.method in ("hrpo", "grpo"):
+        from attractor.latent.hrpo_train import train_hrpo
+
+        return train_hrpo(cfg, log=log, data_dir=data_dir)
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import progress_bar

@@ -18,15 +18,22 @@ class LatentTrainConfig:
                       metadata={"help": "Training task (with CoT steps; never a test split)."})
     model: str = field(default="tiny", metadata={"help": "Base model spec."})
     method: str = field(default="slr", metadata={"help": (
-        "coconut, slr, slr-minus-timestep|lora|residual|norm, colar (compressed latents), or "
-        "the baselines cot, no-cot.")})
+        "coconut, slr, slr-minus-timestep|lora|residual|norm, colar (compressed latents), "
+        "hrpo (GRPO with HRPO's hybrid gated inputs), grpo (the same with the gates closed: "
+        "plain GRPO), or the baselines cot, no-cot.")})
     compression: int = field(default=5, metadata={"help": (
         "colar: the largest compression factor c (each batch draws c from 1..C); with "
         "--do-rl the c of every rollout.")})
     do_rl: bool = field(default=False, metadata={"help": (
         "colar: the RL stage (GRPO on sampled latents and answers, reward = correct) from "
         "--init, a colar checkpoint; CoLaR uses --lr 1e-6.")})
-    group_size: int = field(default=8, metadata={"help": "colar --do-rl: samples per question."})
+    group_size: int = field(default=8, metadata={"help": "colar --do-rl, hrpo, grpo: samples "
+                                                         "per question."})
+    rl_steps: int = field(default=100, metadata={"help": "hrpo, grpo: GRPO steps."})
+    rl_temperature: float = field(default=0.5, metadata={"help": (
+        "hrpo, grpo: sampling temperature of the rollouts (HRPO: 0.5).")})
+    kl: float = field(default=0.005, metadata={"help": (
+        "hrpo, grpo: KL coefficient to the starting model (HRPO: 0.005).")})
     init: str | None = field(default=None, metadata={"help": "Start from this checkpoint's "
                                                              "weights (e.g. a cot checkpoint)."})
     cot_format: str = field(default="task", metadata={"help": (
@@ -84,7 +91,7 @@ class LatentTrainConfig:
             raise ConfigError(f"`first_stage` must be in 0..{self.stages}, got {self.first_stage}")
         if self.dev_limit < 1:
             raise ConfigError(f"`dev_limit` must be >= 1, got {self.dev_limit}")
-        if self.loop and self.method in ("cot", "no-cot", "colar"):
+        if self.loop and self.method in ("cot", "no-cot", "colar", "hrpo", "grpo"):
             raise ConfigError(f"`loop`: a {self.method} model has no loop to configure")
         if self.compression < 1:
             raise ConfigError(f"`compression` must be >= 1, got {self.compression}")
@@ -95,7 +102,9 @@ class LatentTrainConfig:
             raise ConfigError(f"`group_size` must be >= 2 (advantages are relative to the "
                               f"group), got {self.group_size}")
         self.loop = list(self.loop)
-        if self.method != "colar":
+        if self.rl_steps < 1 or not self.rl_temperature > 0 or self.kl < 0:
+            raise ConfigError("`rl_steps` >= 1, `rl_temperature` > 0 and `kl` >= 0 are required")
+        if self.method not in ("colar", "hrpo", "grpo"):
             self.loop_config()  # a bad override fails here, before any data or model loads
         if self.cot_format not in COT_FORMATS:
             raise ConfigError(f"`cot_format` must be one of {', '.join(COT_FORMATS)}, "
@@ -115,6 +124,6 @@ class LatentTrainConfig:
             return [0]
         if self.method == "no-cot":
             return [DIRECT]
-        if self.method == "colar":
-            return [0]  # one pass over the whole chain, compressed
+        if self.method in ("colar", "hrpo", "grpo"):
+            return [0]  # one pass over the whole chain, compressed; or the RL steps
         return list(range(self.first_stage, self.stages + 1))
