@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--cot-format", default="task",
+                    help="recorded in the checkpoints: the chain the base model writes "
+                         "(backward-proof for the embedded model on ProsQA)")
     args = ap.parse_args()
     console = Console()
     out = Path(args.out)
@@ -53,7 +56,8 @@ def main() -> None:
             path = out / f"{method}-seed{seed}"
             cfg = LatentTrainConfig(method=method, task=args.task, out=str(path), seed=seed,
                                     rl_steps=args.steps, batch_size=args.batch_size,
-                                    group_size=args.group_size, lr=args.lr, ckpt_every=25)
+                                    group_size=args.group_size, lr=args.lr, ckpt_every=25,
+                                    cot_format=args.cot_format)
             res = train_latent(cfg, log=console.print, data_dir=args.data_dir)
             console.print(f"{method} seed {seed}: reward {res['first_reward']:.3f} -> "
                           f"{res['final_reward']:.3f}, {res['tokens_per_s']:.0f} tokens/s")

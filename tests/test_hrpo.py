@@ -101,5 +101,6 @@ def test_a_hybrid_checkpoint_is_refused_where_a_loop_is_needed(tmp_path):
     out = tmp_path / "h"
     attractor("latent", "train", "--method", "hrpo", *TRAIN, "--rl-steps", "1", "--out", str(out))
     proc = attractor("latent", "inspect", str(out), "--task",
-                     "synthetic:prosqa:hops=3-4,n=2,seed=9", check=False)
+                     "synthetic:prosqa:hops=3-4,n=2,seed=9", "--out", str(tmp_path / "i"),
+                     check=False)
     assert proc.returncode == 2 and "an hrpo checkpoint" in proc.stderr

@@ -235,7 +235,11 @@ def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) 
     tok.save_pretrained(out / "model")
     _score_sets(model, tok, cfg, sets, "after", scores, log)
     rows = summarise(scores, out)
-    speed = stats["tokens"] / stats["seconds"] if stats.get("seconds") else None
+    if cfg.method == "scpo":  # DPO logs no token counts: the pairs' own, per round
+        speed = (stats["round_tokens"] / stats["round_seconds"]
+                 if stats.get("round_seconds") else None)
+    else:
+        speed = stats["tokens"] / stats["seconds"] if stats.get("seconds") else None
     return Outcome(rows, done, speed)
 
 
@@ -268,9 +272,11 @@ def _scpo_rounds(model, tok, train, cfg, dev, done, stop, bar, logfile, stats, s
         if rows:
             model.train()
             sub = bar.add_task(f"round {done + 1} DPO", total=None)
-            stats["last_tokens"] = 0
-            train_round(model, tok, rows, cfg, seed, dev,
-                        [_callback(bar, sub, logfile, lambda s, d=done: d + 1, stats)])
+            tokens, secs = train_round(model, tok, rows, cfg, seed, dev,
+                                       [_callback(bar, sub, logfile, lambda s, d=done: d + 1,
+                                                  stats)])
+            stats["round_tokens"] = stats.get("round_tokens", 0) + tokens
+            stats["round_seconds"] = stats.get("round_seconds", 0.0) + secs
             bar.update(sub, visible=False)
         done += 1
         save_state(model, None, state_dir, cfg, {"done": done}, drop_lm_head=tied)

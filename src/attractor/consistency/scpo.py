@@ -103,9 +103,10 @@ def build_pairs(problems, groups: list[list[str]], threshold: float, tok
 
 
 def train_round(model, tok, rows: list[dict], cfg, seed: int, device: str,
-                callbacks: list) -> None:
+                callbacks: list) -> tuple[int, float]:
     """DPO epochs over one round's pairs with ScPO's loss; the reference is the model as the
-    round starts (its log-probabilities precomputed)."""
+    round starts (its log-probabilities precomputed). Returns the tokens trained on (prompt
+    twice, chosen, rejected, per epoch) and the seconds the epochs took."""
     from datasets import Dataset
     from trl import DPOConfig
     from trl.trainer.dpo_trainer import DataCollatorForPreference
@@ -123,4 +124,7 @@ def train_round(model, tok, rows: list[dict], cfg, seed: int, device: str,
                               else tok.eos_token_id)))
     trainer.nll_weight = cfg.nll_weight
     quiet(trainer)
-    trainer.train()
+    result = trainer.train()
+    tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
+                 for r in trainer.train_dataset) * cfg.epochs
+    return tokens, float(result.metrics["train_runtime"])

@@ -137,38 +137,39 @@ def load_loop(path: Path, model=None, tok=None, device: str = "cpu") -> tuple[La
     return loop.to(device).eval(), meta
 
 
+def _load_wrapped(path: Path, methods: tuple[str, ...], build, model, tok, device: str):
+    """Rebuild a checkpoint whose module wraps its base (``build(model, tok, meta)``) on the
+    base (``model``/``tok`` if given, else the base it names), refusing another method's
+    checkpoint or a base of another shape."""
+    from attractor.models.load import load
+
+    meta = read_meta(path)
+    if meta.get("method") not in methods:
+        raise UserError(f"{path}: a {meta.get('method')} checkpoint; this needs a "
+                        f"{' or '.join(methods)} one (attractor latent train --method "
+                        f"{methods[0]})")
+    if model is None:
+        model, tok = load(meta["base_model"], dtype="float32", device=device)
+    check_base(path, model, meta)
+    module = build(model, tok, meta)
+    load_checked(module, model, load_file(Path(path) / "model.safetensors"), path)
+    return module.to(device).eval(), meta
+
+
 def load_colar(path: Path, model=None, tok=None, device: str = "cpu"):
     """Rebuild a ``--method colar`` checkpoint (its fine-tuned base and latent head) on its base
     model (``model``/``tok`` if given, else the base it names), refusing a checkpoint of another
     method or a base of another shape."""
     from attractor.latent.colar import CoLaR, ColarConfig
-    from attractor.models.load import load
 
-    meta = read_meta(path)
-    if meta.get("method") != "colar":
-        raise UserError(f"{path}: a {meta.get('method')} checkpoint; this needs a colar one "
-                        "(attractor latent train --method colar)")
-    if model is None:
-        model, tok = load(meta["base_model"], dtype="float32", device=device)
-    check_base(path, model, meta)
-    colar = CoLaR(model, tok, ColarConfig.from_dict(meta["colar"]))
-    load_checked(colar, model, load_file(Path(path) / "model.safetensors"), path)
-    return colar.to(device).eval(), meta
+    return _load_wrapped(path, ("colar",), lambda m, t, meta: CoLaR(
+        m, t, ColarConfig.from_dict(meta["colar"])), model, tok, device)
 
 
 def load_hybrid(path: Path, model=None, tok=None, device: str = "cpu"):
     """Rebuild a ``--method hrpo`` or ``grpo`` checkpoint (its fine-tuned base and HRPO gate) on
     its base model, refusing a checkpoint of another method or a base of another shape."""
     from attractor.latent.hrpo import HybridConfig, HybridModel
-    from attractor.models.load import load
 
-    meta = read_meta(path)
-    if meta.get("method") not in ("hrpo", "grpo"):
-        raise UserError(f"{path}: a {meta.get('method')} checkpoint; this needs an hrpo or grpo "
-                        "one (attractor latent train --method hrpo)")
-    if model is None:
-        model, tok = load(meta["base_model"], dtype="float32", device=device)
-    check_base(path, model, meta)
-    hm = HybridModel(model, tok, HybridConfig.from_dict(meta["hybrid"]))
-    load_checked(hm, model, load_file(Path(path) / "model.safetensors"), path)
-    return hm.to(device).eval(), meta
+    return _load_wrapped(path, ("hrpo", "grpo"), lambda m, t, meta: HybridModel(
+        m, t, HybridConfig.from_dict(meta["hybrid"])), model, tok, device)
