@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from attractor.latent.checkpoint import (RELEASED, load_colar, load_loop, read_meta,
-                                         released_checkpoints)
+from attractor.latent.checkpoint import (RELEASED, load_colar, load_hybrid, load_loop,
+                                         read_meta, released_checkpoints)
 from conftest import DATA_DIR, require_data
 from helpers import attractor
 
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.released
 LOOPS = {"coconut", "slr", "slr-minus-timestep", "slr-minus-lora", "slr-minus-residual",
          "slr-minus-norm"}
 # ProsQA's cot row is the embedded model itself; ProntoQA's is a CoT fine-tune shipped with it
-METHODS = {"prosqa": LOOPS | {"no-cot", "colar"}, "prontoqa": LOOPS | {"no-cot", "cot", "colar"}}
+RL = {"hrpo", "grpo"}  # GRPO-trained models, with and without HRPO's hybrid inputs
+METHODS = {"prosqa": LOOPS | RL | {"no-cot", "colar"},
+           "prontoqa": LOOPS | RL | {"no-cot", "cot", "colar"}}
 DATA = {"prosqa": ("prosqa_valid.json", 300), "prontoqa": ("prontoqa_test.jsonl", 800)}
 
 
@@ -39,6 +41,10 @@ def test_released_checkpoints_are_small_float16_and_fit_the_tiny_model():
             if meta["method"] == "colar":  # the fine-tuned base and its latent head
                 colar, _ = load_colar(d)
                 assert colar.cfg.max_compression == 5 and colar.cfg.embeds_std > 0
+                continue
+            if meta["method"] in RL:  # the fine-tuned base and the gate (closed for grpo)
+                hm, _ = load_hybrid(d)
+                assert hm.cfg.gated == (meta["method"] == "hrpo")
                 continue
             loop, _ = load_loop(d)
             assert loop.cfg.max_thoughts == (6 if meta["method"] in LOOPS else 1)
