@@ -4,7 +4,6 @@ trainers run on TRL with the real embedded model; a killed run resumes exactly; 
 gets one line and exit 2."""
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -65,6 +65,11 @@ def test_closed_gates_sample_bit_for_bit_as_the_hf_engine():
                          if "###" in tok.decode(text_ids[:k + 1])]
             assert not any(fed_after)
     assert differ < 6  # a near 1 at the start: mostly the same tokens
+    # a GRPO group (one prompt repeated) prefills once and repeats the cache, as the engine does
+    ids = prompt_ids(problems[0], tok)
+    cfg = SamplingConfig(samples=4, temperature=1.0, max_new_tokens=40, seed=11)
+    plain = [r.completion_token_ids for r in engine.generate(["q"], [ids], cfg)[0]]
+    assert closed.generate([ids] * 4, cfg).tokens == plain
 
 
 def test_replay_reproduces_the_sampling_distribution_and_reaches_the_gates():

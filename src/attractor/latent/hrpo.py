@@ -28,6 +28,7 @@ from attractor.models.kv_cache import cache_kwargs, output_cache
 
 C = 8.0  # HRPO's ThinkingResidualLambda.c
 EPS = 1e-8  # HRPO's eps under the square root
+TAIL = 8  # tokens decoded to look for the marker (it is shorter than this in any tokenizer)
 
 
 class HybridGate(nn.Module):
@@ -82,6 +83,15 @@ class HybridRollout:
     logprobs: list[list[float]]      # per token (then the stop token): log p at sampling
 
 
+def _repeats(prompts: list[list[int]]) -> int:
+    """The largest k such that the prompts are consecutive runs of k equal prompts."""
+    n = len(prompts)
+    for k in range(n, 1, -1):
+        if n % k == 0 and all(prompts[i] == prompts[i - i % k] for i in range(n)):
+            return k
+    return 1
+
+
 @torch.no_grad()
 def hybrid_sample(model, tok, gate: HybridGate, prompts: list[list[int]], cfg: SamplingConfig,
                   marker: str, seeds: list[int] | None = None) -> HybridRollout:
@@ -91,16 +101,22 @@ def hybrid_sample(model, tok, gate: HybridGate, prompts: list[list[int]], cfg: S
     dev = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     stop = HFEngine(model, tok).stop_ids
-    b, width = len(prompts), max(len(p) for p in prompts)
-    ids = torch.full((b, width), pad, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for r, p in enumerate(prompts):
+    b = len(prompts)
+    k = _repeats(prompts)  # each prompt k times in a row (a GRPO group): prefill it once
+    uniq = prompts[::k]
+    width = max(len(p) for p in uniq)
+    ids = torch.full((len(uniq), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(uniq), width), dtype=torch.long)
+    for r, p in enumerate(uniq):
         ids[r, width - len(p):] = torch.tensor(p)
         mask[r, width - len(p):] = 1
     ids, mask = ids.to(dev), mask.to(dev)
     out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(
         min=0), use_cache=True)
     cache, logits = output_cache(out), out.logits[:, -1, :].float()
+    if k > 1:  # as the hf engine does: repeat the prefilled cache, not the prefill
+        cache.batch_repeat_interleave(k)
+        logits, mask = logits.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
     gens = [torch.Generator(device=dev).manual_seed(s) for s in
             (seeds if seeds is not None else [cfg.seed + r for r in range(b)])]
     emb = model.get_input_embeddings()
@@ -110,10 +126,13 @@ def hybrid_sample(model, tok, gate: HybridGate, prompts: list[list[int]], cfg: S
     done = [False] * b
     shares: list[float] = []
     lps: list[list[float]] = [[] for _ in range(b)]
+    answered = [False] * b
+    closed = gate.force_a == 1.0
     for step in range(cfg.max_new_tokens):
         nxt, lp = HFEngine._pick(logits, gens, cfg)[:2]
-        probs = (filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p) if
-                 cfg.temperature > 0 else logits).softmax(-1)
+        probs = None if gate.force_a == 1.0 else (
+            filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p) if cfg.temperature > 0
+            else logits).softmax(-1)
         for r in range(b):
             if not done[r]:
                 t = int(nxt[r])
@@ -125,13 +144,18 @@ def hybrid_sample(model, tok, gate: HybridGate, prompts: list[list[int]], cfg: S
         if all(done) or step == cfg.max_new_tokens - 1:
             break
         x = emb(nxt.view(-1, 1))
-        h = mixed_embedding(probs, emb.weight)[:, None]
-        think = torch.tensor([not done[r] and marker not in tok.decode(tokens[r])
-                              for r in range(b)], device=dev)
-        mixed, a = gate(x.float(), h)
-        x = torch.where(think[:, None, None], mixed.to(x.dtype), x)
-        if think.any():
-            shares.append(float(a[think].mean()))
+        for r in range(b):  # the marker spans a few tokens at most: decode the row's tail only
+            if not done[r] and not answered[r]:
+                answered[r] = marker in tok.decode(tokens[r][-TAIL:])
+        think = torch.tensor([not done[r] and not answered[r] for r in range(b)], device=dev)
+        if closed:  # a = 1: the token embeddings as they are, no mix to compute
+            h = torch.zeros_like(x)
+        else:
+            h = mixed_embedding(probs, emb.weight)[:, None]
+            mixed, a = gate(x.float(), h)
+            x = torch.where(think[:, None, None], mixed.to(x.dtype), x)
+            if think.any():
+                shares.append(float(a[think].mean()))
         for r in range(b):
             if not done[r]:
                 mixes[r].append(h[r, 0].cpu())
