@@ -62,7 +62,8 @@ class ConsistencyConfig:
     ckpt_every: int = field(default=10, metadata={"help": "ttrl: steps between resumable saves "
                                                           "(scpo saves after every round)."})
     stop_after: int | None = field(default=None, metadata={"help": (
-        "Stop after this step (ttrl) or round (scpo), saved, without the final evaluation: "
+        "Stop after this step (ttrl: at the end of its --ckpt-every chunk, so the resumed run "
+        "repeats the uninterrupted one) or round (scpo), saved, without the final evaluation: "
         "run again to resume.")})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda[:i] or auto."})
