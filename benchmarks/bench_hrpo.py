@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 
 import torch
@@ -42,26 +43,20 @@ def main() -> None:
     closed = HybridModel(model, tok, HybridConfig(gated=False))
     gated = HybridModel(model, tok, HybridConfig(gated=True))
     prompts = [prompt] * args.samples
+    hybrid_cfg = SamplingConfig(samples=1, temperature=0.5, max_new_tokens=args.new_tokens)
+    samplers = {  # each returns the tokens it made
+        "hf engine (baseline)": lambda: sum(
+            r.n_tokens for r in engine.generate(["q"], [prompt], cfg)[0]),
+        "hybrid, gates closed (a = 1)": lambda: sum(
+            len(t) for t in closed.generate(prompts, hybrid_cfg).tokens),
+        "hybrid, gates open (HRPO)": lambda: sum(
+            len(t) for t in gated.generate(prompts, hybrid_cfg).tokens),
+    }
     rows = []
-    results = {}
-
-    def plain():
-        results["plain"] = sum(r.n_tokens for r in engine.generate(["q"], [prompt], cfg)[0])
-
-    def run(hm, key):
-        def go():
-            out = hm.generate(prompts, SamplingConfig(samples=1, temperature=0.5,
-                                                      max_new_tokens=args.new_tokens))
-            results[key] = sum(len(t) for t in out.tokens)
-        return go
-
-    for name, fn in (("hf engine (baseline)", plain), ("hybrid, gates closed (a = 1)",
-                                                       run(closed, "closed")),
-                     ("hybrid, gates open (HRPO)", run(gated, "open"))):
-        fn()  # warm-up
+    for name, fn in samplers.items():
+        tokens = fn()  # warm-up (and the token count: seeded, the same every repeat)
         secs = statistics.median(timed(fn, "cpu") for _ in range(args.repeats))
-        key = {"hf engine (baseline)": "plain"}.get(name, "closed" if "closed" in name else "open")
-        rows.append((name, secs, results[key]))
+        rows.append((name, secs, tokens))
     base = rows[0][1] / rows[0][2]
     table = Table(title=f"{args.size}: {args.samples} samples x up to {args.new_tokens} tokens, "
                         f"T = 0.5, median of {args.repeats}")
@@ -74,10 +69,9 @@ def main() -> None:
     if args.size != "tiny":
         return
     from attractor.tasks.loaders import load_task
-
-    problems = load_task("synthetic:prosqa:n=4,seed=99")[0]
     from attractor.tasks.prompts import prompt_ids
 
+    problems = load_task("synthetic:prosqa:n=4,seed=99")[0]
     pids = [prompt_ids(p, tok) for p in problems]
     step_table = Table(title="one GRPO step: 4 questions x 4 samples, KL 0.005 (ref forward)")
     for c in ("arm", "seconds", "vs grpo"):
@@ -85,8 +79,6 @@ def main() -> None:
     times = {}
     for gate_open in (False, True):
         hm = HybridModel(model, tok, HybridConfig(gated=gate_open))
-        import copy
-
         ref = copy.deepcopy(hm).eval()
         opt = torch.optim.AdamW(gate_param_groups(hm.base, hm.gate, 0.0), weight_decay=0.0)
         grpo_step(hm, ref, opt, problems, pids, 4, 0.5, 0.005, seed=0)  # warm-up

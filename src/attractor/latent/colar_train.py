@@ -10,7 +10,6 @@ from it. With ``--dev-task`` each epoch ends with greedy dev accuracy at c = ``-
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict
@@ -27,7 +26,7 @@ from attractor.latent.colar_rl import rl_step
 from attractor.latent.curriculum import check_steps, cot_steps
 from attractor.latent.train_config import LatentTrainConfig
 from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
-                                          save_state, what_it_trains)
+                                          resume, save_state)
 from attractor.tasks.problem import ANSWER_MARK
 
 
@@ -83,14 +82,9 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     state_dir = out / "train-state"
     pos: dict[str, Any] = {"phase": 0, "epoch": 0, "batch": 0, "step": 0, "tokens": 0,
                            "seconds": 0.0}
-    if (state_dir / "state.json").exists():
-        saved = json.loads((state_dir / "state.json").read_text())
-        if what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
-                what_it_trains(asdict(cfg)):
-            raise UserError(f"{out}: holds a run of another configuration; use another --out")
-        load_checked(colar, model, load_file(state_dir / "model.safetensors", device=dev),
-                     state_dir)
-        pos = saved["pos"]
+    saved = resume(colar, model, cfg, state_dir, dev)
+    if saved is not None:
+        pos = saved
         log(f"resumed at epoch {pos['epoch']}, batch {pos['batch']}")
     prompts = [prompt_ids(p, tok, True) for p in problems]
     chains, answers = ([], []) if cfg.do_rl else colar_examples(

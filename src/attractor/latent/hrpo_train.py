@@ -16,14 +16,12 @@ through ``generate`` and replays token ids: it has no hook to feed mixed embeddi
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file
 
 from attractor.config import SamplingConfig
 from attractor.errors import DataError, UserError
@@ -31,7 +29,7 @@ from attractor.grading.grade import correct_answers
 from attractor.latent.hrpo import HybridConfig, HybridModel, gate_param_groups, replay_logps
 from attractor.latent.train_config import LatentTrainConfig
 from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
-                                          save_state, what_it_trains)
+                                          resume, save_state)
 
 
 def grpo_step(hm: HybridModel, ref: HybridModel | None, opt: torch.optim.Optimizer, problems,
@@ -78,7 +76,7 @@ def grpo_step(hm: HybridModel, ref: HybridModel | None, opt: torch.optim.Optimiz
 def train_hrpo(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                data_dir: str | None = None) -> dict[str, Any]:
     """Train (or resume) an hrpo or grpo model; returns a summary."""
-    from attractor.latent.checkpoint import load_checked, read_meta, save_loop
+    from attractor.latent.checkpoint import read_meta, save_loop
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import progress_bar
@@ -102,13 +100,9 @@ def train_hrpo(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     out = Path(cfg.out)
     state_dir = out / "train-state"
     pos: dict[str, Any] = {"step": 0, "tokens": 0, "seconds": 0.0, "rewards": []}
-    if (state_dir / "state.json").exists():
-        saved = json.loads((state_dir / "state.json").read_text())
-        if what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
-                what_it_trains(asdict(cfg)):
-            raise UserError(f"{out}: holds a run of another configuration; use another --out")
-        load_checked(hm, model, load_file(state_dir / "model.safetensors", device=dev), state_dir)
-        pos = saved["pos"]
+    saved = resume(hm, model, cfg, state_dir, dev)
+    if saved is not None:
+        pos = saved
         log(f"resumed at step {pos['step']} of {cfg.rl_steps}")
     opt = torch.optim.AdamW(gate_param_groups(hm.base, hm.gate, cfg.lr), weight_decay=0.0)
     if (state_dir / "optimizer.safetensors").exists():

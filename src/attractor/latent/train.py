@@ -12,7 +12,6 @@ steps as safetensors; running the same command again resumes from it.
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict
@@ -20,17 +19,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file
 
-from attractor.errors import UserError
-from attractor.latent.checkpoint import load_checked, read_meta, save_loop
+from attractor.latent.checkpoint import read_meta, save_loop
 from attractor.latent.config import variant_name
 from attractor.latent.curriculum import (build_example, check_steps, cot_steps, stage_of,
                                          thoughts_at)
 from attractor.latent.loop import LatentLoop
 from attractor.latent.train_config import LatentTrainConfig
 from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
-                                          save_state, what_it_trains)
+                                          resume, save_state)
 
 
 def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
@@ -64,14 +61,9 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     state_dir = out / "train-state"
     plan = cfg.schedule()
     pos = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
-    if (state_dir / "state.json").exists():
-        saved = json.loads((state_dir / "state.json").read_text())
-        if what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
-                what_it_trains(asdict(cfg)):  # options added since a run began: their defaults
-            raise UserError(f"{out}: holds a run of another configuration; use another --out")
-        load_checked(loop, loop.base, load_file(state_dir / "model.safetensors", device=dev),
-                     state_dir)
-        pos = saved["pos"]
+    saved = resume(loop, loop.base, cfg, state_dir, dev)
+    if saved is not None:
+        pos = saved
         log(f"resumed at phase {pos['phase']} of {len(plan)}, epoch {pos['epoch']}, "
             f"batch {pos['batch']}")
     prompts = [prompt_ids(p, tok, True) for p in problems]

@@ -63,6 +63,26 @@ def load_optimizer(opt: torch.optim.Optimizer, module: torch.nn.Module, state_di
         opt.state[params[name]][slot] = val
 
 
+def resume(module: torch.nn.Module, model, cfg, state_dir: Path, device: str) -> dict | None:
+    """The saved position of the run in ``state_dir`` with its weights loaded into ``module``
+    (``model``: its base, re-tied), or None when there is no saved state; refuses a state saved
+    by a run of other options (options added since the run began count at their defaults)."""
+    from attractor.errors import UserError
+    from attractor.latent.checkpoint import load_checked
+    from attractor.latent.train_config import LatentTrainConfig
+
+    if not (state_dir / "state.json").exists():
+        return None
+    saved = json.loads((state_dir / "state.json").read_text())
+    if what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \
+            what_it_trains(asdict(cfg)):
+        raise UserError(f"{state_dir.parent}: holds a run of another configuration; use another "
+                        "--out")
+    load_checked(module, model, load_file(state_dir / "model.safetensors", device=device),
+                 state_dir)
+    return saved["pos"]
+
+
 @dataclass
 class TrainingBase:
     """The base model a latent run trains, where, and what it started from."""
