@@ -45,6 +45,9 @@ def test_preference_pair_is_most_vs_least_voted_with_the_vote_margin_as_weight()
     assert preference_pair(classes, threshold=0.6) is None  # 4/8 below ScPO's filter
     assert preference_pair(["a", "a", None], 0.1) is None  # one answer: nothing to prefer
     assert preference_pair(["a", "b", "b", "a"], 0.1) is None  # a tie: no preference
+    # the two top classes tie even though a least-voted class exists: no preference
+    assert preference_pair(["a", "b", "a", "b", "c"], 0.1) is None
+    assert preference_pair(["a", "b", "a", "b", "a", "c"], 0.1).rejected == 5
 
 
 def test_scpo_loss_equals_the_papers_formula_written_out():

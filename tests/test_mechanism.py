@@ -60,30 +60,68 @@ def test_contributions_add_up_and_match_hidden_states(random_model):
     torch.testing.assert_close(mods.norm(rec.resid[-1]), hs[-1][rows, pos])
 
 
-def test_depth_columns_equal_an_independent_computation(random_model):
+def _reference_norm_stats(model, ids):
+    """analyze_norms.py written out: layer inputs (the residual stream entering each layer,
+    then the final norm's input) and MLP outputs only; a_l = (h_{l+1} - m_l) - h_l."""
+    layer_in, mlp_out = [], []
+    hooks = [lay.register_forward_pre_hook(lambda m, a, k: layer_in.append(a[0] if a else
+                                                                          k["hidden_states"]),
+                                           with_kwargs=True) for lay in model.model.layers]
+    hooks += [lay.mlp.register_forward_hook(lambda m, a, o: mlp_out.append(o))
+              for lay in model.model.layers]
+    hooks.append(model.model.norm.register_forward_pre_hook(
+        lambda m, a, k: layer_in.append(a[0] if a else k["hidden_states"]), with_kwargs=True))
+    try:
+        model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    cols = {k: [] for k in ("attn_rel", "mlp_rel", "layer_rel", "attn_cos", "mlp_cos",
+                            "layer_cos")}
+    cos = torch.nn.functional.cosine_similarity
+    for li in range(len(mlp_out)):
+        r_in, r_out, m_out = layer_in[li][0].float(), layer_in[li + 1][0].float(), \
+            mlp_out[li][0].float()
+        h_after_attn = r_out - m_out
+        a_out = h_after_attn - r_in
+        layer_diff = r_out - r_in
+        cols["attn_rel"].append(a_out.norm(dim=-1) / r_in.norm(dim=-1).clamp(min=1e-6))
+        cols["mlp_rel"].append(m_out.norm(dim=-1) / h_after_attn.norm(dim=-1).clamp(min=1e-6))
+        cols["layer_rel"].append(layer_diff.norm(dim=-1) / r_in.norm(dim=-1).clamp(min=1e-6))
+        cols["attn_cos"].append(cos(a_out, r_in, dim=-1))
+        cols["mlp_cos"].append(cos(m_out, h_after_attn, dim=-1))
+        cols["layer_cos"].append(cos(layer_diff, r_in, dim=-1))
+    return {k: torch.stack(v) for k, v in cols.items()}, layer_in
+
+
+def test_depth_columns_equal_the_reference_formulas(random_model):
+    """analyze_norms.py's six contribution columns and logitlens.py's KL(layer || final) and
+    top-5 overlap, each written out from the reference."""
     from attractor.mechanism.depth import DepthItem, commitment_layer, depth_batch
 
     model, _ = random_model
     mods = decoder_modules(model)
     ids = _ids(model, n=1, t=30)[0].tolist()
-    item = DepthItem(ids, [5, 17, 29], [("a", 0), ("b", 0), ("decisive", 0)], 2)
+    pos = [5, 17, 29]
+    item = DepthItem(ids, pos, [("a", 0), ("b", 0), ("decisive", 0)], 2)
     cols, commit, skips = depth_batch(mods, [item], 0, skip=True)
     with torch.no_grad():
-        out = model(torch.tensor([ids]), output_hidden_states=True)
-    hs = out.hidden_states
-    pos = [5, 17, 29]
-    for layer in range(mods.n_layers - 1):
-        h, nxt = hs[layer][0, pos], hs[layer + 1][0, pos]
-        want = (nxt - h).norm(dim=-1) / h.norm(dim=-1)
-        np.testing.assert_allclose(cols["layer_rel"][layer], want.numpy(), rtol=1e-4)
-        cos = torch.nn.functional.cosine_similarity(nxt - h, h, dim=-1)
-        np.testing.assert_allclose(cols["layer_cos"][layer], cos.numpy(), atol=1e-5)
-    final = torch.log_softmax(out.logits[0, pos], -1)
-    for layer in range(mods.n_layers):
-        lp = torch.log_softmax(model.lm_head(model.model.norm(hs[layer][0, pos])), -1)
-        kl = torch.nn.functional.kl_div(lp, final, log_target=True, reduction="none").sum(-1)
+        want, layer_in = _reference_norm_stats(model, torch.tensor([ids]))
+        final_logits = model(torch.tensor([ids])).logits[0, pos].float()
+    for name, ref in want.items():
+        np.testing.assert_allclose(cols[name], ref[:, pos].numpy(), rtol=2e-4, atol=2e-5,
+                                   err_msg=name)
+    final_lp = final_logits.log_softmax(-1)
+    for layer in range(mods.n_layers):                  # logitlens.py: head(norm(layer.input))
+        layer_lp = model.lm_head(model.model.norm(layer_in[layer][0, pos])).float() \
+            .log_softmax(-1)
+        kl = (layer_lp.exp() * (layer_lp - final_lp)).sum(-1)          # KL(layer || final)
         np.testing.assert_allclose(cols["lens_kl"][layer], kl.numpy(), rtol=1e-4, atol=1e-5)
-        rank = (lp > lp.gather(-1, final.argmax(-1, keepdim=True))).sum(-1)
+        matches = (layer_lp.topk(5, -1).indices[..., :, None]
+                   == final_lp.topk(5, -1).indices[..., None, :]).any(-1)
+        np.testing.assert_allclose(cols["lens_top5_overlap"][layer],
+                                   (matches.float().sum(-1) / 5).numpy())
+        rank = (layer_lp > layer_lp.gather(-1, final_lp.argmax(-1, keepdim=True))).sum(-1)
         np.testing.assert_array_equal(cols["final_token_rank"][layer], rank.numpy())
     assert (cols["lens_kl"][-1] == 0).all()          # the last layer's lens is the output
     assert (cols["lens_top5_overlap"][-1] == 1).all()
@@ -91,6 +129,72 @@ def test_depth_columns_equal_an_independent_computation(random_model):
     assert commitment_layer(np.array([0, 3, 0, 0, 0])) == 2
     assert commitment_layer(np.array([0, 0, 0])) == 0
     assert len(skips) == mods.n_layers
+
+
+def _reference_skip(model, ids, lskip, t):
+    """analyze_future_effects.test_effect for one skipped layer and one t, written out:
+    merge_io keeps position 0, takes the layer's input at 1..t-1 (1.. when t is None) and its
+    output from t on; residual diffs h_{l+1} - h_l and the softmax output are compared at
+    positions >= t (all when t is None), max over positions."""
+    def run(intervene):
+        layer_in = []
+        hooks = [lay.register_forward_pre_hook(lambda m, a, k: layer_in.append(
+            a[0] if a else k["hidden_states"]), with_kwargs=True) for lay in model.model.layers]
+        hooks.append(model.model.norm.register_forward_pre_hook(
+            lambda m, a, k: layer_in.append(a[0] if a else k["hidden_states"]),
+            with_kwargs=True))
+        if intervene:
+            def merge(m, a, k, out):
+                inp = a[0] if a else k["hidden_states"]
+                o = out[0] if isinstance(out, tuple) else out
+                parts = [o[:, :1]] + ([inp[:, 1:t], o[:, t:]] if t is not None else
+                                      [inp[:, 1:]])
+                new = torch.cat(parts, dim=1)
+                return (new, *out[1:]) if isinstance(out, tuple) else new
+            hooks.append(model.model.layers[lskip].register_forward_hook(merge,
+                                                                         with_kwargs=True))
+        try:
+            logits = model(ids).logits
+        finally:
+            for h in hooks:
+                h.remove()
+        diffs = torch.stack([(layer_in[i + 1] - layer_in[i])[0].float()
+                             for i in range(len(layer_in) - 1)])
+        return diffs, logits[0].float().softmax(-1)
+
+    res, out = run(False)
+    new_res, new_out = run(True)
+    fut = slice(t, None) if t is not None else slice(None)
+    rel = ((res[:, fut] - new_res[:, fut]).norm(dim=-1)
+           / res[:, fut].norm(dim=-1).clamp(min=1e-6)).max(dim=-1).values
+    return rel, (new_out[fut] - out[fut]).norm(dim=-1).max(dim=-1).values
+
+
+@pytest.mark.parametrize("mode", ["current", "future"])
+def test_layer_skipping_equals_the_reference_merge_io(random_model, mode):
+    from attractor.mechanism.depth import DepthItem, depth_batch, future_starts
+
+    model, _ = random_model
+    mods = decoder_modules(model)
+    ids = _ids(model, n=1, t=40, seed=5)[0].tolist()
+    starts = future_starts(len(ids), "q/0") if mode == "future" else [None]
+    if mode == "future":
+        assert len(starts) == 4 and set(starts) <= set(range(8, 36, 8))
+        assert starts == future_starts(len(ids), "q/0")            # a rerun draws the same
+    item = DepthItem(ids, [10, 39], [("frac:0.5", 0), ("decisive", 0)], 1, starts)
+    _, _, skips = depth_batch(mods, [item], 0, skip=True)
+    x = torch.tensor([ids])
+    for s in range(mods.n_layers):
+        refs = [_reference_skip(model, x, s, t) for t in starts]
+        rel = torch.stack([r[0] for r in refs]).max(dim=0).values     # max over t
+        outc = max(float(r[1]) for r in refs)
+        got = skips[s]
+        assert got["skipped_layer"] == s
+        np.testing.assert_allclose(got["effect_by_layer"], rel.numpy(), rtol=1e-4, atol=1e-6)
+        assert got["out_change"] == pytest.approx(outc, rel=1e-4, abs=1e-7)
+    if mode == "current":        # the skipped layer's own diff is gone except at position 0
+        assert all(skips[s]["effect_by_layer"][s] == pytest.approx(1.0) for s in
+                   range(mods.n_layers))
 
 
 def test_a_llama_decomposes_too():
@@ -348,11 +452,12 @@ def _small_chunks(monkeypatch):
 
 def test_bad_input_is_refused_and_the_run_untouched(tiny_run, tmp_path):
     run = _copy(tiny_run, tmp_path)
-    attractor("depth", str(run), "--no-skip")
+    attractor("depth", str(run), "--skip", "off")
     before = snapshot(run)
     cases = [
         (["depth", str(run), "--positions", "chunk:4"], "single tokens"),
-        (["depth", str(run)], "skip=False"),
+        (["depth", str(run)], "skip=off"),
+        (["depth", str(run), "--skip", "sometimes"], "--skip must be one of"),
         (["attention", str(run), "--ablate", "7.0"], "out of range"),
         (["attention", str(run), "--ablate", "x"], "LAYER.HEAD"),
         (["patch", str(run), "--pairs", "0"], "--pairs"),
@@ -384,7 +489,7 @@ def test_imported_run_needs_a_model(tmp_path):
     proc = attractor("depth", str(run), "--model", "tiny", check=False)
     assert proc.returncode == 2 and "not graded" in proc.stderr
     attractor("analyze", str(run))
-    attractor("depth", str(run), "--model", "tiny", "--no-skip")
+    attractor("depth", str(run), "--model", "tiny", "--skip", "off")
     roll = RunStore(run).metric_table("depth_rollouts")
     assert len(roll) == 2
 

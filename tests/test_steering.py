@@ -80,12 +80,22 @@ def test_steered_forwards_follow_the_schedule_and_leave_no_hooks(random_model):
 
     plain = run(False)
     steered_out = run(True)
-    # the reference: the same forwards with our own hooks applying their formula by step
+    # the reference: the same forwards with their ICVLayer and cosine ramp-down written out
+    # here (no attractor code): x' = normalize(normalize(x) + lam * rate * normalize(v)) * |x|
+    # at the last position, rate = max(0.5 (cos(pi min(step, 50) / 50) + 1), 0.5)
     state = {"step": 0}
+    nrm = torch.nn.functional.normalize
 
     def ref_hook(i):
+        v = torch.from_numpy(vec.directions[i])
+
         def hook(_m, _i, out):
-            return steer_last(out, torch.from_numpy(vec.directions[i]), 0.3 * schedule(state["step"]))
+            rate = max(0.5 * (math.cos(math.pi * min(state["step"], 50) / 50) + 1), 0.5)
+            x = out.clone()
+            last = out[:, -1]
+            x[:, -1] = nrm(nrm(last, p=2, dim=-1) + 0.3 * rate * nrm(v, dim=-1), p=2, dim=-1) \
+                * last.norm(p=2, dim=-1, keepdim=True)
+            return x
         return hook
     handles = [layer.mlp.register_forward_hook(ref_hook(i)) for i, layer in enumerate(mods)]
     ref = []
@@ -167,9 +177,19 @@ def test_fractional_from_prompts_matches_a_manual_build(built, random_model):
         h = []
         for tpl in ("Answer. {question}", "Think hard. {question}"):
             ids = tok(tpl.replace("{question}", p.question) + "\n")["input_ids"]
-            with torch.no_grad():
-                hs = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
-            h.append(torch.stack([x[0, -1] for x in hs[1:]]).numpy())
+            # their ForwardTracer: a forward hook on every decoder layer keeps its output, so
+            # the last entry is the last layer's output, before the final norm
+            outs = []
+            hooks = [lay.register_forward_hook(
+                lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).float()))
+                for lay in model.model.layers]
+            try:
+                with torch.no_grad():
+                    model(input_ids=torch.tensor([ids]))
+            finally:
+                for hk in hooks:
+                    hk.remove()
+            h.append(torch.stack([x[0, -1] for x in outs]).numpy())
         diffs.append((h[1] - h[0]).reshape(-1))
     np.testing.assert_allclose(d.reshape(-1), _their_icv(np.stack(diffs)), atol=2e-4)
     assert info["n_questions"] == 3

@@ -38,9 +38,12 @@ def decoder_parts(model):
 
 
 @torch.inference_mode()
-def capture_batch(model, items: list[BatchItem], layers: list[int], pad_id: int = 0
-                  ) -> dict[int, torch.Tensor]:
+def capture_batch(model, items: list[BatchItem], layers: list[int], pad_id: int = 0,
+                  last_before_norm: bool = False) -> dict[int, torch.Tensor]:
     """Vectors of every target of ``items`` at every layer in ``layers``.
+
+    Layer ``L`` is after the final norm (``output_hidden_states``' last entry) unless
+    ``last_before_norm``, which reads the last decoder layer's own output there.
 
     Returns ``{layer: tensor (n_targets, d)}`` in float32 on CPU, targets in item order.
     Sequences are right-padded, so with causal attention padding never affects real tokens.
@@ -86,11 +89,11 @@ def capture_batch(model, items: list[BatchItem], layers: list[int], pad_id: int 
     try:
         if 0 in wanted:
             handles.append(embed.register_forward_hook(lambda m, a, o: take(0, o)))
-        for i in range(1, n_layers):
+        for i in range(1, n_layers + last_before_norm):
             if i in wanted:
                 handles.append(blocks[i - 1].register_forward_hook(
                     lambda m, a, o, layer=i: take(layer, o)))
-        if n_layers in wanted:
+        if n_layers in wanted and not last_before_norm:
             handles.append(norm.register_forward_hook(lambda m, a, o: take(n_layers, o)))
         try:
             base(input_ids=ids.to(dev), use_cache=False)

@@ -25,7 +25,7 @@ def _ci(c: dict[str, Any], key: str) -> str:
 def depth_cmd(
     run: str = RUN,
     positions: str = typer.Option("decisive,frac:0.25,frac:0.5,frac:0.75", help="Single-token position specs as for capture (frac:F, every:K, last:K, answer, decisive); decisive is always added."),
-    skip: bool = typer.Option(True, help="Also skip each layer in turn (L extra forwards)."),
+    skip: str = typer.Option("current", help="Layer skipping, the reference's two variants (first token always kept): current (skip positions 1.., read every position), future (skip 1..t-1, read >= t, four t as the reference draws them), or off."),
     model: Optional[str] = MODEL,
     max_tokens_per_batch: int = typer.Option(8192, help="Memory budget: rows x padded length per forward."),
     device: str = DEVICE,

@@ -47,7 +47,8 @@ class Pair:
 def preference_pair(classes: list[str | None], threshold: float) -> Pair | None:
     """The first sample of the most-voted class against the first of the least-voted class
     (ties: first seen), weighted by the vote margin (V+ - V-) / k; None when fewer than two
-    classes were answered, the top classes tie, or the most-voted class holds under
+    classes were answered, the two most-voted classes tie (whatever the least-voted one
+    holds), or the most-voted class holds under
     ``threshold`` of the k votes."""
     k = len(classes)
     votes = Counter(c for c in classes if c is not None)
@@ -56,8 +57,9 @@ def preference_pair(classes: list[str | None], threshold: float) -> Pair | None:
     top = majority_class(classes)
     low = min(votes.values())
     bottom = next(c for c in classes if c is not None and votes[c] == low and c != top)
-    if votes[top] < threshold * k or votes[top] == votes[bottom]:
-        return None  # below ScPO's filter, or a tie: no preference
+    runner_up = sorted(votes.values(), reverse=True)[1]
+    if votes[top] < threshold * k or votes[top] == runner_up:
+        return None  # below ScPO's filter, or the top classes tie: no preference
     return Pair(chosen=classes.index(top), rejected=classes.index(bottom),
                 chosen_votes=votes[top], rejected_votes=votes[bottom],
                 weight=(votes[top] - votes[bottom]) / k)

@@ -1,46 +1,66 @@
 """Depth use of a rollout (after Csordas et al. 2025, "Do Language Models Use Their Depth
 Efficiently?", robertcsordas/llm_effective_depth ``analyze_norms.py``, ``logitlens.py``,
-``analyze_future_effects.py``).
+``analyze_future_effects.py``, ``analyze_current_effects.py``).
 
 With h_{l+1} = h_l + a_l + m_l, at each chosen position and decoder layer l:
     attn_rel  = ||a_l|| / ||h_l||            attn_cos  = cos(a_l, h_l)
     mlp_rel   = ||m_l|| / ||h_l + a_l||      mlp_cos   = cos(m_l, h_l + a_l)
     layer_rel = ||a_l + m_l|| / ||h_l||      layer_cos = cos(a_l + m_l, h_l)
 (the reference's definitions: the MLP is measured against the stream it reads). The logit lens
-reads every residual h_0 .. h_L through the final norm and the LM head: KL(p_L || p_l), the
-overlap of the top-5 tokens with the final top-5, and the rank of the final top-1 token. The
-commitment layer at the decisive position is the first l from which the lens's top-1 equals the
-final top-1 and stays equal.
+reads every residual h_0 .. h_L through the final norm and the LM head: KL(p_l || p_L) (the
+reference's direction, ``layer_lp.exp() * (layer_lp - final_lp)``), the overlap of the top-5
+tokens with the final top-5, and the rank of the final top-1 token. The commitment layer at the
+decisive position is the first l from which the lens's top-1 equals the final top-1 and stays
+equal.
 
-Layer skipping replaces layer s's output by its input at every position (the reference skips from
-a position t onward and keeps the first token; we skip everywhere, as the issue asks, so the
-effect covers the whole rollout) and records, for each later layer e, the relative change
-||c'_e - c_e|| / ||c_e|| of its contribution c_e = a_e + m_e (max over the chosen positions, as the
-reference takes the max over positions), the output change ||p' - p||_2 (max over positions)
-and whether the top-1 token at the decisive position flips.
+Layer skipping is the reference's ``merge_io``: layer s's output is replaced by its input at
+positions 1 .. t-1, the first token (an attention sink) always keeps its output. Two variants,
+as the paper's: ``current`` (t = None: every position but the first is skipped, effects read at
+every position; ``analyze_current_effects.py``) and ``future`` (t drawn as
+``test_future_max_effect`` draws it: every 8th token from 8 to n - 4, four of them at random;
+effects read at positions >= t only, the max over the four t). For each layer e the relative
+change ||c'_e - c_e|| / ||c_e|| of its contribution c_e = h_{e+1} - h_e (max over the read
+positions, as the reference), the output change ||p' - p||_2 (max over the same positions) and,
+our addition, whether the top-1 token at the decisive position flips (read only where that
+position is among the read ones).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from attractor.capture.reforward import plan_batches
 from attractor.mechanism.forward import lens_logits, pad_batch, recorded_forward
 from attractor.mechanism.modules import DecoderModules
 
 EPS = 1e-6  # the reference clamps norms at 1e-6
+SKIP_MODES = ("current", "future", "off")
+NO_SKIP_FRONT = 1   # merge_io's no_skip_front: the first token is never skipped
+FUTURE_STRIDE, FUTURE_MARGIN, FUTURE_CHUNKS = 8, 4, 4   # test_future_max_effect's t
+
+
+def future_starts(n_tokens: int, key: str) -> list[int]:
+    """The reference's t for the future-effects variant: ``range(8, n - 4, 8)`` shuffled, the
+    first four; seeded by ``key`` (the rollout) so a rerun draws the same."""
+    ts = list(range(FUTURE_STRIDE, n_tokens - FUTURE_MARGIN, FUTURE_STRIDE))
+    random.Random(key).shuffle(ts)
+    return ts[:FUTURE_CHUNKS]
 
 
 @dataclass
 class DepthItem:
-    """One rollout: token ids, the gathered token indices with their labels, and the index (in
-    that list) of the decisive position, if any."""
+    """One rollout: token ids, the gathered token indices with their labels, the index (in
+    that list) of the decisive position, if any, and the skip windows' t (None: the current-
+    effects window, every position but the first)."""
 
     ids: list[int]
     positions: list[int]
     labels: list[tuple[str, int]]      # (position spec, occurrence)
     decisive: int | None
+    starts: list[int | None] = field(default_factory=lambda: [None])
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +99,6 @@ def lens(mods: DecoderModules, rec) -> dict[str, np.ndarray]:
     final = torch.log_softmax(lens_logits(mods, rec.resid[-1]), -1)
     top1 = final.argmax(-1)
     top5 = final.topk(5, -1).indices
-    p_final = final.exp()
     kl = torch.empty(n_res * n)
     overlap = torch.empty(n_res * n)
     rank = torch.empty(n_res * n, dtype=torch.long)
@@ -90,7 +109,8 @@ def lens(mods: DecoderModules, rec) -> dict[str, np.ndarray]:
         lp = (final if a == (n_res - 1) * n else
               torch.log_softmax(lens_logits(mods, flat[a:b]), -1))
         j = torch.arange(a, b, device=lp.device) % n              # the position of each row
-        kl[a:b] = (p_final[j] * (final[j] - lp)).sum(-1).clamp(min=0.0).cpu()
+        # KL(p_l || p_L), the reference's direction (logitlens.py: p_l * (log p_l - log p_L))
+        kl[a:b] = (lp.exp() * (lp - final[j])).sum(-1).clamp(min=0.0).cpu()
         mine = lp.topk(5, -1).indices
         overlap[a:b] = (mine.unsqueeze(-1) == top5[j].unsqueeze(-2)).any(-1).float() \
             .mean(-1).cpu()
@@ -107,10 +127,11 @@ def commitment_layer(ranks: np.ndarray) -> int:
     return int(off[-1]) + 1 if len(off) else 0
 
 
-def depth_batch(mods: DecoderModules, items: list[DepthItem], pad_id: int, skip: bool = True
+def depth_batch(mods: DecoderModules, items: list[DepthItem], pad_id: int, skip: bool = True,
+                max_tokens_per_batch: int = 8192
                 ) -> tuple[dict[str, np.ndarray], list[int | None], list[dict]]:
     """Depth columns of every (item, position, layer), the commitment layer of each item, and
-    the skip rows (one per item and skipped layer) when ``skip``."""
+    the skip rows (one per item and skipped layer, windows from ``item.starts``) when ``skip``."""
     dev = next(mods.lm_head.parameters()).device
     ids = pad_batch([it.ids for it in items], pad_id, dev)
     rows = torch.tensor([i for i, it in enumerate(items) for _ in it.positions], device=dev)
@@ -122,29 +143,76 @@ def depth_batch(mods: DecoderModules, items: list[DepthItem], pad_id: int, skip:
               if it.decisive is not None else None for i, it in enumerate(items)]
     skips: list[dict] = []
     if skip:
-        base_p = torch.softmax(lens_logits(mods, rec.resid[-1]), -1)
-        base_c = [rec.contribution(e) for e in range(mods.n_layers)]
-        top1 = torch.as_tensor(cols["top1"])
-        for s in range(mods.n_layers):
-            alt = recorded_forward(mods, ids, rows, pos, skip=s)
-            p = torch.softmax(lens_logits(mods, alt.resid[-1]), -1)
-            out_change = (p - base_p).norm(dim=-1).cpu()
-            alt_top1 = p.argmax(-1).cpu()
-            rel = torch.full((mods.n_layers, len(pos)), float("nan"))
-            for e in range(s + 1, mods.n_layers):
-                d = alt.contribution(e) - base_c[e]
-                rel[e] = (d.norm(dim=-1) / _norm(base_c[e])).cpu()
-            for i, it in enumerate(items):
-                sl = slice(starts[i], starts[i + 1])
-                by_layer = rel[:, sl].max(dim=1).values.numpy() if s + 1 < mods.n_layers \
-                    else np.full(mods.n_layers, np.nan)
+        combos = [(i, t) for i, it in enumerate(items) for t in it.starts]
+        per: dict[int, list[dict]] = {}
+        for batch in plan_batches([len(items[i].ids) for i, _ in combos], max_tokens_per_batch):
+            for k, eff in zip(batch, skip_effects(mods, [items[combos[k][0]] for k in batch],
+                                                  [combos[k][1] for k in batch], pad_id)):
+                per.setdefault(combos[k][0], []).append(eff)
+        for i in range(len(items)):
+            for s in range(mods.n_layers) if i in per else ():
+                effs = [e[s] for e in per[i]]          # the reference's max over its t
+                by_layer = np.max([e["by_layer"] for e in effs], axis=0)
+                flips = [e["flip"] for e in effs if e["flip"] is not None]
                 later = by_layer[s + 1:]
                 skips.append({
                     "item": i, "skipped_layer": s,
                     "later_change": float(np.max(later)) if len(later) else float("nan"),
                     "effect_by_layer": by_layer.astype(float).tolist(),
-                    "out_change": float(out_change[sl].max()),
-                    "decisive_flip": (bool(alt_top1[starts[i] + it.decisive]
-                                           != top1[starts[i] + it.decisive])
-                                      if it.decisive is not None else None)})
+                    "out_change": float(max(e["out"] for e in effs)),
+                    "decisive_flip": any(flips) if flips else None})
     return cols, commit, skips
+
+
+def skip_effects(mods: DecoderModules, items: list[DepthItem], ts: list[int | None],
+                 pad_id: int) -> list[list[dict]]:
+    """For each (item, t) and each skipped layer s: the per-layer relative change of the
+    contributions (max over the read positions), the output change and the decisive flip."""
+    dev = next(mods.lm_head.parameters()).device
+    ids = pad_batch([it.ids for it in items], pad_id, dev)
+    n_rows, width = ids.shape
+    ar = torch.arange(width, device=dev)[None, :]
+    lens_ = torch.tensor([len(it.ids) for it in items], device=dev)[:, None]
+    t_ = torch.tensor([width if t is None else t for t in ts], device=dev)[:, None]
+    valid = ar < lens_
+    skip_mask = valid & (ar >= NO_SKIP_FRONT) & (ar < t_)
+    read = valid & (ar >= torch.tensor([0 if t is None else t for t in ts], device=dev)[:, None])
+    rows, pos = valid.nonzero(as_tuple=True)
+    on = read[rows, pos]
+    base = recorded_forward(mods, ids, rows, pos)
+    base_c = [_layer_diff(base, e) for e in range(mods.n_layers)]
+    dec_at = [(int(((rows == k) & (pos == it.positions[it.decisive])).nonzero()[0, 0])
+               if it.decisive is not None and read[k, it.positions[it.decisive]] else None)
+              for k, it in enumerate(items)]
+    out: list[list[dict]] = [[] for _ in items]
+    for s in range(mods.n_layers):
+        alt = recorded_forward(mods, ids, rows, pos, skip=s, skip_mask=skip_mask)
+        rel = torch.stack([(_layer_diff(alt, e) - base_c[e]).norm(dim=-1) / _norm(base_c[e])
+                           for e in range(mods.n_layers)]).cpu()
+        change, alt_top, base_top = _output_change(mods, base.resid[-1], alt.resid[-1])
+        for k in range(n_rows):
+            sel = ((rows == k) & on).cpu()
+            d = dec_at[k]
+            out[k].append({"by_layer": rel[:, sel].max(dim=1).values.numpy(),
+                           "out": float(change[sel].max()),
+                           "flip": bool(alt_top[d] != base_top[d]) if d is not None else None})
+    return out
+
+
+def _layer_diff(rec, e: int) -> torch.Tensor:
+    """c_e = h_{e+1} - h_e, as the reference's ``_residuals_to_diffs`` (0 where e is skipped)."""
+    return rec.resid[e + 1].float() - rec.resid[e].float()
+
+
+def _output_change(mods: DecoderModules, base: torch.Tensor, alt: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """||softmax(alt) - softmax(base)||_2 per row and both top-1 tokens, in blocks of rows (all
+    positions of a batch at once would hold rows x vocab probabilities twice)."""
+    change, alt_top, base_top = [], [], []
+    for a in range(0, base.shape[0], LENS_ROWS):
+        p = torch.softmax(lens_logits(mods, base[a:a + LENS_ROWS]), -1)
+        q = torch.softmax(lens_logits(mods, alt[a:a + LENS_ROWS]), -1)
+        change.append((q - p).norm(dim=-1).cpu())
+        alt_top.append(q.argmax(-1).cpu())
+        base_top.append(p.argmax(-1).cpu())
+    return torch.cat(change), torch.cat(alt_top), torch.cat(base_top)

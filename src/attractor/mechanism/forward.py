@@ -52,10 +52,12 @@ def pad_batch(seqs: list[list[int]], pad_id: int, device) -> torch.Tensor:
 def recorded_forward(mods: DecoderModules, ids: torch.Tensor, rows: torch.Tensor,
                      pos: torch.Tensor, skip: int | None = None,
                      patch: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-                     inputs_embeds: torch.Tensor | None = None) -> Record:
+                     inputs_embeds: torch.Tensor | None = None,
+                     skip_mask: torch.Tensor | None = None) -> Record:
     """Forward ``ids`` (or ``inputs_embeds``) through the decoder and gather at (rows, pos).
 
-    ``skip``: decoder layer whose output is replaced by its input at every position.
+    ``skip``: decoder layer whose output is replaced by its input, at every position or, with
+    ``skip_mask`` (bool, the shape of ``ids``), where the mask is true.
     ``patch(l, h)``: called with the residual stream entering layer l (l = 0 .. L, L being the
     final norm's input); returns the stream to use instead (the patch intervention).
     """
@@ -84,6 +86,9 @@ def recorded_forward(mods: DecoderModules, ids: torch.Tensor, rows: torch.Tensor
 
     def skipper(module, args, kwargs, output):
         h = _hidden(args, kwargs)
+        if skip_mask is not None:
+            o = output[0] if isinstance(output, tuple) else output
+            h = torch.where(skip_mask.unsqueeze(-1), h, o)
         return (h, *output[1:]) if isinstance(output, tuple) else h
 
     try:

@@ -12,7 +12,7 @@ from attractor.capture.decisive import decisive_token_index
 from attractor.capture.positions import parse_positions, resolve
 from attractor.capture.reforward import plan_batches
 from attractor.errors import ConfigError
-from attractor.mechanism.depth import DepthItem, depth_batch
+from attractor.mechanism.depth import SKIP_MODES, DepthItem, depth_batch, future_starts
 from attractor.mechanism.modules import decoder_modules
 from attractor.mechanism.source import MechanismRun
 from attractor.mechanism.summary import by_groups
@@ -23,8 +23,10 @@ BLOCK_COLS = ["attn_rel", "mlp_rel", "layer_rel", "attn_cos", "mlp_cos", "layer_
 LENS_COLS = ["lens_kl", "lens_top5_overlap", "final_token_rank"]
 
 
-def depth_items(mr: MechanismRun, question, specs) -> tuple[list[DepthItem], list, int]:
-    """Items of one question's rollouts; the rollouts kept and how many had no target."""
+def depth_items(mr: MechanismRun, question, specs, skip: str = "current"
+                ) -> tuple[list[DepthItem], list, int]:
+    """Items of one question's rollouts (with their skip windows for ``skip``); the rollouts
+    kept and how many had no target."""
     tok, kind = mr.tokenizer, question.problem.kind
     items, kept, missing = [], [], 0
     for r in question.rollouts:
@@ -37,16 +39,22 @@ def depth_items(mr: MechanismRun, question, specs) -> tuple[list[DepthItem], lis
             continue
         labels = [(t.position, t.occurrence) for t in targets]
         d = labels.index(("decisive", 0)) if ("decisive", 0) in labels else None
-        items.append(DepthItem(r.ids, [t.start for t in targets], labels, d))
+        starts = (future_starts(len(r.ids), f"{r.question_id}/{r.sample_id}")
+                  if skip == "future" else [None])
+        items.append(DepthItem(r.ids, [t.start for t in targets], labels, d, starts))
         kept.append(r)
     return items, kept, missing
 
 
 def run_depth(run: str, *, positions: str = "decisive,frac:0.25,frac:0.5,frac:0.75",
-              skip: bool = True, model: str | None = None, max_tokens_per_batch: int = 8192,
+              skip: str = "current", model: str | None = None, max_tokens_per_batch: int = 8192,
               device: str = "auto", dtype: str = "auto", show_progress: bool = True,
               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compute the depth tables of a run (resumable); returns counts and the summary."""
+    """Compute the depth tables of a run (resumable); returns counts and the summary.
+    ``skip``: ``current`` or ``future`` (the reference's two layer-skipping variants) or
+    ``off``."""
+    if skip not in SKIP_MODES:
+        raise ConfigError(f"--skip must be one of {', '.join(SKIP_MODES)}, got {skip!r}")
     specs = parse_positions(positions)
     if any(s.kind == "chunk" for s in specs):
         raise ConfigError("--positions: depth reads single tokens; chunk:W is a mean over "
@@ -58,7 +66,7 @@ def run_depth(run: str, *, positions: str = "decisive,frac:0.25,frac:0.5,frac:0.
     mr = MechanismRun(run, "depth", model=model, device=device, dtype=dtype)
     mods = decoder_modules(mr.model)
     tables = [mr.table("depth"), mr.table("depth_rollouts")] + (
-        [mr.table("depth_skip")] if skip else [])
+        [mr.table("depth_skip")] if skip != "off" else [])
     done = mr.begin({"positions": [s.text for s in specs], "skip": skip}, tables)
     pad = mr.tokenizer.pad_token_id or 0
     n_layers = mods.n_layers
@@ -69,14 +77,15 @@ def run_depth(run: str, *, positions: str = "decisive,frac:0.25,frac:0.5,frac:0.
         for chunk in mr.questions(done):
             frames: dict[str, list[pd.DataFrame]] = {t.name: [] for t in tables}
             for q in chunk:
-                items, kept, missing = depth_items(mr, q, specs)
+                items, kept, missing = depth_items(mr, q, specs, skip)
                 counts["no_target"] += missing
                 counts["rollouts"] += len(kept)
                 counts["no_decisive"] += sum(it.decisive is None for it in items)
                 for batch in plan_batches([len(it.ids) for it in items], max_tokens_per_batch):
                     its = [items[i] for i in batch]
                     rs = [kept[i] for i in batch]
-                    cols, commit, skips = depth_batch(mods, its, pad, skip)
+                    cols, commit, skips = depth_batch(mods, its, pad, skip != "off",
+                                                      max_tokens_per_batch)
                     frames["depth"].append(_depth_rows(its, rs, cols, n_layers))
                     frames["depth_rollouts"].append(pd.DataFrame({
                         "question_id": [r.question_id for r in rs],
@@ -85,7 +94,7 @@ def run_depth(run: str, *, positions: str = "decisive,frac:0.25,frac:0.5,frac:0.
                         "decisive_index": [it.positions[it.decisive] if it.decisive is not None
                                            else None for it in its],
                         "commitment_layer": commit}))
-                    if skip:
+                    if skip != "off" and skips:
                         sk = pd.DataFrame(skips)
                         sk.insert(0, "sample_id", [rs[i].sample_id for i in sk.pop("item")])
                         sk.insert(0, "question_id", q.problem.id)

@@ -15,8 +15,10 @@
   the run's median). Built from the run's questions only, so evaluate it on others
   (``sample --offset``).
 
-Row ``i`` of a vector is read at ``output_hidden_states`` index ``i + 1`` (the output of block
-``i``; the last one is after the final norm, as in their tracer's last entry).
+Row ``i`` of a vector is the output of decoder block ``i``, read where their tracer
+(``llm_layers.py``/``forward_tracer.py``) hooks the decoder layers: the last row is the last
+block's own output, before the final norm (``output_hidden_states`` index ``i + 1`` for the
+other rows).
 """
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ def _states(model, items: list[BatchItem], n_layers: int, pad: int, max_tokens: 
     layers = list(range(1, n_layers + 1))
     order, got = [], {layer: [] for layer in layers}
     for batch in plan_batches([len(it.ids) for it in items], max_tokens):
-        out = capture_batch(model, [items[i] for i in batch], layers, pad)
+        out = capture_batch(model, [items[i] for i in batch], layers, pad,
+                            last_before_norm=True)
         for layer in layers:
             got[layer].append(out[layer])
         order += batch
