@@ -60,3 +60,43 @@ def test_verifier_pool_matches_in_process_results():
         pooled = v.equal_many(pairs)
     assert pooled == MathVerifier(workers=0).equal_many(pairs)
     assert pooled[0] and pooled[2] and not pooled[3]
+
+
+def test_math_verify_failures_are_counted_not_silent(tmp_path):
+    """math-verify raises in a non-main thread (its timeouts use signal.alarm): such a failure
+    used to grade the answer wrong silently; it is counted and named in the summary."""
+    import json
+    import threading
+
+    from attractor.pipeline.analyze import run_analyze
+    from helpers import attractor
+
+    def in_thread(fn):
+        out = []
+        t = threading.Thread(target=lambda: out.append(fn()))
+        t.start()
+        t.join()
+        return out[0]
+
+    v = MathVerifier(workers=0)
+    assert in_thread(lambda: v.equal_many([("1/2", "0.5")])) == [False]
+    assert v.errors == 1 and "ValueError" in v.first_error and "'1/2' vs '0.5'" in v.first_error
+    assert MathVerifier(workers=0).equal_many([("1/2", "0.5")]) == [True]   # main thread
+
+    src = tmp_path / "imp.jsonl"
+    src.write_text(json.dumps({"id": "q", "question": "Half?", "answer": "0.5",
+                               "responses": ["#### 1/2", "#### 0.5", "#### 3"]}) + "\n")
+    run = tmp_path / "run"
+    attractor("import", str(src), "--out", str(run), "--responses-field", "responses",
+              "--kind", "math")
+    summary = in_thread(lambda: run_analyze(str(run)))
+    assert summary["grading_failures"] > 0
+    note = [n for n in summary["notes"] if n.startswith("grading: math-verify raised on")]
+    assert note and "first:" in note[0], summary["notes"]
+    # graded in the main thread there is nothing to report
+    clean = tmp_path / "clean"
+    attractor("import", str(src), "--out", str(clean), "--responses-field", "responses",
+              "--kind", "math")
+    s2 = run_analyze(str(clean))
+    assert s2["grading_failures"] == 0
+    assert not any(n.startswith("grading:") for n in s2["notes"])

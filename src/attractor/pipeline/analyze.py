@@ -22,9 +22,10 @@ SUMMARY_METRICS = ("accuracy", "answer_entropy_nats", "answer_entropy_bits", "to
                    "majority_correct")
 
 
-def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, grader: str) -> int:
+def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, grader: str
+                   ) -> tuple[int, dict[str, Any]]:
     """Grade shards whose rows lack grades (imported rollouts); rewrites those shards
-    atomically. Returns how many rollouts were graded."""
+    atomically. Returns how many rollouts were graded and the grader's failure counts."""
     graded = 0
     mode = grader_for(kind, grader)
     with MathVerifier(workers=2 if mode == "math" else 0) as verifier:
@@ -54,7 +55,22 @@ def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, gr
                                          pa.array(values, type=table.schema.field(name).type))
             atomic_write_table(shard, table)
             graded += len(qids)
-    return graded
+        return graded, verifier.failure_record()
+
+
+def grading_failure_note(m) -> tuple[int, str | None]:
+    """Comparisons math-verify raised on while grading this run (sampling and later grading),
+    and a note naming the count and the first, None when there were none."""
+    recs = [m.stage(s) for s in ("sample", "grade")]
+    errors = sum(int(r.get("grading_errors") or 0) for r in recs)
+    timeouts = sum(int(r.get("grading_timeouts") or 0) for r in recs)
+    if not errors and not timeouts:
+        return 0, None
+    first = next((r["grading_first_error"] for r in recs if r.get("grading_first_error")), None)
+    return errors + timeouts, (
+        f"grading: math-verify raised on {errors} and timed out on {timeouts} answer "
+        "comparisons, each counted as not equal (the answer as wrong or as its own class)"
+        + (f"; first: {first}" if first else ""))
 
 
 def per_question(df: pd.DataFrame, weights: dict[tuple[str, int], float] | None = None
@@ -265,8 +281,9 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
         problems = store.questions()
         gold = {p.id: p.gold for p in problems}
         kind = problems[0].kind if problems else "math"
-        graded = grade_ungraded(store, gold, kind, m.config.get("grader", "auto"))
-        store.update_stage("grade", status="done", finished=now(), n_graded=graded)
+        graded, failures = grade_ungraded(store, gold, kind, m.config.get("grader", "auto"))
+        store.update_stage("grade", status="done", finished=now(), n_graded=graded, **failures)
+        m = store.manifest
     df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "finish_reason",
                          "n_tokens"])
     labels = _label_disagreements(store)
@@ -281,6 +298,9 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
                        "cut, weighted by their lowest group confidence" if weights is not None
                        else "majority of the samples with an answer")
     notes: list[str] = [labels] if labels else []
+    summary["grading_failures"], failure_note = grading_failure_note(m)
+    if failure_note:
+        notes.append(failure_note)
     extra = latent_and_signal_tables(store, q, window, tail, notes, show_progress)
     notes += undefined_signal_notes(extra["samples"], window)
     sig = extra["signals"]

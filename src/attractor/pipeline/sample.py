@@ -198,6 +198,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
                     new_rows += len(rows)
                     bar.update(task_id, advance=len(chunk) * n)
     elapsed = time.time() - t0
+    store.update_stage("sample", **verifier.failure_record(store.manifest.stage("sample")))
     store.update_stage("sample", status="done", finished=now(),
                        n_rollouts=len(store.rollouts(["sample_id"])), elapsed_s=round(elapsed, 2))
     return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
