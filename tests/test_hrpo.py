@@ -4,6 +4,8 @@ does; the replay re-mixes through the current gates; the trainer runs, saves a c
 `attractor latent eval` scores, and refuses other methods' checkpoints."""
 import math
 
+import pytest
+
 import torch
 
 from attractor.config import SamplingConfig
@@ -109,3 +111,96 @@ def test_a_hybrid_checkpoint_is_refused_where_a_loop_is_needed(tmp_path):
                      "synthetic:prosqa:hops=3-4,n=2,seed=9", "--out", str(tmp_path / "i"),
                      check=False)
     assert proc.returncode == 2 and "an hrpo checkpoint" in proc.stderr
+
+
+def _their_grpo_compute_loss(old_logits, new_logits, input_ids, mask, beta, advantages):
+    """unsloth's ``grpo_compute_loss`` as HRPO runs it (rl_replacements.py), written out."""
+    old_logits, new_logits = old_logits.float(), new_logits.float()
+    ids = input_ids.unsqueeze(-1)
+    old = torch.gather(old_logits, -1, ids).squeeze(-1) - torch.logsumexp(old_logits, dim=-1)
+    new = torch.gather(new_logits, -1, ids).squeeze(-1) - torch.logsumexp(new_logits, dim=-1)
+    kl_i = torch.exp(old - new) - (old - new) - 1.0
+    loss_i = torch.exp(new - new.detach()) * advantages.unsqueeze(1)
+    loss_i = -(loss_i - beta * kl_i)
+    mask = mask.float()
+    return ((loss_i * mask).sum(1) / mask.sum(1)).mean()
+
+
+def test_grpo_loss_and_advantages_equal_the_reference():
+    from attractor.latent.hrpo_train import group_advantages, grpo_loss
+
+    g = torch.Generator().manual_seed(0)
+    b, n, v = 6, 5, 11
+    old = torch.randn(b, n, v, generator=g)
+    new = torch.randn(b, n, v, generator=g, requires_grad=True)
+    ids = torch.randint(0, v, (b, n), generator=g)
+    mask = torch.ones(b, n)
+    mask[1, 3:] = 0
+    mask[4, 1:] = 0
+    rewards = torch.tensor([1.0, 0, 0, 1, 1, 1])
+    adv = group_advantages(rewards, 3)
+    r = rewards.view(-1, 3)       # TRL's grpo_trainer: (r - mean) / (std + 1e-4), std unbiased
+    want_adv = (rewards - r.mean(1).repeat_interleave(3)) / (r.std(1).repeat_interleave(3) + 1e-4)
+    torch.testing.assert_close(adv, want_adv)
+    for beta in (0.0, 0.005, 0.5):
+        want = _their_grpo_compute_loss(old, new, ids, mask, beta, adv)
+        lp = new.log_softmax(-1).gather(-1, ids[..., None])[..., 0]
+        ref = old.log_softmax(-1).gather(-1, ids[..., None])[..., 0]
+        got = grpo_loss(lp, ref, adv, mask, beta)
+        torch.testing.assert_close(got, want)
+        gw, = torch.autograd.grad(want, new)
+        gg, = torch.autograd.grad(grpo_loss(new.log_softmax(-1).gather(-1, ids[..., None])[..., 0],
+                                            ref, adv, mask, beta), new)
+        torch.testing.assert_close(gg, gw)
+
+
+def test_a_grpo_step_follows_the_reference_trainer():
+    """One step of the gates-closed arm against the reference written out: raw logits (no
+    temperature) of plain forwards, the KL to the initial model on token ids, grads clipped
+    at 0.1, AdamW (0.9, 0.99) with weight decay 0.1, and top-k 50 sampling."""
+    import copy
+
+    from attractor.latent.hrpo import gate_param_groups
+    from attractor.latent.hrpo_train import grpo_step
+
+    model, tok = load("tiny", dtype="float32", device="cpu")
+    hm = HybridModel(model, tok, HybridConfig(gated=False))
+    ref = copy.deepcopy(hm).eval()
+    probs, _ = load_task("synthetic:prosqa:hops=3-4,n=2,seed=4")
+    prompts = [prompt_ids(p, tok) for p in probs]
+    opt = torch.optim.AdamW(gate_param_groups(hm.base, hm.gate, 1e-3), betas=(0.9, 0.99),
+                            weight_decay=0.1)
+    before = copy.deepcopy(hm.base)
+    # the same rollouts as the step draws (same seeds, top-k 50), then their loss by hand
+    reps = [p for p in prompts for _ in range(4)]
+    ro = hm.generate(reps, SamplingConfig(samples=1, temperature=0.5, top_k=50,
+                                          max_new_tokens=48),
+                     seeds=[7 * 100_003 + k for k in range(len(reps))])
+    stats = grpo_step(hm, ref, opt, probs, prompts, 4, 0.5, 0.3, seed=7)
+    from attractor.grading.grade import correct_answers
+
+    rewards = torch.tensor([float(x) for x in correct_answers(ro.texts, [p for p in probs
+                                                                          for _ in range(4)])])
+    assert stats["reward"] == float(rewards.mean())
+    assert 0 < rewards.sum() < len(rewards), "the slice needs a mix of rewards"
+    r = rewards.view(-1, 4)
+    adv = (rewards - r.mean(1).repeat_interleave(4)) / (r.std(1).repeat_interleave(4) + 1e-4)
+    oracle = copy.deepcopy(before).train()
+    losses = []
+    for k, (p, t, fin) in enumerate(zip(reps, ro.tokens, ro.finished)):
+        c = t + ([tok.eos_token_id] if fin else [])
+        x = torch.tensor([p + c])
+        new_logits = oracle(input_ids=x).logits[:, len(p) - 1:-1]
+        with torch.no_grad():
+            old_logits = before(input_ids=x).logits[:, len(p) - 1:-1]
+        losses.append(_their_grpo_compute_loss(old_logits, new_logits, torch.tensor([c]),
+                                               torch.ones(1, len(c)), 0.3, adv[k:k + 1]))
+    loss = torch.stack(losses).mean()
+    assert stats["loss"] == pytest.approx(loss.item(), rel=1e-4, abs=1e-6)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(oracle.parameters()), 0.1)
+    total = 0.0
+    for (name, a), b in zip(hm.base.named_parameters(), oracle.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6, msg=name)
+        total += float(b.grad.norm()) ** 2
+    assert total ** 0.5 == pytest.approx(0.1, rel=1e-3)    # clipped at their max_grad_norm

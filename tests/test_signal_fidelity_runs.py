@@ -175,6 +175,43 @@ def test_two_chunk_sizes_keep_their_own_trajectory_columns(run_dir):
     assert checked >= 40
 
 
+def test_chunks_cover_the_reasoning_span_as_the_lt_reference_chunks(run_dir, tiny):
+    """Chunks formed independently: the LT reference chunks the thinking text only (up to
+    ``</think>``); a ProsQA chain has no ``</think>``, so the span ends before the ``###``
+    marker the grader reads (whole completion when there is none). Each stored chunk vector
+    equals the mean of ``output_hidden_states`` over its W-token slice of that span."""
+    model, tok = tiny
+    store = RunStore(run_dir)
+    cap = store.manifest.stage("capture")
+    assert "reasoning" in cap["chunk_span"] and sum(cap["chunk_span_ends"].values()) == 60
+    roll = store.rollouts(["question_id", "sample_id", "prompt_token_ids",
+                           "completion_token_ids", "text"]).head(12)
+    index = store.hidden_store.index().to_pandas()
+    marked = 0
+    for r in roll.itertuples(index=False):
+        p, c = list(r.prompt_token_ids), list(r.completion_token_ids)
+        if "###" in r.text:     # the first token whose decoded prefix reaches the marker
+            cut = r.text.rindex("###")
+            span = next(i for i in range(len(c))
+                        if len(tok.decode(c[:i + 1], skip_special_tokens=True)) > cut)
+            marked += 1
+        else:
+            span = len(c)
+        with torch.no_grad():
+            hs = model(torch.tensor([p + c]), output_hidden_states=True).hidden_states
+        for w in (4, 8):
+            want = [(a, min(a + w, span)) for a in range(0, span, w)]
+            rows = index[(index.question_id == r.question_id) & (index.sample_id == r.sample_id)
+                         & (index.position == f"chunk:{w}") & (index.layer == 2)]
+            assert sorted(rows.occurrence) == list(range(len(want)))
+            for row in rows.itertuples():
+                a, b = want[row.occurrence]
+                vec = store.hidden_store.read_rows(row.shard, np.array([row.row]))[0]
+                np.testing.assert_allclose(vec, hs[2][0, len(p) + a:len(p) + b].mean(0).numpy(),
+                                           rtol=2e-3, atol=2e-3)
+    assert marked >= 6
+
+
 def test_every_signal_column_has_a_registered_direction(run_dir):
     smp = RunStore(run_dir).metric_table("samples")
     signals = [c for c in smp.columns if c not in ("question_id", "sample_id", "correct")]

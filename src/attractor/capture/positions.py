@@ -8,9 +8,12 @@ Position specs (all relative to the completion; ``token_index`` counts from the 
 prompt + completion):
     ``frac:F``   the completion token at floor(F * (C - 1)), F in [0, 1]
     ``every:K``  completion tokens K-1, 2K-1, ... (one vector each)
-    ``chunk:W``  the mean over each non-overlapping W-token chunk of the completion (the last,
-                 shorter chunk included, as in the Latent-Trajectory reference; ``token_index``
-                 is null); bare ``chunk`` is ``chunk:500``, the paper's chunk
+    ``chunk:W``  the mean over each non-overlapping W-token chunk of the reasoning span (the
+                 last, shorter chunk included, as in the Latent-Trajectory reference, which
+                 chunks the thinking text up to and including ``</think>``: the span ends there
+                 where the model writes one, else before the answer marker the grader read,
+                 else it is the whole completion; ``token_index`` is null); bare ``chunk`` is
+                 ``chunk:500``, the paper's chunk
     ``last:K``   the last K completion tokens (fewer when the completion is shorter)
     ``answer``   the token just before the extracted answer span (none when there is no answer)
     ``decisive`` the token just before the decisive token, the first token where a right and a
@@ -122,10 +125,14 @@ class Target:
 
 
 def resolve(specs: list[PositionSpec], prompt_len: int, completion_len: int,
-            answer_token: int | None, decisive_token: int | None = None) -> list[Target]:
+            answer_token: int | None, decisive_token: int | None = None,
+            reasoning_len: int | None = None) -> list[Target]:
     """Every target of one rollout. ``answer_token`` and ``decisive_token`` are the completion
-    indices of the tokens before the answer span and before the decisive token, or None."""
+    indices of the tokens before the answer span and before the decisive token, or None;
+    ``reasoning_len`` is the number of completion tokens that chunks cover (the reasoning span,
+    :func:`reasoning_tokens`; None: the whole completion)."""
     c, p = completion_len, prompt_len
+    c_reason = c if reasoning_len is None else min(reasoning_len, c)
     out: list[Target] = []
     if c == 0:
         return out
@@ -139,8 +146,8 @@ def resolve(specs: list[PositionSpec], prompt_len: int, completion_len: int,
                     for j, i in enumerate(range(k - 1, c, k))]
         elif s.kind == "chunk":
             w = int(s.value)
-            out += [Target(s.text, j, p + i, p + min(i + w, c))
-                    for j, i in enumerate(range(0, c, w))]
+            out += [Target(s.text, j, p + i, p + min(i + w, c_reason))
+                    for j, i in enumerate(range(0, c_reason, w))]
         elif s.kind == "last":
             k = int(s.value)
             out += [Target(s.text, j, p + i, p + i + 1)
@@ -150,3 +157,18 @@ def resolve(specs: list[PositionSpec], prompt_len: int, completion_len: int,
             if at is not None:
                 out.append(Target(s.text, 0, p + at, p + at + 1))
     return out
+
+
+def reasoning_tokens(tokenizer, completion_ids: list[int], text: str) -> tuple[int, str]:
+    """How many completion tokens the reasoning span holds, and its end's source (``think``,
+    ``answer_marker`` or ``completion``: :func:`attractor.grading.extract.reasoning_end`). A
+    span ending inside a token keeps that token for ``</think>`` and drops it for a marker."""
+    from attractor.capture.decisive import token_holding
+    from attractor.grading.extract import reasoning_end
+
+    end, source = reasoning_end(text)
+    if source == "completion":
+        return len(completion_ids), source
+    if source == "think":
+        return token_holding(tokenizer, completion_ids, end - 1) + 1, source
+    return token_holding(tokenizer, completion_ids, end), source

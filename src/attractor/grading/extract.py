@@ -61,6 +61,25 @@ def raw_answer(text: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+THINK_END = "</think>"
+
+
+def reasoning_end(text: str) -> tuple[int, str]:
+    """Where a completion's reasoning ends (a character offset, exclusive) and why: just after
+    ``</think>`` where the model writes one (``think``), else at the start of the answer marker
+    that :func:`raw_answer` reads (``answer_marker``: ``\\boxed``, ``####``, ``###`` or "The
+    answer is"), else the whole text (``completion``: no answer was given)."""
+    if THINK_END in text:
+        return text.index(THINK_END) + len(THINK_END), "think"
+    _, method = raw_answer(text)
+    starts = {"boxed": lambda: text.rfind("\\boxed"), "gsm8k": lambda: text.rfind("####"),
+              "marker": lambda: text.rfind(ANSWER_MARK),
+              "answer_is": lambda: list(_ANSWER_IS_RE.finditer(text))[-1].start()}
+    if method in starts:
+        return starts[method](), "answer_marker"
+    return len(text), "completion"
+
+
 def _strip_final_period(s: str) -> str:
     s = s.strip().rstrip(".").strip()
     return s

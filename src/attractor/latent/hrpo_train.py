@@ -2,16 +2,22 @@
 HRPO's hybrid inputs (hrpo) or with the gates closed, a = 1 (grpo: plain GRPO on the same code
 path, so the two differ only in the mixing).
 
-Per step: ``--batch-size`` questions, ``--group-size`` samples each at ``--rl-temperature``
-(HRPO: 0.5), rewards 1 for a correct answer; advantages (r - mean) / (std + 1e-4) within the
-group (TRL's GRPO, as HRPO runs it); one gradient step on the per-token loss
--A * log pi + kl * (exp(ref - log pi) - (ref - log pi) - 1), averaged over each sample's tokens
-then over samples (GRPO's original normalisation, TRL's "grpo" loss), log pi replayed through
-the current gates. AdamW with HRPO's groups: the model at --lr, W_r and W_i at 1e-4, Lambda at
-1e-3. The model is fully fine-tuned (HRPO trains LoRA adapters on 1.5B+ models; the embedded
-model is small enough not to need them). The reference for the KL term is the model and gate as
-training starts. Written here rather than on TRL's GRPOTrainer because TRL samples tokens
-through ``generate`` and replays token ids: it has no hook to feed mixed embeddings in either.
+As the reference trains (Yueeeeeeee/HRPO ``hrpo_gsm8k.py`` with its TRL ``grpo_trainer.py`` and
+unsloth ``rl_replacements.py`` ``grpo_compute_loss``): per step ``--batch-size`` questions,
+``--group-size`` samples each at ``--rl-temperature`` (HRPO: 0.5) with transformers' default
+top-k of 50 (their ``GenerationConfig`` sets only the temperature), rewards 1 for a correct
+answer; advantages (r - mean) / (std + 1e-4) within the group; one gradient step on the
+per-token loss -(A * exp(log pi - sg(log pi)) - beta * (exp(ref - log pi) - (ref - log pi) - 1)),
+averaged over each sample's tokens (its stop token included) then over samples. log pi is the
+log-softmax of the *raw* logits (no temperature), replayed through the current gates; ref is
+the model as training starts, on plain token ids (their reference is the base with adapters
+disabled, fed ``input_ids``: no mixing). AdamW with betas (0.9, 0.99), weight decay 0.1 and
+gradient clipping at 0.1, with HRPO's groups: the model at --lr, W_r and W_i at 1e-4, Lambda at
+1e-3. We differ on purpose in two ways, said in the README: the model is fully fine-tuned (HRPO
+trains LoRA adapters on 1.5B+ models; the embedded model is small enough not to need them), and
+the learning rate is constant (theirs: cosine with warm-up). Written here rather than on TRL's
+GRPOTrainer because TRL samples tokens through ``generate`` and replays token ids: it has no
+hook to feed mixed embeddings in either.
 """
 from __future__ import annotations
 
@@ -32,6 +38,31 @@ from attractor.latent.train_state import (epoch_order, load_optimizer, load_trai
                                           resume, save_state)
 
 
+REF_TOP_K = 50          # transformers' GenerationConfig default, which their trainer keeps
+ADAM_BETAS = (0.9, 0.99)  # hrpo_gsm8k.py: adam_beta1, adam_beta2
+WEIGHT_DECAY = 0.1        # hrpo_gsm8k.py --weight_decay default
+MAX_GRAD_NORM = 0.1       # hrpo_gsm8k.py --max_grad_norm default
+
+
+def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
+    """TRL's GRPO advantage: (r - group mean) / (group std + 1e-4), std unbiased."""
+    r = rewards.view(-1, group)
+    return ((r - r.mean(-1, keepdim=True)) / (r.std(-1, keepdim=True) + 1e-4)).view(-1)
+
+
+def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor,
+              valid: torch.Tensor, beta: float) -> torch.Tensor:
+    """Their ``grpo_compute_loss``: per token -(exp(new - sg(new)) * A - beta * kl) with
+    kl = exp(ref - new) - (ref - new) - 1, the mean over each sample's tokens, then over
+    samples (no KL term when ``ref_logp`` is None)."""
+    per_tok = torch.exp(logp - logp.detach()) * adv[:, None]
+    if ref_logp is not None and beta > 0:
+        d = ref_logp - logp
+        per_tok = per_tok - beta * (torch.exp(d) - d - 1.0)
+    per_tok = -per_tok
+    return ((per_tok * valid).sum(-1) / valid.sum(-1).clamp(min=1)).mean()
+
+
 def grpo_step(hm: HybridModel, ref: HybridModel | None, opt: torch.optim.Optimizer, problems,
               prompts: list[list[int]], group: int, temperature: float, kl: float, seed: int,
               max_new_tokens: int = 48) -> dict[str, float]:
@@ -39,34 +70,31 @@ def grpo_step(hm: HybridModel, ref: HybridModel | None, opt: torch.optim.Optimiz
     reps = [p for p in prompts for _ in range(group)]
     probs = [p for p in problems for _ in range(group)]
     hm.eval()
-    ro = hm.generate(reps, SamplingConfig(samples=1, temperature=temperature,
+    ro = hm.generate(reps, SamplingConfig(samples=1, temperature=temperature, top_k=REF_TOP_K,
                                           max_new_tokens=max_new_tokens),
                      seeds=[seed * 100_003 + k for k in range(len(reps))])
     rewards = torch.tensor([float(x) for x in correct_answers(ro.texts, probs)])
-    r = rewards.view(-1, group)
-    adv = ((r - r.mean(-1, keepdim=True)) / (r.std(-1, keepdim=True) + 1e-4)).view(-1)
+    adv = group_advantages(rewards, group)
     eos = hm.tok.eos_token_id
     comps = [t + ([eos] if fin and isinstance(eos, int) else []) for t, fin in
              zip(ro.tokens, ro.finished)]
     keep = [i for i, c in enumerate(comps) if c]
     hm.train()
     dev = next(hm.parameters()).device
-    logp, valid = replay_logps(hm.base, hm.gate, [reps[i] for i in keep], [comps[i] for i in keep],
-                               [ro.mixes[i] for i in keep], [ro.thinking[i] for i in keep],
-                               temperature)
-    a = adv[keep].to(dev)[:, None]
-    per_tok = -(torch.exp(logp - logp.detach()) * a)
+    k_prompts, k_comps = [reps[i] for i in keep], [comps[i] for i in keep]
+    # the loss reads the raw logits (temperature 1), as their grpo_compute_loss does
+    logp, valid = replay_logps(hm.base, hm.gate, k_prompts, k_comps,
+                               [ro.mixes[i] for i in keep], [ro.thinking[i] for i in keep], 1.0)
+    ref_logp = None
     if kl > 0 and ref is not None:
-        with torch.no_grad():
-            ref_logp, _ = replay_logps(ref.base, ref.gate, [reps[i] for i in keep],
-                                       [comps[i] for i in keep], [ro.mixes[i] for i in keep],
-                                       [ro.thinking[i] for i in keep], temperature)
-        d = ref_logp - logp
-        per_tok = per_tok + kl * (torch.exp(d) - d - 1)
-    loss = ((per_tok * valid).sum(-1) / valid.sum(-1).clamp(min=1)).mean()
+        with torch.no_grad():   # plain token ids through the initial model: no mixing
+            ref_logp, _ = replay_logps(ref.base, ref.gate, k_prompts, k_comps,
+                                       [ro.mixes[i] for i in keep],
+                                       [[False] * len(ro.thinking[i]) for i in keep], 1.0)
+    loss = grpo_loss(logp, ref_logp, adv[keep].to(dev), valid, kl)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(list(hm.parameters()), 1.0)
+    torch.nn.utils.clip_grad_norm_(list(hm.parameters()), MAX_GRAD_NORM)
     opt.step()
     return {"reward": float(rewards.mean()), "loss": loss.item(),
             "tokens": sum(len(reps[i]) + len(comps[i]) for i in keep),
@@ -104,7 +132,8 @@ def train_hrpo(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     if saved is not None:
         pos = saved
         log(f"resumed at step {pos['step']} of {cfg.rl_steps}")
-    opt = torch.optim.AdamW(gate_param_groups(hm.base, hm.gate, cfg.lr), weight_decay=0.0)
+    opt = torch.optim.AdamW(gate_param_groups(hm.base, hm.gate, cfg.lr), betas=ADAM_BETAS,
+                            weight_decay=WEIGHT_DECAY)
     if (state_dir / "optimizer.safetensors").exists():
         load_optimizer(opt, hm, state_dir, str(dev))
     prompts = [prompt_ids(p, tok, True) for p in problems]

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from attractor.capture.decisive import decisive_token_index, token_holding
-from attractor.capture.positions import parse_layers, parse_positions, resolve
+from attractor.capture.positions import parse_layers, parse_positions, reasoning_tokens, resolve
 from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
 from attractor.errors import ConfigError, UserError
 from attractor.grading.extract import raw_answer
@@ -20,6 +20,10 @@ from attractor.store.run_store import RunStore
 from attractor.ui import progress_bar
 
 SHARD_VECTORS = 65536
+
+
+CHUNK_SPAN = ("reasoning: up to and including </think> where the completion has one, else up to "
+              "the answer marker the grader read, else the whole completion")
 
 
 def answer_token_index(tokenizer, completion_ids: list[int], text: str) -> int | None:
@@ -66,8 +70,12 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
     layer_list = parse_layers(layers, lm.config.num_hidden_layers)
     setup = {"model": spec, "weights_sha256": sha, "layers": layer_list,
              "positions": [s.text for s in specs]}
+    chunked = any(s.kind == "chunk" for s in specs)
+    if chunked:
+        setup["chunk_span"] = CHUNK_SPAN
     if previous:
-        for key in ("weights_sha256", "layers", "positions"):
+        for key in ("weights_sha256", "layers", "positions") + (("chunk_span",) if chunked
+                                                                  else ()):
             if previous.get(key) != setup[key]:
                 raise UserError(f"{run}: latents were captured with {key}={previous.get(key)}, "
                                 f"this command has {setup[key]}; remove {run}/latents to "
@@ -85,6 +93,7 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
         prompts = {p.id: prompt_ids(p, tok) for p in store.questions()}
     kinds = {p.id: p.kind for p in store.questions()}
     items, keys = [], []
+    span_sources: dict[str, int] = {}
     for r in df.itertuples(index=False):
         if (r.question_id, r.sample_id) in done:
             continue
@@ -97,10 +106,19 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
             s.kind == "answer" for s in specs) else None
         dec = decisive_token_index(tok, c_ids, r.text or "", kinds[r.question_id]) if any(
             s.kind == "decisive" for s in specs) else None
-        targets = resolve(specs, len(p_ids), len(c_ids), ans, dec)
+        span = None
+        if chunked:
+            span, source = reasoning_tokens(tok, c_ids, r.text or "")
+            span_sources[source] = span_sources.get(source, 0) + 1
+        targets = resolve(specs, len(p_ids), len(c_ids), ans, dec, span)
         if targets:
             items.append(BatchItem(p_ids + c_ids, targets))
             keys.append((r.question_id, int(r.sample_id)))
+    if chunked:
+        counts = dict(previous.get("chunk_span_ends") or {})
+        for k, v in span_sources.items():
+            counts[k] = counts.get(k, 0) + v
+        setup["chunk_span_ends"] = counts
     store.update_stage("capture", status="running", started=now(), command=command_line(),
                        retokenized=bool(retokenized), dtype="float16", **setup)
     n_vec = 0
