@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from attractor.config import SamplingConfig
+from attractor.engines.base import spent_tokens
 from attractor.engines.hf import HFEngine
 from attractor.errors import ConfigError
 from attractor.scaling.early_stop import Trace, deepconf_rule, first_below
@@ -43,13 +44,15 @@ def test_deepconf_online_cuts_exactly_where_the_offline_replay_does(random_model
                 assert o.finish_reason == f.finish_reason and o.n_tokens == f.n_tokens
             else:
                 cut_any = True
-                assert o.finish_reason == "early_stop" and o.n_tokens == stop
+                assert o.finish_reason == "early_stop" and len(o.token_confidences) == stop
     assert cut_any, "percentile 50 must cut some traces"
     # the tokens spent online are the tokens the offline replay predicts
     replay = deepconf_rule(2, 50, 8)
     for f_group, o_group in zip(full, online):
-        traces = [Trace("a", f.n_tokens, np.asarray(f.token_confidences, float)) for f in f_group]
-        assert replay(traces, {"a": True}).tokens == sum(o.n_tokens for o in o_group)
+        traces = [Trace("a", spent_tokens(f.n_tokens, f.token_confidences),
+                        np.asarray(f.token_confidences, float)) for f in f_group]
+        assert replay(traces, {"a": True}).tokens == sum(
+            spent_tokens(o.n_tokens, o.token_confidences) for o in o_group)
 
 
 def test_sample_with_early_stop_records_cut_traces_without_answers(tmp_path):

@@ -125,23 +125,39 @@ def _logprob(x: float, rank: int):
     return SimpleNamespace(logprob=x, rank=rank, decoded_token=None)
 
 
+def _processed_top_p(raw: dict, top_p: float) -> dict:
+    """vLLM's processed log-probabilities under top-p, from raw ones: the nucleus (the most
+    likely tokens until their mass reaches top_p) renormalised, -inf outside it."""
+    order = sorted(raw, key=raw.get, reverse=True)
+    p = np.exp([raw[t] for t in order])
+    keep = order[:int(np.searchsorted(np.cumsum(p), top_p) + 1)]
+    z = np.log(np.exp([raw[t] for t in keep]).sum())
+    return {t: (raw[t] - z if t in keep else -np.inf) for t in order}
+
+
 def test_vllm_confidences_keep_a_peaked_position_confident_under_top_p():
-    # raw log-probabilities (vLLM logprobs_mode=raw_logprobs) of a peaked and a flat position
+    # raw log-probabilities (vLLM logprobs_mode=raw_logprobs) of a peaked and a flat position,
+    # then the stop token's position (EOS id 9 sampled)
     peaked = {0: -0.01, **{t: -6.0 - 0.1 * t for t in range(1, 20)}}
     flat = {t: -3.0 - 0.01 * t for t in range(20)}
+    at_eos = {t: -2.0 - 0.05 * t for t in range(20)}
     completion = SimpleNamespace(
-        text="ab", token_ids=[0, 5], finish_reason="stop",
-        logprobs=[{t: _logprob(v, i + 1) for i, (t, v) in enumerate(peaked.items())},
-                  {t: _logprob(v, i + 1) for i, (t, v) in enumerate(flat.items())}])
-    r = rollout_from_completion("q", 0, 0, [1], completion)
-    assert r.token_confidences[0] == pytest.approx(-np.mean(list(peaked.values())))
-    assert r.token_confidences[1] == pytest.approx(-np.mean(list(flat.values())))
+        text="ab", token_ids=[0, 5, 9], finish_reason="stop",
+        logprobs=[{t: _logprob(v, i + 1) for i, (t, v) in enumerate(d.items())}
+                  for d in (peaked, flat, at_eos)])
+    r = rollout_from_completion("q", 0, 0, [1], completion, stop_ids=frozenset({9}))
+    # compute_confidence (deepconf/utils.py): -mean of every returned logprob, per position,
+    # the stop token's position included
+    want = [-np.mean([lp.logprob for lp in pos.values()]) for pos in completion.logprobs]
+    np.testing.assert_allclose(r.token_confidences, want)
+    assert r.completion_token_ids == [0, 5] and len(r.token_confidences) == 3
+    assert len(r.token_logprobs) == len(r.token_entropies) == 2
     assert r.token_confidences[0] > r.token_confidences[1]  # the peaked position is confident
-    # under top_p=0.9 the processed log-probabilities are -inf outside the nucleus: averaging
-    # the finite ones (the old convention) inverted the order
-    processed_peaked = [0.0]
-    assert -np.mean(processed_peaked) < r.token_confidences[1]
-    assert confidence_from_logprobs(peaked) == pytest.approx(r.token_confidences[0])
+    # the processed convention (top_p = 0.9, -inf outside the nucleus, the finite ones
+    # averaged) inverts that order: the peaked position's nucleus is its one token, log-prob 0
+    proc = [_processed_top_p(d, 0.9) for d in (peaked, flat)]
+    old = [-np.mean([v for v in d.values() if np.isfinite(v)]) for d in proc]
+    assert old[0] == pytest.approx(0.0, abs=1e-9) and old[0] < old[1]
 
 
 # ---------------------------------------------------------------- DeepConf voting
@@ -187,10 +203,15 @@ def test_filtered_vote_equals_the_reference_on_random_questions():
         assert got == (0.0 if want is None else float(q.correct_of[want])), trial
 
 
-def reference_online_deepconf(traces, warmup: int, percentile: float, window: int):
+def reference_online_deepconf(traces, warmup: int, percentile: float, window: int,
+                              with_stops: bool = False):
     """_deepthink_online + _perform_basic_voting, with attractor's percentile convention (the
-    reference's confidence_percentile is 100 - P); returns (tokens, voted answer)."""
+    reference's confidence_percentile is 100 - P); returns (tokens, score per answer) and, with
+    ``with_stops``, each trace's cut (its token count, None when it runs to its end), the
+    traces being the uninterrupted ones (confidences of every position, the stop token's too)."""
     def min_conf(c):
+        if len(c) == 0:           # compute_least_grouped returns [0] for an empty trace
+            return 0.0
         if len(c) < window:
             return float(np.mean(c))
         return min(float(np.mean(c[i:i + window])) for i in range(len(c) - window + 1))
@@ -199,6 +220,7 @@ def reference_online_deepconf(traces, warmup: int, percentile: float, window: in
     bar = np.percentile([min_conf(c) for _, c in warm], percentile)
     tokens = sum(len(c) for _, c in warm)
     answers, weights = [], []
+    stops: list[int | None] = [None] * len(warm)
     for a, c in warm:
         if min_conf(c) >= bar and a is not None:
             answers.append(a)
@@ -213,12 +235,15 @@ def reference_online_deepconf(traces, warmup: int, percentile: float, window: in
                     stop = i + window
                     break
         tokens += len(c) if stop is None else stop
+        stops.append(stop)
         if stop is None and a is not None:
             answers.append(a)
             weights.append(min_conf(c))
     score: dict = {}
     for a, w in zip(answers, weights):
         score[a] = score.get(a, 0.0) + w
+    if with_stops:
+        return tokens, score, stops
     return tokens, score
 
 

@@ -231,42 +231,65 @@ def test_stored_confidences_are_the_raw_top20_under_top_p(tiny, tmp_path):
         samples=2, temperature=0.7, top_p=0.5, max_new_tokens=24, seed=3))
     run_sample(cfg, str(out), log=lambda _: None, show_progress=False)
     roll = RunStore(out).rollouts(["prompt_token_ids", "completion_token_ids",
-                                   "token_confidences"])
+                                   "token_confidences", "finish_reason"])
+    eos = tiny[1].eos_token_id
+    assert (roll.finish_reason == "stop").any()
     for r in roll.itertuples():
         p, c = list(r.prompt_token_ids), list(r.completion_token_ids)
+        returned = c + ([eos] if r.finish_reason == "stop" else [])   # vLLM's token_ids
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([p + c])).logits[0].double()
+            logits = model(input_ids=torch.tensor([p + returned])).logits[0].double()
         raw = logits.log_softmax(-1).numpy()
-        want = [reference_token_confidence(raw[len(p) - 1 + i], t) for i, t in enumerate(c)]
+        want = [reference_token_confidence(raw[len(p) - 1 + i], t)
+                for i, t in enumerate(returned)]
+        assert len(r.token_confidences) == len(want)
         assert np.allclose(r.token_confidences, want, atol=1e-4)
     m = json.loads((out / "manifest.json").read_text())
     assert "raw" in m["logprobs"]["confidence"]
 
 
-def test_online_deepconf_run_votes_as_the_reference(tmp_path):
+def test_online_deepconf_run_cuts_and_votes_as_the_reference(tmp_path):
+    """The reference's online procedure run on the *uninterrupted* traces (same seeds, so the
+    same tokens up to any cut): where it cuts each final trace, what it spends and how it
+    votes. The online run must cut exactly there (not later), spend exactly that, and vote the
+    same."""
     from test_signal_fidelity import reference_online_deepconf
 
-    out = tmp_path / "run"
-    cfg = RunConfig(task=TASK, model="tiny", early_stop="deepconf:warmup=3,percentile=50,window=4",
-                    sampling=SamplingConfig(samples=8, temperature=1.0, max_new_tokens=64, seed=0))
-    run_sample(cfg, str(out), log=lambda _: None, show_progress=False)
-    summary = run_analyze(str(out), window=4)
+    rule = "deepconf:warmup=3,percentile=50,window=4"
+    sampling = SamplingConfig(samples=8, temperature=1.0, max_new_tokens=64, seed=0)
+    online, full = tmp_path / "online", tmp_path / "full"
+    run_sample(RunConfig(task=TASK, model="tiny", early_stop=rule, sampling=sampling),
+               str(online), log=lambda _: None, show_progress=False)
+    run_sample(RunConfig(task=TASK, model="tiny", sampling=sampling), str(full),
+               log=lambda _: None, show_progress=False)
+    summary = run_analyze(str(online), window=4)
     assert summary["vote"].startswith("deepconf")
-    roll = RunStore(out).rollouts(["question_id", "sample_id", "answer_class", "correct",
-                                   "token_confidences", "finish_reason"])
-    q = RunStore(out).metric_table("questions").set_index("question_id")
-    for qid, sub in roll.groupby("question_id"):
+    cols = ["question_id", "sample_id", "answer_class", "correct", "n_tokens",
+            "token_confidences", "finish_reason"]
+    o_roll = RunStore(online).rollouts(cols)
+    f_roll = RunStore(full).rollouts(cols)
+    q = RunStore(online).metric_table("questions").set_index("question_id")
+    cut_seen = 0
+    for qid, sub in f_roll.groupby("question_id"):
         sub = sub.sort_values("sample_id")
-        correct = {a: bool(ok) for a, ok in zip(sub.answer_class, sub.correct)
-                   if isinstance(a, str)}
+        osub = o_roll[o_roll.question_id == qid].sort_values("sample_id")
         traces = [(a if isinstance(a, str) else None, np.asarray(c, float))
                   for a, c in zip(sub.answer_class, sub.token_confidences)]
-        # the stored rows of cut samples hold their partial confidences: the reference marks
-        # a final trace cut when its min_conf < bar, which the partial trace also shows
-        _, score = reference_online_deepconf(traces, 3, 50, 4)
+        tokens, score, stops = reference_online_deepconf(traces, 3, 50, 4, with_stops=True)
+        spent = sum(max(int(n), len(c)) for n, c in zip(osub.n_tokens, osub.token_confidences))
+        assert spent == tokens, qid          # the EOS counted, as the reference counts it
+        for stop, o in zip(stops, osub.itertuples()):
+            if stop is None:
+                assert o.finish_reason != "early_stop"
+            else:
+                cut_seen += 1
+                assert o.finish_reason == "early_stop" and len(o.token_confidences) == stop
+        correct = {a: bool(ok) for a, ok in zip(osub.answer_class, osub.correct)
+                   if isinstance(a, str)}
         winner = max(score, key=score.get) if score else None
         assert q.loc[qid, "majority_answer"] == winner
         assert bool(q.loc[qid, "majority_correct"]) == correct.get(winner, False)
+    assert cut_seen > 0
 
 
 # ---------------------------------------------------------------- selection and tables

@@ -183,7 +183,9 @@ def test_sampled_runs_are_reproducible_by_seed_and_resume_to_the_same_rollouts(s
             # stored confidences are float32: a window within 1e-5 of the threshold may go
             # either way (a trace that copies a warm-up trace's start ties with it exactly)
             low, high = first_cut(conf, thr - 1e-5), first_cut(conf, thr + 1e-5)
-            got = len(r.completion_token_ids) if r.finish_reason == "early_stop" else None
+            # the cut counts confidences, the stop token's included (a window closing on the
+            # EOS position labels the whole trace)
+            got = len(r.token_confidences) if r.finish_reason == "early_stop" else None
             if got is not None:
                 cut += 1
                 assert list(r.completion_token_ids) == full_ids[:got], (qid, r.sample_id)

@@ -16,7 +16,9 @@ class Rollout:
     ``token_confidences`` is DeepConf's token confidence: minus the mean raw (T=1, unfiltered)
     log-probability of the 20 most likely tokens, plus the sampled token when it is outside
     them (:mod:`attractor.engines.confidence`).
-    The stop token is not part of ``completion_token_ids``.
+    The stop token is not part of ``completion_token_ids``, but its confidence is the last entry
+    of ``token_confidences`` (DeepConf's reference averages every returned position, EOS
+    included), which then has one entry more than the completion: :func:`spent_tokens`.
     """
 
     question_id: str
@@ -63,3 +65,9 @@ class StreamingEngine(Engine, Protocol):
     def stream(self, chunks: list[Chunk], cfg: SamplingConfig
                ) -> Iterator[tuple[int, list[list[Rollout]]]]:
         ...
+
+
+def spent_tokens(n_tokens: int, confidences) -> int:
+    """Tokens a trace cost as DeepConf's reference counts them (``len(token_ids)``, the stop
+    token included): the completion's, or one more where the stop token's confidence is kept."""
+    return max(int(n_tokens or 0), 0 if confidences is None else len(confidences))

@@ -138,9 +138,12 @@ class HFEngine:
                 if t in self.stop_ids:
                     reason[r] = "stop"
                     done[r] = True
-                    if thresholds[r] is not None and self._short_below(confs[r], window,
-                                                                       thresholds[r]):
-                        reason[r] = "early_stop"
+                    # the stop token is not a completion token, but DeepConf's reference
+                    # averages every returned position, EOS included: keep its confidence
+                    confs[r].append(conf_l[j])
+                    if thresholds[r] is not None and self._last_group_below(
+                            confs[r], window, thresholds[r]):
+                        reason[r] = "early_stop"   # the reference's post-hoc min_conf check
                     continue
                 tokens[r].append(t)
                 lps[r].append(lps_l[j])
@@ -209,6 +212,14 @@ class HFEngine:
     def _short_below(conf: list[float], window: int, threshold: float) -> bool:
         """A trace shorter than the window has one group, its whole length (as offline)."""
         return 0 < len(conf) < window and sum(conf) / len(conf) < threshold
+
+    @classmethod
+    def _last_group_below(cls, conf: list[float], window: int, threshold: float) -> bool:
+        """At the stop token: its window (the last ``window`` confidences, or the whole trace
+        when shorter) averages below ``threshold`` (every earlier window was judged already)."""
+        if len(conf) < window:
+            return cls._short_below(conf, window, threshold)
+        return sum(conf[-window:]) / window < threshold
 
     @staticmethod
     def _pick(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConfig):

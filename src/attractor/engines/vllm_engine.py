@@ -64,22 +64,25 @@ def rollout_from_completion(question_id: str, sample_id: int, seed: int,
                             stop_ids: frozenset[int] = frozenset()) -> Rollout:
     """Our rollout from a vLLM ``CompletionOutput`` (text, token_ids, logprobs, finish_reason).
     vLLM keeps the stop token in ``token_ids``; like the hf engine's, our rollouts end before it
-    (``stop_ids``: the model's EOS ids)."""
+    (``stop_ids``: the model's EOS ids), but ``token_confidences`` keeps its confidence as
+    DeepConf's reference does (one more entry than tokens)."""
     tokens = [int(t) for t in completion.token_ids]
     reason = completion.finish_reason
     if reason not in ("stop", "length"):
         raise ValueError(f"{question_id}/{sample_id}: vLLM finish_reason {reason!r} "
                          "(expected 'stop' or 'length')")
+    returned = list(tokens)
     if reason == "stop" and tokens and tokens[-1] in stop_ids:
         tokens = tokens[:-1]
     lps, ents, confs = [], [], []
-    for pos, tok in enumerate(tokens):
+    for pos, tok in enumerate(returned):
         if completion.logprobs is None:
             break
         lp, ent, conf = position_stats(tok, completion.logprobs[pos])
-        lps.append(lp)
-        ents.append(ent)
-        confs.append(conf)
+        confs.append(conf)      # every returned position, the stop token's too (DeepConf)
+        if pos < len(tokens):
+            lps.append(lp)
+            ents.append(ent)
     return Rollout(question_id=question_id, sample_id=sample_id, seed=seed,
                    prompt_token_ids=list(prompt_token_ids), completion_token_ids=tokens,
                    text=completion.text, finish_reason=reason, token_logprobs=lps,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from attractor.engines.base import spent_tokens
 from attractor.errors import ConfigError, UserError
 from attractor.scaling.early_stop import (Trace, consensus_rule, deepconf_rule, latent_rule,
                                           majority_outcome, probe_rule)
@@ -82,7 +83,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
     for qid, sub in roll.groupby("question_id", sort=False):
         sub = sub.sort_values("sample_id")
         lat = latent.every_sample(qid, layer, position, len(sub))
-        traces = [Trace(a if isinstance(a, str) else None, int(nt or 0),
+        traces = [Trace(a if isinstance(a, str) else None, spent_tokens(nt, c),
                         np.asarray(c if c is not None else [], float),
                         None if lat is None else lat[i],
                         scores.get((qid, int(sid))))

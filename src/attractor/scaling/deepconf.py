@@ -34,9 +34,10 @@ def first_below(conf: np.ndarray, window: int, threshold: float) -> int | None:
 
 
 def threshold(warm_confidences: Sequence, percentile: float, window: int) -> float | None:
-    """The P-th percentile of the warm-up traces' lowest group confidences (None if no warm-up
-    trace has a token)."""
-    lows = [lowest_group(c, window) for c in warm_confidences]
+    """The P-th percentile of the warm-up traces' lowest group confidences; an empty trace
+    counts as 0, as the reference's ``compute_least_grouped`` returns ``[0]`` for it (None
+    without warm-up traces)."""
+    lows = [lowest_group(c, window) if len(c) else 0.0 for c in warm_confidences]
     lows = [x for x in lows if not np.isnan(x)]
     return float(np.percentile(lows, percentile)) if lows else None
 

@@ -35,7 +35,9 @@ from attractor.scaling.vote import vote_correct
 
 @dataclass
 class Trace:
-    """One stored trace: answer class, tokens, token confidences, and an optional latent."""
+    """One stored trace: answer class, tokens spent (as DeepConf counts them, the stop token
+    included: :func:`attractor.engines.base.spent_tokens`), token confidences, and an optional
+    latent."""
 
     answer: str | None
     n_tokens: int
