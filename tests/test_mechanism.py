@@ -309,23 +309,32 @@ def test_attention_features_equal_the_reference_formulas(two_layer):
     mods = decoder_modules(model)
     ids = _ids(model, n=1, t=26, seed=5)[0].tolist()
     p = 14
-    item = AttnItem(ids, p, [Step(20, (0,)), Step(23, (1, 2))], [(0, 4), (4, 9), (9, 14)])
+    header = 3                               # the response header's tokens end the prompt
+    item = AttnItem(ids, p, [Step(20, (0,)), Step(23, (1, 2))], [(0, 4), (4, 9), (9, 14)],
+                    header)
     short = AttnItem(ids[:18], p)
     feats = attention_batch(mods, [item, short], 0)
     with torch.no_grad():
         att = model(torch.tensor([ids]), output_attentions=True).attentions
     for layer, w in enumerate(att):
         w = w[0]                                         # (H, T, T)
-        ent, look = [], []
+        ent = []
         for q in range(p, len(ids)):
             row = w[:, q, :q + 1]
             ent.append(-(row * torch.log(row.clamp_min(1e-30))).sum(-1))
-            ctx = row[:, :p].mean(-1)                    # Lookback Lens: means, not sums
-            new = row[:, p:q + 1].mean(-1)
-            look.append(ctx / (ctx + new))
         np.testing.assert_allclose(feats[0]["entropy"][layer], torch.stack(ent).mean(0),
                                    rtol=1e-5)
-        np.testing.assert_allclose(feats[0]["lookback"][layer], torch.stack(look).mean(0),
+        # step01_extract_attns.py: context_length = prompt length - extra_prompt_length (the
+        # response header); at generation step i the query is the sequence's last position
+        # (attentions[i][l][0, :, -1, :]), whose keys are the prompt and the i tokens so far
+        context_length = p - header
+        lookback = []
+        for i in range(len(ids) - p):
+            a = w[:, p - 1 + i, :p + i]
+            on_ctx = a[:, :context_length].mean(-1)
+            on_new = a[:, context_length:].mean(-1)
+            lookback.append(on_ctx / (on_ctx + on_new))
+        np.testing.assert_allclose(feats[0]["lookback"][layer], torch.stack(lookback).mean(0),
                                    rtol=1e-5)
         m20 = torch.stack([w[:, 20, a:b].sum(-1) for a, b in item.spans], -1)
         m23 = torch.stack([w[:, 23, a:b].sum(-1) for a, b in item.spans], -1)
@@ -335,6 +344,22 @@ def test_attention_features_equal_the_reference_formulas(two_layer):
         np.testing.assert_allclose(feats[0]["gold_top"][layer], top)
     assert "gold_mass" not in feats[1]
     assert feats[1]["entropy"].shape == (2, 2)
+
+
+def test_response_header_is_the_chat_templates_generation_prompt():
+    from transformers import PreTrainedTokenizerFast
+
+    from attractor.mechanism.attention import response_header_len
+    from attractor.models.tiny_tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    assert response_header_len(tok, True) == 0          # no chat template: a plain prompt
+    chat = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer)
+    chat.chat_template = ("{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
+                          "{% if add_generation_prompt %}Tom is a{% endif %}")
+    assert response_header_len(chat, True) == len(chat("Tom is a", add_special_tokens=False)
+                                                  ["input_ids"]) == 3
+    assert response_header_len(chat, False) == 0
 
 
 def test_prosqa_steps_and_gold_sentences():

@@ -1,12 +1,17 @@
 """Per-head attention features of a rollout, read from eager attention weights in a forward hook
 (one layer's weights at a time, never all layers at once).
 
-Queries are the completion tokens. For each layer and head, averaged over those queries:
-    entropy   -sum_k w_k log w_k over the keys the query sees (nats);
+For each layer and head:
+    entropy   -sum_k w_k log w_k over the keys the query sees (nats), averaged over the
+              completion tokens as queries;
     lookback  Lookback Lens' ratio (Chuang et al. 2024, voidism/Lookback-Lens
-              ``step01_extract_attns.py``): mean attention on prompt tokens over (that + mean
-              attention on generated tokens), the generated ones being the completion up to and
-              including the query;
+              ``step01_extract_attns.py``), as the reference bounds it: the queries are the
+              positions that predict each new token (the last prompt token through the
+              second-to-last completion token: the reference reads ``attentions[i][l][0, :, -1]``
+              at generation step i); the context is the prompt *without* its response header
+              (the chat template's assistant header here, their ``\n#Answer#:``), which counts
+              as new tokens with the completion up to and including the query; mean attention on
+              the context over (that + mean attention on the new tokens), averaged over queries;
 and on ProsQA, over the rollout's correct proof steps (:mod:`attractor.mechanism.prosqa_steps`):
     gold_mass the attention mass on the gold sentences' tokens at the step's query;
     gold_top  whether the most-attended sentence (by mass) is a gold one.
@@ -31,6 +36,7 @@ class AttnItem:
     prompt_len: int
     steps: list[Step] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)
+    header_len: int = 0      # the prompt's last tokens that are the response header
 
 
 def _features(w: torch.Tensor, it: AttnItem) -> dict[str, np.ndarray]:
@@ -38,9 +44,11 @@ def _features(w: torch.Tensor, it: AttnItem) -> dict[str, np.ndarray]:
     p, t = it.prompt_len, len(it.ids)
     q = w[:, p:t, :t].float()                                   # (H, C, T)
     ent = -(q * torch.log(q.clamp_min(1e-30))).sum(-1)          # 0 log 0 = 0
-    ctx = q[..., :p].mean(-1)
-    n_new = torch.arange(1, t - p + 1, device=w.device, dtype=q.dtype)
-    new = q[..., p:].sum(-1) / n_new
+    c = p - it.header_len                                       # context keys: [0, c)
+    lq = w[:, p - 1:t - 1, :t].float()                          # queries predicting new tokens
+    ctx = lq[..., :c].mean(-1)
+    n_new = torch.arange(p - c, t - c, device=w.device, dtype=q.dtype)   # keys c .. query
+    new = lq[..., c:].sum(-1) / n_new
     look = ctx / (ctx + new)
     out = {"entropy": ent.mean(-1), "lookback": look.mean(-1)}
     if it.steps and it.spans:
@@ -82,3 +90,20 @@ def attention_batch(mods: DecoderModules, items: list[AttnItem], pad_id: int
         out.append({k: np.stack([per_layer[l][i][k] for l in range(len(per_layer))])
                     for k in keys})
     return out
+
+
+def response_header_len(tokenizer, chat_template: bool) -> int:
+    """Tokens the chat template appends after the user's turn to open the assistant's (its
+    generation prompt), 0 for a plain prompt: the response header Lookback Lens counts as new
+    tokens."""
+    from attractor.tasks.prompts import uses_chat
+
+    if not uses_chat(tokenizer, chat_template):
+        return 0
+    msgs = [{"role": "user", "content": "x"}]
+    with_header = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    without = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+    if not with_header.startswith(without):
+        return 0
+    n = len(tokenizer(with_header, add_special_tokens=False)["input_ids"])
+    return n - len(tokenizer(without, add_special_tokens=False)["input_ids"])

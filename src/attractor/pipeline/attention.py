@@ -75,6 +75,8 @@ def run_attention(run: str, *, ablate: str = "all", model: str | None = None,
 
 def _items(mr: MechanismRun, q) -> list[AttnItem]:
     tok = mr.tokenizer
+    header = response_header_len(tok, bool((mr.store.manifest.config or {}).get(
+        "chat_template", True)))
     items = []
     spans, pairs = [], []
     if q.problem.kind == "prosqa" and q.rollouts:
@@ -82,7 +84,8 @@ def _items(mr: MechanismRun, q) -> list[AttnItem]:
     for r in q.rollouts:
         steps = proof_steps(tok, len(r.prompt_ids), r.completion_ids, r.text, pairs) \
             if pairs else []
-        items.append(AttnItem(r.ids, len(r.prompt_ids), steps, spans))
+        items.append(AttnItem(r.ids, len(r.prompt_ids), steps, spans,
+                              min(header, len(r.prompt_ids) - 1)))
     return items
 
 
