@@ -10,7 +10,8 @@ import pytest
 
 from attractor.errors import UserError
 from attractor.metrics.auroc import auroc, bootstrap_auroc
-from attractor.probes.model import Probe, cross_val_scores, group_folds, refit_interval
+from attractor.probes.model import (Probe, cross_val_scores, group_folds, permute_by_question,
+                                    refit_interval, refit_se, selected_level)
 from helpers import attractor, snapshot
 
 
@@ -102,6 +103,15 @@ def test_probe_command_end_to_end(tiny_run):
     assert set(hid["layer"]) == {2, 4} and set(hid["n_tokens"]) <= {0, 2}
     assert {"shuffled labels", "question_length", "confidence", "entropy"} <= set(df["feature"])
     assert (df[df["feature"] == "confidence"]["n_tokens"] > 0).all()   # N = 0 has no prefix
+    # one selection-corrected row per (target, N): the best per-layer AUROC with an interval
+    # at the Bonferroni level over the 2 layers, wider than that layer's own 95% interval
+    for (target, n), sub in df.groupby(["target", "n_tokens"]):
+        h = sub[sub["feature"] == "hidden"]
+        b = sub[sub["feature"] == "hidden, best layer"]
+        assert len(b) == 1
+        top = h.loc[h["auroc"].idxmax()]
+        assert b["layer"].iloc[0] == top["layer"] and b["auroc"].iloc[0] == top["auroc"]
+        assert b["ci_low"].iloc[0] <= top["ci_low"] and b["ci_high"].iloc[0] >= top["ci_high"]
     files = sorted(p.name for p in (tiny_run / "probes").glob("*.safetensors"))
     assert "correct_n2.safetensors" in files
     p = Probe.load(tiny_run / "probes" / "correct_n2.safetensors")
@@ -134,3 +144,46 @@ def test_probe_bad_options(tiny_run, tmp_path, args, needle):
     assert proc.returncode == 2 and needle in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert snapshot(run) == before
+
+
+def test_shuffled_labels_are_permuted_by_question():
+    """The control keeps each question's block of labels whole (a question's samples share
+    their question), and only reassigns blocks among questions of the same size."""
+    groups = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["d"] * 2 + ["e"] * 2)
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 0], bool)
+    blocks = {g: tuple(y[groups == g]) for g in "abcde"}
+    seen = set()
+    for seed in range(20):
+        p = permute_by_question(y, groups, np.random.default_rng(seed))
+        got = {g: tuple(p[groups == g]) for g in "abcde"}
+        assert sorted(got[g] for g in "abc") == sorted(blocks[g] for g in "abc")
+        assert sorted(got[g] for g in "de") == sorted(blocks[g] for g in "de")
+        seen.add(got["a"])
+    assert len(seen) == 3        # every size-4 block lands on question a at some seed
+
+
+def test_selection_corrected_interval_covers_the_best_of_several_noise_layers():
+    """Eight layers of noise features, labels tied to questions only: the best layer's own
+    95% interval sits above 0.5 more often than 5%; the Bonferroni-level one does not."""
+    from scipy.stats import norm
+
+    plain = corrected = 0
+    runs = 12
+    for seed in range(runs):
+        rng = np.random.default_rng(500 + seed)
+        n_q, per_q = 60, 3
+        groups = np.repeat([f"q{i}" for i in range(n_q)], per_q)
+        y = np.repeat(rng.random(n_q) < 0.5, per_q) ^ (rng.random(n_q * per_q) < 0.3)
+        best = None
+        for layer in range(8):
+            x = rng.normal(size=(len(y), 4))
+            s = cross_val_scores(x, y, groups, k=3, seed=seed)
+            a = auroc(s, y)
+            if best is None or a > best[0]:
+                best = (a, x)
+        a, x = best
+        se = refit_se(x, y, groups, reps=8, k=3, seed=seed)
+        plain += a - norm.ppf(0.975) * se > 0.5
+        corrected += a - norm.ppf(1 - (1 - selected_level(0.95, 8)) / 2) * se > 0.5
+    assert selected_level(0.95, 8) == pytest.approx(1 - 0.05 / 8)
+    assert plain >= 2 and corrected == 0   # measured: 3 of 12 and 0 of 12

@@ -147,15 +147,16 @@ def probe_cmd(
     df = res["table"]
     rows = []
     for (target, n), sub in df.groupby(["target", "n_tokens"], sort=False):
-        hid = sub[sub["feature"] == "hidden"].sort_values("auroc", ascending=False)
+        hid = sub[sub["feature"] == "hidden, best layer"]
         if hid.empty:
             continue
         h = hid.iloc[0]
-        alt = {r.feature: r.auroc for r in sub.itertuples() if r.feature != "hidden"}
+        alt = {r.feature: r.auroc for r in sub.itertuples() if not r.feature.startswith("hidden")}
         rows.append([target, n, int(h["layer"]), h["auroc"], f"{h['ci_low']:.2f}-"
                      f"{h['ci_high']:.2f}", alt.get("shuffled labels"), alt.get("confidence"),
                      alt.get("entropy"), alt.get("question_length")])
-    console.print(table("Early-token probes: best layer per target and N (out-of-fold AUROC)",
+    console.print(table("Early-token probes: best layer per target and N (out-of-fold AUROC; "
+                        "the interval corrected for choosing the layer)",
                         ["target", "N", "layer", "AUROC", "95% CI", "shuffled", "confidence",
                          "entropy", "q. length"], rows))
     c = res["counts"]

@@ -19,7 +19,8 @@ from attractor.errors import ConfigError
 from attractor.mechanism.source import MechanismRun
 from attractor.metrics.auroc import auroc
 from attractor.probes.features import FeatureSet, collect
-from attractor.probes.model import Probe, cross_val_scores, refit_interval
+from attractor.probes.model import (Probe, cross_val_scores, normal_interval, permute_by_question,
+                                    refit_se, selected_level)
 from attractor.store.environment import now
 from attractor.ui import progress_bar
 
@@ -77,20 +78,30 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
             base = {"target": target, "n_tokens": n, "n": int(len(sel)),
                     "n_positive": int(y.sum()), "n_negative": int((~y).sum()),
                     "n_questions": int(len(np.unique(groups)))}
+            ses = {}
             for layer in layer_list:
                 x = hidden[layer][sel]
                 s = cross_val_scores(x, y, groups, folds, seed)
                 table.append({**base, **_score("hidden", layer, s, y, groups, x, folds, seed,
                                                refits)})
+                ses[layer] = table[-1].pop("se")
                 if table[-1]["auroc"] is not None and (
                         (target, n) not in best or table[-1]["auroc"] > best[(target, n)][0]):
                     best[(target, n)] = (table[-1]["auroc"], layer)
+            if (target, n) in best:
+                # the best layer is chosen on the scores that report it: its interval holds
+                # at 95% whichever layer wins only at the Bonferroni level over all layers
+                a, top = best[(target, n)]
+                lo, hi = normal_interval(a, ses[top], selected_level(0.95, len(layer_list)))
+                table.append({**base, "feature": "hidden, best layer", "layer": top,
+                              "auroc": a, "ci_low": lo, "ci_high": hi})
             rng = np.random.default_rng(seed)
             top = best.get((target, n), (None, layer_list[-1]))[1]
-            shuffled = rng.permutation(y)
+            shuffled = permute_by_question(y, groups, rng)
             s = cross_val_scores(hidden[top][sel], shuffled, groups, folds, seed)
             table.append({**base, **_score("shuffled labels", top, s, shuffled, groups,
                                            hidden[top][sel], folds, seed, refits)})
+            table[-1].pop("se")
             for b in BASELINES:
                 xb = rows[b].to_numpy(float)[sel]
                 ok = ~np.isnan(xb)
@@ -100,6 +111,7 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
                 s[ok] = cross_val_scores(xb[ok, None], y[ok], groups[ok], folds, seed)
                 table.append({**base, **_score(b, None, s, y, groups, xb[:, None], folds, seed,
                                                refits)})
+                table[-1].pop("se")
     for (target, n), (_, layer) in best.items():
         sel = rows["n_tokens"].to_numpy() == n
         y = rows[target].fillna(False).astype(bool).to_numpy()[sel]
@@ -114,7 +126,10 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
     counts = {"rows": len(rows), "skipped_short": fs.skipped_short,
               "skipped_answered": fs.skipped_answered}
     mr.store.update_stage("probe", status="done", finished=now(), layers=layer_list,
-                          tokens=ns, folds=folds, seed=seed, model=mr.spec,
+                          tokens=ns, folds=folds, seed=seed, model=mr.spec, refits=refits,
+                          interval_precision=(f"the intervals' half-widths are known to about "
+                                              f"+-{100 / np.sqrt(2 * (refits - 1)):.0f}% "
+                                              f"({refits} refits)"),
                           weights_sha256=mr.sha, **counts)
     return {"table": df, "counts": counts, "best": best}
 
@@ -126,7 +141,9 @@ def _score(feature: str, layer: int | None, s: np.ndarray, y: np.ndarray, groups
     a = auroc(s[ok], y[ok]) if ok.any() else None
     if a is None:
         return {"feature": feature, "layer": layer, "auroc": None, "ci_low": np.nan,
-                "ci_high": np.nan}
+                "ci_high": np.nan, "se": np.nan}
     keep = ~np.isnan(x).any(axis=1)
-    lo, hi = refit_interval(x[keep], y[keep], groups[keep], a, refits, folds, seed)
-    return {"feature": feature, "layer": layer, "auroc": a, "ci_low": lo, "ci_high": hi}
+    se = refit_se(x[keep], y[keep], groups[keep], refits, folds, seed)
+    lo, hi = normal_interval(a, se)
+    return {"feature": feature, "layer": layer, "auroc": a, "ci_low": lo, "ci_high": hi,
+            "se": se}

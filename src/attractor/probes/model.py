@@ -66,18 +66,12 @@ def cross_val_scores(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int = 
     return out
 
 
-def refit_interval(x: np.ndarray, y: np.ndarray, groups: np.ndarray, estimate: float,
-                   reps: int = 20, k: int = 5, seed: int = 0, level: float = 0.95
-                   ) -> tuple[float, float]:
-    """Normal interval of a cross-validated AUROC whose standard error comes from refitting
-    the whole grouped cross-validation on ``reps`` cluster-bootstrap resamples of the questions
-    (a resampled question's copies stay in one fold).
-
-    Our own because bootstrapping the out-of-fold scores alone leaves out the refitting
-    variance: on noise its 95% interval covered 0.5 in 15 of 20 runs (standard error 0.028 vs
-    a true 0.039); with refits, 39 of 40 (tests/test_probes.py)."""
-    from scipy.stats import norm
-
+def refit_se(x: np.ndarray, y: np.ndarray, groups: np.ndarray, reps: int = 20, k: int = 5,
+             seed: int = 0) -> float:
+    """Standard error of a grouped cross-validated AUROC from refitting the whole
+    cross-validation on ``reps`` cluster-bootstrap resamples of the questions (a resampled
+    question's copies stay in one fold); NaN when fewer than two resamples score. With B
+    resamples the standard error is itself known to about 1 / sqrt(2 (B - 1)) of its size."""
     from attractor.metrics.auroc import auroc
 
     rng = np.random.default_rng(seed)
@@ -97,11 +91,52 @@ def refit_interval(x: np.ndarray, y: np.ndarray, groups: np.ndarray, estimate: f
         a = auroc(s[ok], yb[ok]) if ok.any() else None
         if a is not None:
             vals.append(a)
-    if len(vals) < 2:
+    return float(np.std(vals, ddof=1)) if len(vals) >= 2 else float("nan")
+
+
+def normal_interval(estimate: float, se: float, level: float = 0.95) -> tuple[float, float]:
+    """``estimate +- z se`` at two-sided ``level``, clipped to [0, 1] (an AUROC lies there)."""
+    from scipy.stats import norm
+
+    if not np.isfinite(se):
         return float("nan"), float("nan")
     z = float(norm.ppf(1 - (1 - level) / 2))
-    se = float(np.std(vals, ddof=1))
-    return max(0.0, estimate - z * se), min(1.0, estimate + z * se)  # an AUROC lies in [0, 1]
+    return max(0.0, estimate - z * se), min(1.0, estimate + z * se)
+
+
+def refit_interval(x: np.ndarray, y: np.ndarray, groups: np.ndarray, estimate: float,
+                   reps: int = 20, k: int = 5, seed: int = 0, level: float = 0.95
+                   ) -> tuple[float, float]:
+    """Normal interval of a cross-validated AUROC with :func:`refit_se`'s standard error.
+
+    Our own because bootstrapping the out-of-fold scores alone leaves out the refitting
+    variance, and under-covers on noise (``experiments/probe_noise.py`` measures both)."""
+    return normal_interval(estimate, refit_se(x, y, groups, reps, k, seed), level)
+
+
+def selected_level(level: float, n_candidates: int) -> float:
+    """The per-candidate level whose intervals hold simultaneously at ``level`` over
+    ``n_candidates`` (Bonferroni), so that the one chosen by its AUROC is covered at ``level``
+    whichever it is: the correction for picking the best layer on the scores that report it."""
+    return 1 - (1 - level) / max(1, n_candidates)
+
+
+def permute_by_question(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator
+                        ) -> np.ndarray:
+    """Labels shuffled at the question level: each question takes another question's block
+    of labels (questions with the same number of rows swap, rows keep their order), so the
+    within-question correlation a real label has is kept and only its tie to the features is
+    broken."""
+    names = groups.astype(str)
+    out = np.empty_like(y)
+    blocks: dict[int, list[np.ndarray]] = {}
+    for g in dict.fromkeys(names.tolist()):
+        idx = np.flatnonzero(names == g)
+        blocks.setdefault(len(idx), []).append(idx)
+    for same in blocks.values():
+        for dst, src in zip(same, rng.permutation(len(same))):
+            out[dst] = y[same[src]]
+    return out
 
 
 @dataclass
