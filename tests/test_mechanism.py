@@ -448,10 +448,17 @@ def test_commands_end_to_end_resume_and_report(tiny_run, tmp_path, monkeypatch):
     assert "questions patched" in proc.stdout
     pt = pd.read_parquet(run / "metrics" / "patching.parquet")
     done = pt[pt["direction"] != "none"]
-    assert set(done["direction"]) == {"c->w", "w->c", "noise"}
+    assert set(done["direction"]) == {"c->w", "w->c", "noise", "trace"}
     final = done[(done["layer"] == n_layers) & (done["position"] == "decisive")
-                 & (done["direction"] != "noise")]
+                 & (done["direction"].isin(["c->w", "w->c"]))]
     np.testing.assert_allclose(final["effect"], 1.0, atol=1e-4)
+    trace = done[done["direction"] == "trace"]     # the subject is the question's person
+    last = trace[(trace["layer"] == n_layers) & (trace["position"] == "decisive")]
+    np.testing.assert_allclose(last["p_patched"], last["p_clean"], rtol=1e-4)
+    assert {"subject_first", "subject_last"} <= set(trace["position"])
+    assert (trace["p_clean"] > trace["p_corrupt"]).mean() > 0.5
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["stages"]["patch"]["trace_sigma"] > 0
     cw = done[(done["direction"] == "c->w") & (done["position"] == "prompt_last")]
     np.testing.assert_allclose(cw["effect"], 0.0, atol=1e-5)   # the prompt is shared
     skipped = pt[pt["direction"] == "none"]["position"]
@@ -540,3 +547,83 @@ def test_architecture_without_separable_blocks_is_named():
     del m.model.layers[0].mlp
     with pytest.raises(UserError, match="self_attn.*mlp"):
         decoder_modules(m)
+
+
+def _rome_trace_with_patch(model, ids, subject, states_to_patch, answer, noise_rows):
+    """ROME's causal_trace.trace_with_patch, written out with hooks: row 0 clean, rows 1..
+    corrupted by adding ``noise_rows[k]`` to the subject tokens' embeddings; for each (token,
+    layer) in ``states_to_patch`` the layer's output (``"embed"``: the embeddings) at that token
+    in the corrupted rows is replaced by row 0's; the answer's probability at the last position,
+    averaged over the corrupted rows."""
+    x = torch.tensor([ids] * (1 + len(noise_rows)))
+    hooks = []
+
+    def embed_hook(m, a, out):
+        out = out.clone()
+        for k, nz in enumerate(noise_rows, start=1):
+            out[k, subject] += nz
+        for t, layer in states_to_patch:
+            if layer == "embed":
+                out[1:, t] = out[0, t]
+        return out
+
+    hooks.append(model.model.embed_tokens.register_forward_hook(embed_hook))
+    for t, layer in states_to_patch:
+        if layer != "embed":
+            def patch_rep(m, a, out, t=t):
+                h = out[0] if isinstance(out, tuple) else out
+                h = h.clone()
+                h[1:, t] = h[0, t]
+                return (h, *out[1:]) if isinstance(out, tuple) else h
+            hooks.append(model.model.layers[layer].register_forward_hook(patch_rep))
+    try:
+        logits = model(x).logits
+    finally:
+        for h in hooks:
+            h.remove()
+    return float(torch.softmax(logits[1:, -1, :], dim=1).mean(dim=0)[answer])
+
+
+def test_causal_trace_equals_rome_trace_with_patch(random_model):
+    from attractor.mechanism.patching import (Site, causal_trace, embedding_sigma,
+                                              subject_char_spans)
+
+    model, _ = random_model
+    mods = decoder_modules(model)
+    ids = _ids(model, n=1, t=16, seed=9)[0].tolist()
+    subject, readout, draws, seed = [4, 5], 15, 10, 3
+    sigma = embedding_sigma(mods, [ids[i] for i in subject])
+    # collect_embedding_std: the std of every element of the subject tokens' embeddings
+    want_sigma = model.model.embed_tokens(torch.tensor([ids[i] for i in subject])).std()
+    assert sigma == pytest.approx(float(want_sigma), rel=1e-6)
+    answer = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+    sites = [Site("s", 5, 5), Site("last", 15, 15), Site("other", 9, 9)]
+    got = causal_trace(mods, ids, subject, readout, answer, sites, sigma, seed, draws)
+    g = torch.Generator().manual_seed(seed)          # the same noise draws, 3 sigma each
+    noise = [torch.randn((len(subject), model.config.hidden_size), generator=g) * 3 * sigma
+             for _ in range(draws)]
+    assert got["p_corrupt"] == pytest.approx(
+        _rome_trace_with_patch(model, ids, subject, [], answer, noise), rel=1e-5)
+    assert got["p_clean"] == pytest.approx(float(torch.softmax(
+        model(torch.tensor([ids])).logits[0, -1], -1)[answer]), rel=1e-5)
+    rows = {(r["layer"], r["position"]): r for r in got["rows"]}
+    for layer in range(mods.n_layers + 1):
+        for site in sites:
+            # our layer l is the stream entering block l: ROME's "embed" at 0, else block l-1
+            rome_layer = "embed" if layer == 0 else layer - 1
+            want = _rome_trace_with_patch(model, ids, subject, [(site.base, rome_layer)],
+                                          answer, noise)
+            r = rows[(layer, site.label)]
+            assert r["p_patched"] == pytest.approx(want, rel=1e-4, abs=1e-7)
+            assert r["indirect_effect"] == pytest.approx(want - got["p_corrupt"], abs=1e-6)
+    # restoring the last position's last residual restores the clean output exactly
+    assert rows[(mods.n_layers, "last")]["p_patched"] == pytest.approx(got["p_clean"], rel=1e-5)
+    # the subject of each task
+    text = "Every a is b. Tom is a b. Is Tom a wumpus or a rorpus?"
+    (a, b), = subject_char_spans(text, "prosqa")
+    assert text[a:b] == "Tom" and a == text.rindex("Tom")
+    t2 = "Max is hot. True or false: Stella is opaque."
+    (a, b), = subject_char_spans(t2, "prontoqa")
+    assert t2[a:b] == "Stella"
+    t3 = "Start with 5. Multiply by 17. What is the result?"
+    assert [t3[a:b] for a, b in subject_char_spans(t3, "arith")] == ["5", "17"]

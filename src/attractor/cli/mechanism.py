@@ -95,7 +95,8 @@ def attention_cmd(
 def patch_cmd(
     run: str = RUN,
     pairs: int = typer.Option(1, help="Correct/wrong rollout pairs per question."),
-    noise: bool = typer.Option(True, help="Also the noise-corruption baseline (causal tracing)."),
+    noise: bool = typer.Option(True, help="Also the noise-corruption baseline (every prompt token, one draw, logit difference)."),
+    trace_draws: int = typer.Option(10, help="The reference's causal trace of each question's correct rollout (the subject's embeddings at 3 sigma of the subject tokens', this many noise draws, the answer probability read out); 0 skips it."),
     seed: int = typer.Option(0, help="Seed of the noise draws."),
     model: Optional[str] = MODEL,
     device: str = DEVICE,
@@ -106,18 +107,21 @@ def patch_cmd(
     from attractor.pipeline.patch import run_patch
     from attractor.ui import console, table
 
-    res = run_patch(run, pairs=pairs, noise=noise, seed=seed, model=model, device=device,
-                    dtype=dtype)
+    res = run_patch(run, pairs=pairs, noise=noise, trace_draws=trace_draws, seed=seed,
+                    model=model, device=device, dtype=dtype)
     s, c = res["summary"], res["counts"]
     rows = []
     for direction, sites in (s.get("effect") or {}).items():
         for site, layers in sites.items():
             best = max(layers.items(), key=lambda kv: kv[1]["effect"])
-            rows.append([direction, site, best[0], best[1]["effect"], best[1]["flip_rate"]])
+            flip = best[1]["flip_rate"]
+            rows.append([direction, site, best[0], best[1]["effect"],
+                         "-" if flip is None else flip])
     if rows:
         console.print(table("Patching: the layer with the largest mean effect per site",
                             ["direction", "site", "layer", "effect", "flip rate"], rows))
-    console.print(f"{c['questions_patched']} questions patched; skipped: "
+    console.print(f"{c['questions_patched']} questions patched, {c['questions_traced']} "
+                  f"causal-traced ({c['no_subject']} without a subject); skipped: "
                   f"{c['no_correct_or_no_wrong']} without both a correct and a wrong rollout, "
                   f"{c['same_decisive_token']} whose answers share the decisive token -> "
                   f"{run}/metrics/patching.parquet")

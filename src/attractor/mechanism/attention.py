@@ -50,7 +50,9 @@ def _features(w: torch.Tensor, it: AttnItem) -> dict[str, np.ndarray]:
     n_new = torch.arange(p - c, t - c, device=w.device, dtype=q.dtype)   # keys c .. query
     new = lq[..., c:].sum(-1) / n_new
     look = ctx / (ctx + new)
-    out = {"entropy": ent.mean(-1), "lookback": look.mean(-1)}
+    # a query with no new token yet (a prompt without a response header: the first query)
+    # has no ratio; the mean is over the queries that have one
+    out = {"entropy": ent.mean(-1), "lookback": look[..., n_new > 0].mean(-1)}
     if it.steps and it.spans:
         rows = w[:, [s.query for s in it.steps], :].float()     # (H, S, T)
         mass = torch.stack([rows[..., a:b].sum(-1) for a, b in it.spans], -1)  # (H, S, n_sent)

@@ -17,6 +17,7 @@ corpus's subject tokens), one seeded draw per question.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -106,3 +107,103 @@ def noisy_embeds(mods: DecoderModules, ids: list[int], prompt_len: int, seed: in
         noise = torch.randn((prompt_len, e.shape[-1]), generator=g) * NOISE_SIGMAS * sigma
         e[0, :prompt_len] += noise.to(e.dtype).to(dev)
     return e
+
+
+# ---------------------------------------------------------------- the reference's causal trace
+TRACE_DRAWS = 10    # causal_trace.py: trace_with_patch runs 1 clean + 10 corrupted rows
+
+_PROSQA_SUBJECT = re.compile(r"Is (\S+) an? ")
+_PRONTOQA_SUBJECT = re.compile(r"(?:True or false|true or false\?):?\s*(\S+)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def subject_char_spans(text: str, kind: str) -> list[tuple[int, int]]:
+    """Character spans of the *subject* in a prompt's text, the tokens causal tracing corrupts:
+    ProsQA, the person the final question asks about ("Is Tom a ..."); ProntoQA, the person of
+    the final "True or false: Max is ..." statement (their occurrence in that question only);
+    math and arithmetic, every number in the text (the quantities the answer is computed from:
+    a word problem has no single subject)."""
+    if kind in ("prosqa", "prontoqa"):
+        found = list((_PROSQA_SUBJECT if kind == "prosqa" else _PRONTOQA_SUBJECT).finditer(text))
+        if not found:
+            return []
+        m = found[-1]
+        return [(m.start(1), m.end(1))]
+    return [(m.start(), m.end()) for m in _NUMBER.finditer(text)]
+
+
+def subject_positions(tokenizer, prompt_ids: list[int], kind: str) -> list[int]:
+    """Prompt token indices holding the subject (:func:`subject_char_spans` of the decoded
+    prompt), in order; [] when the prompt names none."""
+    from attractor.capture.decisive import token_holding
+
+    text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    out: set[int] = set()
+    for a, b in subject_char_spans(text, kind):
+        first, last = token_holding(tokenizer, prompt_ids, a), token_holding(tokenizer, prompt_ids,
+                                                                             b - 1)
+        out.update(range(first, min(last, len(prompt_ids) - 1) + 1))
+    return sorted(out)
+
+
+def embedding_sigma(mods: DecoderModules, token_ids: list[int]) -> float:
+    """causal_trace.py's collect_embedding_std: the standard deviation of every element of the
+    embeddings of the given (subject) tokens, all prompts together."""
+    dev = next(mods.lm_head.parameters()).device
+    with torch.inference_mode():
+        e = mods.embed(torch.tensor(token_ids, device=dev))
+    return float(e.float().std())
+
+
+@torch.inference_mode()
+def causal_trace(mods: DecoderModules, ids: list[int], subject: list[int], readout: int,
+                 answer: int, sites: list[Site], sigma: float, seed: int,
+                 draws: int = TRACE_DRAWS) -> dict:
+    """Meng et al.'s causal trace (``trace_with_patch``): ``draws`` corrupted runs, each with
+    Gaussian noise of std ``3 * sigma`` added to the subject tokens' embeddings; for each
+    (layer, site) the clean run's residual state entering that layer (0: the embeddings; L: the
+    last residual) is restored at that site in every corrupted run, and the read-out is the
+    answer token's probability at ``readout``, averaged over the corrupted runs. Returns the
+    clean and corrupted probabilities and one row per (layer, site)."""
+    dev = next(mods.lm_head.parameters()).device
+    n_l = mods.n_layers + 1
+    clean = recorded_forward(mods, torch.tensor([ids], device=dev),
+                             torch.zeros(len(sites) + 1, dtype=torch.long, device=dev),
+                             torch.tensor([s.base for s in sites] + [readout], device=dev))
+    p_clean = float(torch.softmax(lens_logits(mods, clean.resid[-1][-1:]), -1)[0, answer])
+    combos = [(layer, j) for layer in range(n_l) for j in range(len(sites))]
+    r = len(combos) + 1                                  # row 0: corrupted, unpatched
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for row, (layer, j) in enumerate(combos, start=1):
+        by_layer.setdefault(layer, []).append((row, j))
+
+    def patch(layer: int, h: torch.Tensor) -> torch.Tensor:
+        todo = by_layer.get(layer)
+        if not todo:
+            return h
+        h = h.clone()
+        for row, j in todo:
+            h[row, sites[j].base] = clean.resid[layer][j].to(h.dtype)
+        return h
+
+    base = mods.embed(torch.tensor([ids], device=dev))
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.zeros(r)
+    sub = torch.tensor(subject, dtype=torch.long, device=dev)
+    for _ in range(draws):                               # each draw its own noise
+        e = base.expand(r, -1, -1).clone()
+        noise = torch.randn((len(subject), e.shape[-1]), generator=g) * NOISE_SIGMAS * sigma
+        e[:, sub] += noise.to(e.dtype).to(dev)
+        rec = recorded_forward(mods, None, torch.arange(r, device=dev),
+                               torch.full((r,), readout, dtype=torch.long, device=dev),
+                               patch=patch, inputs_embeds=e)
+        probs += torch.softmax(lens_logits(mods, rec.resid[-1]), -1)[:, answer].cpu()
+    probs /= draws
+    p_low = float(probs[0])
+    denom = p_clean - p_low
+    rows = [{"layer": layer, "position": sites[j].label, "token_index": sites[j].base,
+             "p_clean": p_clean, "p_corrupt": p_low, "p_patched": float(v),
+             "indirect_effect": float(v) - p_low,
+             "effect": (float(v) - p_low) / denom if abs(denom) > 1e-9 else float("nan")}
+            for (layer, j), v in zip(combos, probs[1:].tolist())]
+    return {"rows": rows, "p_clean": p_clean, "p_corrupt": p_low}

@@ -14,7 +14,7 @@ from attractor.capture.reforward import plan_batches
 from attractor.errors import ConfigError
 from attractor.grading.grade import grade_question
 from attractor.mechanism.ablation import ablated_head, greedy_texts, parse_heads
-from attractor.mechanism.attention import AttnItem, attention_batch
+from attractor.mechanism.attention import AttnItem, attention_batch, response_header_len
 from attractor.mechanism.modules import decoder_modules
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
 from attractor.mechanism.source import MechanismRun

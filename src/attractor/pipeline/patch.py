@@ -11,7 +11,9 @@ import pandas as pd
 from attractor.capture.decisive import decisive_token_index
 from attractor.errors import ConfigError
 from attractor.mechanism.modules import decoder_modules
-from attractor.mechanism.patching import (Site, noisy_embeds, patch_sweep, source_states)
+from attractor.mechanism.patching import (TRACE_DRAWS, Site, causal_trace, embedding_sigma,
+                                          noisy_embeds, patch_sweep, source_states,
+                                          subject_positions)
 from attractor.mechanism.forward import lens_logits
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
 from attractor.mechanism.source import MechanismRun, Rollout
@@ -43,18 +45,24 @@ def _sites(base: Rollout, source: Rollout, d_base: int, d_src: int, steps: list[
     return sites
 
 
-def run_patch(run: str, *, pairs: int = 1, noise: bool = True, model: str | None = None,
-              device: str = "auto", dtype: str = "auto", seed: int = 0,
-              show_progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Patch every question with a correct and a wrong rollout (resumable)."""
+def run_patch(run: str, *, pairs: int = 1, noise: bool = True, trace_draws: int = TRACE_DRAWS,
+              model: str | None = None, device: str = "auto", dtype: str = "auto",
+              seed: int = 0, show_progress: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Patch every question with a correct and a wrong rollout, and causal-trace its correct
+    rollout as the reference does (``trace_draws`` noise draws; 0: no trace) (resumable)."""
     if pairs < 1:
         raise ConfigError(f"--pairs must be at least 1, got {pairs}")
+    if trace_draws < 0:
+        raise ConfigError(f"--trace-draws must be 0 (no causal trace) or more, got {trace_draws}")
     mr = MechanismRun(run, "patch", model=model, device=device, dtype=dtype)
     mods = decoder_modules(mr.model)
     table = mr.table("patching")
-    done = mr.begin({"pairs": pairs, "noise": noise, "seed": seed}, [table])
+    done = mr.begin({"pairs": pairs, "noise": noise, "seed": seed, "trace_draws": trace_draws},
+                    [table])
     tok = mr.tokenizer
-    counts = {"no_decisive": 0}
+    counts = {"no_decisive": 0, "no_subject": 0}
+    sigma = _subject_sigma(mr, mods) if trace_draws else None
     todo = len(mr.labels) - len(done & set(mr.labels["question_id"]))
     with progress_bar(show_progress) as bar:
         task = bar.add_task("patching", total=todo)
@@ -79,22 +87,28 @@ def run_patch(run: str, *, pairs: int = 1, noise: bool = True, model: str | None
                     dc, dw = dec[c.sample_id], dec[w.sample_id]
                     rows += _pair_rows(mr, mods, q, c, w, dc, dw, c.ids[dc + 1], w.ids[dw + 1],
                                        noise, seed)
-                if rows:
-                    frames.append(pd.DataFrame(rows))
-                else:   # recorded (with why) so a resumed run does not try it again
-                    frames.append(pd.DataFrame([{"question_id": q.problem.id,
-                                                 "direction": "none", "position": reason}]))
+                if not rows:   # recorded (with why) so a resumed run does not try it again
+                    rows.append({"question_id": q.problem.id, "direction": "none",
+                                 "position": reason})
+                if trace_draws and right and sigma is not None:
+                    got = _trace_rows(mr, mods, q, right[0], dec[right[0].sample_id], sigma,
+                                      trace_draws, seed)
+                    counts["no_subject"] += not got
+                    rows += got
+                frames.append(pd.DataFrame(rows))
             table.append(pd.concat(frames, ignore_index=True))
             bar.update(task, advance=len(chunk))
     out = mr.finish([table])["patching"]
     skipped = out[out["direction"] == "none"]
-    counts.update({"questions_patched": int(out.loc[out["direction"] != "none",
-                                                    "question_id"].nunique()),
+    pairs_done = out[~out["direction"].isin(["none", "trace"])]
+    counts.update({"questions_patched": int(pairs_done["question_id"].nunique()),
+                   "questions_traced": int(out.loc[out["direction"] == "trace",
+                                                   "question_id"].nunique()),
                    "no_correct_or_no_wrong": int((skipped["position"]
                                                   == "no_correct_or_no_wrong").sum()),
                    "same_decisive_token": int((skipped["position"]
                                                == "same_decisive_token").sum())})
-    mr.store.update_stage("patch", **counts)
+    mr.store.update_stage("patch", trace_sigma=sigma, **counts)
     summary = patch_summary(out)
     summary["counts"] = counts
     mr.store.write_metric_json("patching_summary", summary)
@@ -147,6 +161,37 @@ def _pair_rows(mr, mods, q, c: Rollout, w: Rollout, dc: int, dw: int, tok_c: int
     return rows
 
 
+def _subject_sigma(mr: MechanismRun, mods) -> float | None:
+    """The noise scale's sigma over the subject tokens of every question's prompt (all of the
+    run's, so a resumed command uses the same), None when no prompt names a subject."""
+    tokens: list[int] = []
+    for chunk in mr.questions(set(), chunk=32):
+        for q in chunk:
+            if q.rollouts:
+                p = q.rollouts[0].prompt_ids
+                tokens += [p[i] for i in subject_positions(mr.tokenizer, p, q.problem.kind)]
+    return embedding_sigma(mods, tokens) if len(tokens) > 1 else None
+
+
+def _trace_rows(mr, mods, q, c: Rollout, dc: int, sigma: float, draws: int, seed: int
+                ) -> list[dict]:
+    """The reference's causal trace of one correct rollout: its subject corrupted, read at its
+    decisive position for its own decisive token; [] when its prompt names no subject."""
+    subject = subject_positions(mr.tokenizer, c.prompt_ids, q.problem.kind)
+    if not subject:
+        return []
+    p = len(c.prompt_ids)
+    sites = [Site("subject_first", subject[0], subject[0]),
+             Site("subject_last", subject[-1], subject[-1]),
+             Site("prompt_last", p - 1, p - 1)] + [
+        Site(f"step:{k}", t, t) for k, t in enumerate(step_positions(mr, c, q.problem.kind))
+        if t < dc] + [Site("decisive", dc, dc)]
+    got = causal_trace(mods, c.ids, subject, dc, c.ids[dc + 1], sites, sigma,
+                       seed + zlib.crc32(q.problem.id.encode()), draws)
+    return [{"question_id": q.problem.id, "direction": "trace", "base_sample": c.sample_id,
+             "source_sample": c.sample_id, **r} for r in got["rows"]]
+
+
 def site_kind(label: str) -> str:
     """prompt_last | step | decisive (steps pooled)."""
     return "step" if str(label).startswith("step:") else str(label)
@@ -168,7 +213,9 @@ def patch_summary(df: pd.DataFrame) -> dict[str, Any]:
                                                flipped=("flipped", "mean"))
         m, lo, hi = bootstrap_ci(per_q["effect"].tolist())
         grid.setdefault(direction, {}).setdefault(site, {})[int(layer)] = {
-            "effect": m, "effect_ci": [lo, hi], "flip_rate": float(per_q["flipped"].mean()),
+            "effect": m, "effect_ci": [lo, hi],
+            "flip_rate": (float(per_q["flipped"].mean()) if per_q["flipped"].notna().any()
+                          else None),
             "n_questions": int(len(per_q))}
     out["effect"] = grid
     return out

@@ -120,10 +120,11 @@ def patching_heatmaps(patch: pd.DataFrame):
 
     df = patch[patch["direction"] != "none"].copy()
     df["site"] = df["position"].map(site_kind)
-    directions = [d for d in ("c->w", "w->c", "noise") if d in set(df["direction"])]
+    directions = [d for d in ("c->w", "w->c", "noise", "trace") if d in set(df["direction"])]
     fig, axes = plt.subplots(1, len(directions), figsize=(4.8 * len(directions), 3.4),
                              squeeze=False)
-    sites = [s for s in ("prompt_last", "step", "decisive") if s in set(df["site"])]
+    sites = [s for s in ("subject_first", "subject_last", "prompt_last", "step", "decisive")
+             if s in set(df["site"])]
     for k, (ax, d) in enumerate(zip(axes[0], directions)):
         sub = df[df["direction"] == d]
         per_q = sub.groupby(["question_id", "site", "layer"])["effect"].mean().reset_index()
