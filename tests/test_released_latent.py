@@ -74,7 +74,7 @@ def test_shipped_per_question_answers_add_up_to_the_shipped_table(kind):
 
 @pytest.mark.parametrize("kind", ["prosqa", "prontoqa"])
 def test_released_loops_answer_a_benchmark_slice_exactly_as_shipped(kind, tmp_path):
-    """``attractor latent eval`` on the first 30 benchmark questions: every method's answer,
+    """``attractor latent eval`` on the first 16 benchmark questions: every method's answer,
     correctness, passes and iterations on every question equal the shipped per-question file
     (made by the full evaluation; the full table is the ``slow`` test below)."""
     name, _ = DATA[kind]
