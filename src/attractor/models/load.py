@@ -36,9 +36,15 @@ def resolve_dtype(dtype: str, device: str):
 
 
 def model_path(spec: str) -> Path | None:
-    """The local directory of a spec (``tiny`` -> the embedded model), None for a hub id."""
+    """The local directory of a spec (``tiny`` -> the embedded model; ``smollm2`` or a
+    ``.gguf`` file -> its converted safetensors directory, made on first use:
+    :mod:`attractor.models.gguf`), None for a hub id."""
+    from attractor.models.gguf import converted_dir, is_gguf_spec
+
     if spec == "tiny":
         return TINY_DIR
+    if is_gguf_spec(spec):
+        return converted_dir(spec)
     p = Path(spec).expanduser()
     if p.exists() or spec.startswith((".", "/", "~")):
         return p
@@ -99,10 +105,15 @@ def weights_sha256(spec: str) -> str | None:
 
 def describe(spec: str, model, tokenizer) -> dict[str, Any]:
     """The manifest's model and tokenizer record."""
+    from attractor.models.gguf import gguf_record
+
     path = model_path(spec)
+    gguf = gguf_record(path) if path is not None else None
     return {
         "spec": spec,
         "path": str(path) if path is not None else None,
+        **({"gguf": {k: gguf[k] for k in ("gguf_path", "gguf_sha256", "converted_by", "note")
+                     if k in gguf}} if gguf else {}),
         "weights_sha256": weights_sha256(spec),
         "architecture": type(model).__name__,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
