@@ -100,3 +100,76 @@ def test_math_verify_failures_are_counted_not_silent(tmp_path):
     s2 = run_analyze(str(clean))
     assert s2["grading_failures"] == 0
     assert not any(n.startswith("grading:") for n in s2["notes"])
+
+
+def _lm_eval_flexible_extract(text):
+    """lm-evaluation-harness gsm8k ``flexible-extract`` written out: regex
+    ``(-?[$0-9.,]{2,})|(-?[0-9]+)``, group_select -1, take_first; then exact_match's
+    regexes_to_ignore ``,``, ``\\$``, ``(?s).*#### ``, ``\\.$`` (ignore_case)."""
+    import re
+
+    found = re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", text)
+    if not found:
+        return None
+    m = found[-1]
+    m = m[0] if m[0] else m[1]
+    for rx in (",", "\\$", "(?s).*#### ", "\\.$"):
+        m = re.sub(rx, "", m)
+    return m
+
+
+@pytest.mark.parametrize("text", [
+    "The final result is 16.", "9 + 7 = 16.", "It costs $1,200.50 in total", "#### 13\nThe answer is: 13",
+    "first 3 then -4", "x = 0.5.", "no digits here", "7", "Step 1: 12 apples. Step 2: 4 more, so 16 apples.",
+])
+def test_flexible_reading_is_lm_eval_flexible_extract(text):
+    from attractor.grading.extract import flexible_span
+
+    assert flexible_span(text, "math") == _lm_eval_flexible_extract(text)
+
+
+def test_flexible_reading_of_options_and_both_readings_graded():
+    from attractor.grading.extract import flexible_answer
+
+    q = "Every a is b. Is Tom a wumpus or a rorpus?"
+    assert flexible_answer("Tom is a wumpus, no, a rorpus", "prosqa", q) == "Tom is a rorpus."
+    assert flexible_answer("nothing", "prosqa", q) is None
+    assert flexible_answer("It is true... or False", "prontoqa") == "False"
+    # strict needs the requested marker; flexible reads the last number
+    g = grade_question(["9 + 7 = 16.", "so #### 16", "The answer is 15."], "16", "math",
+                       "auto", MathVerifier(workers=0))
+    assert [x.answer for x in g] == [None, "16", "15"]
+    assert [x.correct for x in g] == [False, True, False]
+    assert [x.answer_flexible for x in g] == ["16", "16", "15"]
+    assert [x.correct_flexible for x in g] == [True, True, False]
+    assert g[0].answer_class_flexible == g[1].answer_class_flexible != g[2].answer_class_flexible
+
+
+def test_a_run_graded_in_both_readings_and_an_old_run_read_strict(tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from attractor.errors import UserError
+    from attractor.pipeline.analyze import run_analyze
+    from helpers import attractor
+
+    src = tmp_path / "imp.jsonl"
+    src.write_text(json.dumps({"id": "q", "question": "Add 9 and 7.", "answer": "16",
+                               "responses": ["9 + 7 = 16.", "#### 16", "It is 15"]}) + "\n")
+    run = tmp_path / "run"
+    attractor("import", str(src), "--out", str(run), "--responses-field", "responses",
+              "--kind", "math")
+    strict = run_analyze(str(run))
+    assert strict["readings"]["used"] == "strict"
+    assert strict["readings"]["strict"]["accuracy"] == pytest.approx(1 / 3)
+    assert strict["readings"]["flexible"]["accuracy"] == pytest.approx(2 / 3)
+    assert strict["means"]["accuracy"]["mean"] == pytest.approx(1 / 3)
+    flex = run_analyze(str(run), reading="flexible")
+    assert flex["means"]["accuracy"]["mean"] == pytest.approx(2 / 3)
+    # a run written before the flexible reading: its shards lack the columns; it reads strict
+    old = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "data" / "run_v1", old)
+    assert run_analyze(str(old))["readings"]["flexible"] is None
+    with pytest.raises(UserError, match="before the flexible reading"):
+        run_analyze(str(old), reading="flexible")

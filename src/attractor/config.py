@@ -70,6 +70,10 @@ class RunConfig:
     offset: int = option("Skip the first K questions (before --limit): evaluate on questions "
                          "that a probe or steering vector was not built from.", 0)
     grader: str = option("auto | math | exact.", "auto")
+    reading: str = option("Which answer reading the run's accuracy uses: strict (the task's "
+                          "requested format) or flexible (the last number, or the last option "
+                          "named: lm-evaluation-harness's flexible-extract); both are stored.",
+                          "strict")
     chat_template: bool = option("Apply the tokenizer's chat template when it has one.", True)
     dtype: str = option("auto | float32 | bfloat16 | float16.", "auto")
     engine: str = option("Sampling engine: hf (transformers), ray (Ray Data workers running hf) "
@@ -124,6 +128,9 @@ class RunConfig:
 
             self.prompt = resolve_template(self.prompt)  # the text, not a path, is the identity
         grader_for("math", self.grader)  # validates the grader's name
+        from attractor.grading.grade import check_reading
+
+        check_reading(self.reading)
         if self.dtype not in DTYPES:
             raise ConfigError(f"`dtype` must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.engine == "ray" and (self.early_stop or self.budget is not None):

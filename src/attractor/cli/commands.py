@@ -74,6 +74,7 @@ def analyze_cmd(
     window: int = WINDOW,
     tail: int = typer.Option(2048, help="DeepConf tail length in tokens (conf_tail), as in the paper."),
     partial: bool = typer.Option(False, "--partial", help="Analyse a run whose sampling has not finished (every output then says partial)."),
+    reading: Optional[str] = typer.Option(None, help="Answer reading the metrics use: strict (the requested format) or flexible (the last number, or the last option named); default: the run's --reading."),
 ) -> None:
     """Grade what is ungraded; write metrics/questions.parquet, samples.parquet, signals.parquet,
     latent.parquet (when latents were captured) and summary.json."""
@@ -84,7 +85,8 @@ def analyze_cmd(
         raise ConfigError(f"--window must be positive, got {window}")
     if tail <= 0:
         raise ConfigError(f"--tail must be positive, got {tail}")
-    print_summary(run_analyze(run, window=window, tail=tail, show_progress=True, partial=partial))
+    print_summary(run_analyze(run, window=window, tail=tail, show_progress=True, partial=partial,
+                              reading=reading))
 
 
 @app.command("capture")

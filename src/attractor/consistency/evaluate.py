@@ -42,14 +42,14 @@ def score(model, tok, problems, *, samples: int, max_new_tokens: int, seed: int,
     cols: dict[str, list[float]] = {c: [] for c in COLUMNS}
     for p, g in zip(problems, greedy):
         cols["greedy_correct"].append(float(grade_question([g[0].text], p.gold, p.kind,
-                                                           grader)[0].correct))
+                                                           grader, flexible=False)[0].correct))
     if greedy_only:
         return Scored(ids, {"greedy_correct": cols["greedy_correct"]})
     sampled = generate_capped(engine, ids, prompts, SamplingConfig(
         samples=samples, temperature=1.0, max_new_tokens=max_new_tokens, seed=seed),
         max_rows=256)
     for p, rolls in zip(problems, sampled):
-        grades = grade_question([r.text for r in rolls], p.gold, p.kind, grader)
+        grades = grade_question([r.text for r in rolls], p.gold, p.kind, grader, flexible=False)
         classes = [g.answer_class for g in grades]
         correct_of = {g.answer_class: g.correct for g in grades if g.answer_class is not None}
         top, top_ok = majority(classes, correct_of)

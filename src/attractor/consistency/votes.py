@@ -15,7 +15,7 @@ from attractor.grading.grade import grade_question
 def answer_classes(texts: list[str], kind: str, grader: str = "auto") -> list[str | None]:
     """Each text's answer class (equal answers share one; math answers by math-verify), or
     None where no answer can be extracted. No gold answer is read."""
-    return [g.answer_class for g in grade_question(texts, "", kind, grader)]
+    return [g.answer_class for g in grade_question(texts, "", kind, grader, flexible=False)]
 
 
 def majority_class(classes: list[str | None]) -> str | None:

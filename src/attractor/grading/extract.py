@@ -6,7 +6,11 @@ Order of precedence, for a completion:
 3. the text after the last ``###`` (Coconut's answer marker; ProsQA and ProntoQA sentences);
 4. the last "The answer is ...".
 Nothing else: a completion without any of these has no answer (``None``) -- in particular no
-"last number in the text" fallback, which would give truncated rollouts a made-up answer.
+"last number in the text" fallback, which would give truncated rollouts a made-up answer. That
+is the *strict* reading, the task's requested format. The *flexible* reading
+(:func:`flexible_answer`) is lm-evaluation-harness's ``flexible-extract``: the last number in
+the text, or the last option named; both are stored for every rollout, and a run's ``reading``
+says which one its accuracy uses.
 
 For ProsQA the answer is normalised to the sentence "{name} is a {concept}." and for ProntoQA
 to "True"/"False"; ``gold=True`` reads a gold field, which may be the bare answer.
@@ -111,4 +115,54 @@ def extract_answer(text: str, kind: str, gold: bool = False) -> str | None:
     span, _ = raw_answer(text)
     if span is None and gold:
         span = text
+    return normalise(span, kind) if span is not None else None
+
+
+# lm-evaluation-harness, gsm8k ``flexible-extract``: this regex, group_select -1 (the last
+# match), then exact_match's regexes_to_ignore (",", "\$", "(?s).*#### ", "\.$")
+_FLEX_NUMBER = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_FLEX_IGNORE = (re.compile(r","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
+_PROSQA_QUESTION = re.compile(r"Is (\S+) an? (\w+) or an? (\w+)\?")
+
+
+def question_options(question: str | None, kind: str) -> tuple[str, list[str]] | None:
+    """A ProsQA question's person and its two options ("Is Tom a wumpus or a rorpus?")."""
+    if kind != "prosqa" or not question:
+        return None
+    found = list(_PROSQA_QUESTION.finditer(question))
+    if not found:
+        return None
+    m = found[-1]
+    return m.group(1), [m.group(2), m.group(3)]
+
+
+def flexible_span(text: str, kind: str, question: str | None = None) -> str | None:
+    """The flexible reading's raw span: ProntoQA, the last True/False named; ProsQA, the last of
+    the question's two options named (without the question: the last "X is a Y" sentence);
+    otherwise the last number (lm-evaluation-harness's flexible-extract), None when there is
+    none."""
+    if kind == "prontoqa":
+        found = _TF_RE.findall(text)
+        return found[-1] if found else None
+    if kind == "prosqa":
+        opts = question_options(question, kind)
+        if opts is None:
+            found = _PROSQA_RE.findall(text)
+            return f"{found[-1][0]} is a {found[-1][1]}." if found else None
+        name, options = opts
+        hits = [(m.start(), o) for o in options
+                for m in re.finditer(rf"\b{re.escape(o)}\b", text)]
+        return f"{name} is a {max(hits)[1]}." if hits else None
+    found = _FLEX_NUMBER.findall(text)
+    if not found:
+        return None
+    span = next(g for g in found[-1] if g).strip()
+    for rx in _FLEX_IGNORE:
+        span = rx.sub("", span)
+    return span or None
+
+
+def flexible_answer(text: str, kind: str, question: str | None = None) -> str | None:
+    """The normalised flexible reading of a completion (see :func:`flexible_span`)."""
+    span = flexible_span(text, kind, question)
     return normalise(span, kind) if span is not None else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attractor.grading.extract import extract_answer, raw_answer
+from attractor.grading.extract import extract_answer, flexible_answer, raw_answer
 from attractor.grading.math_equiv import MathVerifier
 
 GRADERS = ("auto", "math", "exact")
@@ -16,12 +16,29 @@ GRADERS = ("auto", "math", "exact")
 
 @dataclass
 class Grade:
-    """The grading columns of one rollout."""
+    """The grading columns of one rollout: the strict reading (``answer``, ``answer_class``,
+    ``correct``, ``extraction``) and the flexible one (``*_flexible``)."""
 
     answer: str | None
     answer_class: str | None
     correct: bool
     extraction: str | None
+    answer_flexible: str | None = None
+    answer_class_flexible: str | None = None
+    correct_flexible: bool = False
+
+
+READINGS = ("strict", "flexible")
+
+
+def check_reading(reading: str) -> str:
+    """``strict`` (the task's requested answer format) or ``flexible`` (lm-evaluation-harness's
+    flexible-extract: the last number, or the last option named)."""
+    if reading not in READINGS:
+        from attractor.errors import ConfigError
+
+        raise ConfigError(f"--reading: expected one of {', '.join(READINGS)}, got '{reading}'")
+    return reading
 
 
 def grader_for(kind: str, grader: str) -> str:
@@ -35,25 +52,17 @@ def grader_for(kind: str, grader: str) -> str:
     return "math" if kind == "math" else "exact"
 
 
-def grade_question(texts: list[str], gold: str, kind: str, grader: str,
-                   verifier: MathVerifier | None = None) -> list[Grade]:
-    """Grade all samples of one question together, so that their answers share classes.
-
-    Classes: answers equal after normalisation share a class; under the math grader, distinct
-    answers that math-verify finds equal (either direction) join the first such class. The class
-    label is the first-seen answer of the class.
-    """
-    mode = grader_for(kind, grader)
-    answers, methods = [], []
-    for t in texts:
-        answers.append(extract_answer(t, kind))
-        methods.append(raw_answer(t)[1] if answers[-1] is not None else None)
-    gold_answer = extract_answer(gold, kind, gold=True)
+def _classes(answers: list[str | None], gold_answer: str | None, mode: str,
+             verifier: MathVerifier | None) -> tuple[list[str | None], list[bool]]:
+    """Each answer's class and correctness: equal answers share a class; under the math grader
+    distinct answers that math-verify finds equal (either direction) join the first such class,
+    labelled by its first-seen answer."""
     distinct = list(dict.fromkeys(a for a in answers if a is not None))
     label: dict[str, str] = {}
-    reps: list[str] = []
+    correct_rep: set[str] = set()
     if mode == "math" and distinct:
         verifier = verifier or MathVerifier(workers=0)
+        reps: list[str] = []
         for a in distinct:
             match = None
             if reps:
@@ -63,22 +72,34 @@ def grade_question(texts: list[str], gold: str, kind: str, grader: str,
             label[a] = match or a
             if match is None:
                 reps.append(a)
-        if gold_answer is None:
-            correct_rep = set()
-        else:
+        if gold_answer is not None:
             eq = verifier.equal_many([(gold_answer, r) for r in reps])
             correct_rep = {r for r, ok in zip(reps, eq) if ok}
     else:
         label = {a: a for a in distinct}
-        correct_rep = set()
         if gold_answer is not None:
             correct_rep = {a for a in distinct if a.lower() == gold_answer.lower()}
-    out = []
-    for a, m in zip(answers, methods):
-        cls = label.get(a) if a is not None else None
-        out.append(Grade(answer=a, answer_class=cls, correct=cls is not None and cls in correct_rep,
-                         extraction=m))
-    return out
+    classes = [label.get(a) if a is not None else None for a in answers]
+    return classes, [c is not None and c in correct_rep for c in classes]
+
+
+def grade_question(texts: list[str], gold: str, kind: str, grader: str,
+                   verifier: MathVerifier | None = None, question: str | None = None,
+                   flexible: bool = True) -> list[Grade]:
+    """Grade all samples of one question together, so that their answers share classes, in
+    both readings (``question``: lets the flexible reading name ProsQA's options;
+    ``flexible=False`` skips that reading, whose fields stay empty)."""
+    mode = grader_for(kind, grader)
+    answers = [extract_answer(t, kind) for t in texts]
+    methods = [raw_answer(t)[1] if a is not None else None for t, a in zip(texts, answers)]
+    flex = [flexible_answer(t, kind, question) if flexible else None for t in texts]
+    gold_answer = extract_answer(gold, kind, gold=True)
+    classes, correct = _classes(answers, gold_answer, mode, verifier)
+    f_classes, f_correct = _classes(flex, gold_answer, mode, verifier)
+    return [Grade(answer=a, answer_class=c, correct=ok, extraction=m, answer_flexible=fa,
+                  answer_class_flexible=fc, correct_flexible=fok)
+            for a, c, ok, m, fa, fc, fok in zip(answers, classes, correct, methods, flex,
+                                                f_classes, f_correct)]
 
 
 def correct_answers(texts: list[str], problems) -> list[bool]:

@@ -22,10 +22,17 @@ SUMMARY_METRICS = ("accuracy", "answer_entropy_nats", "answer_entropy_bits", "to
                    "majority_correct")
 
 
-def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, grader: str
+GRADE_COLUMNS = ("answer", "answer_class", "correct", "extraction", "answer_flexible",
+                 "answer_class_flexible", "correct_flexible")
+
+
+def grade_ungraded(store: RunStore, problems: dict[str, Any], kind: str, grader: str
                    ) -> tuple[int, dict[str, Any]]:
-    """Grade shards whose rows lack grades (imported rollouts); rewrites those shards
-    atomically. Returns how many rollouts were graded and the grader's failure counts."""
+    """Grade shards whose rows lack grades (imported rollouts), in both readings; rewrites
+    those shards atomically. ``problems``: id -> Problem. Returns how many rollouts were graded
+    and the grader's failure counts."""
+    from attractor.store.run_store import ROLLOUT_SCHEMA
+
     graded = 0
     mode = grader_for(kind, grader)
     with MathVerifier(workers=2 if mode == "math" else 0) as verifier:
@@ -38,24 +45,50 @@ def grade_ungraded(store: RunStore, problems_gold: dict[str, str], kind: str, gr
             by_q: dict[str, list[int]] = {}
             for i, qid in enumerate(qids):
                 by_q.setdefault(qid, []).append(i)
-            cols: dict[str, list] = {c: [None] * len(qids) for c in
-                                     ("answer", "answer_class", "correct", "extraction")}
+            cols: dict[str, list] = {c: [None] * len(qids) for c in GRADE_COLUMNS}
             for qid, idx in by_q.items():
-                if qid not in problems_gold:
+                if qid not in problems:
                     raise UserError(f"{shard}: question_id {qid!r} has no gold answer in the "
                                     "run's questions.parquet")
-                grades = grade_question([texts[i] or "" for i in idx], problems_gold[qid], kind,
-                                        grader, verifier)
+                p = problems[qid]
+                grades = grade_question([texts[i] or "" for i in idx], p.gold, kind, grader,
+                                        verifier, p.question)
                 for i, g in zip(idx, grades):
-                    cols["answer"][i], cols["answer_class"][i] = g.answer, g.answer_class
-                    cols["correct"][i], cols["extraction"][i] = g.correct, g.extraction
+                    for c in GRADE_COLUMNS:
+                        cols[c][i] = getattr(g, c)
             for name, values in cols.items():
+                field = ROLLOUT_SCHEMA.field(name)
                 pos = table.schema.get_field_index(name)
-                table = table.set_column(pos, table.schema.field(name),
-                                         pa.array(values, type=table.schema.field(name).type))
+                arr = pa.array(values, type=field.type)
+                table = (table.set_column(pos, field, arr) if pos >= 0
+                         else table.append_column(field, arr))
             atomic_write_table(shard, table)
             graded += len(qids)
         return graded, verifier.failure_record()
+
+
+def reading_view(df: pd.DataFrame, reading: str) -> pd.DataFrame:
+    """``df`` with ``answer_class`` and ``correct`` taken from the chosen reading (the
+    flexible columns replace them for ``flexible``)."""
+    if reading == "strict":
+        return df
+    return df.assign(answer_class=df["answer_class_flexible"], correct=df["correct_flexible"])
+
+
+def reading_summary(store: RunStore) -> dict[str, Any]:
+    """Accuracy and answered share of the run's rollouts in both readings (None for a reading
+    the run was not graded in: runs graded before the flexible reading existed)."""
+    roll = store.rollouts(["correct", "answer_class", "correct_flexible",
+                           "answer_class_flexible"])
+    out: dict[str, Any] = {}
+    for reading, (c, a) in {"strict": ("correct", "answer_class"),
+                            "flexible": ("correct_flexible", "answer_class_flexible")}.items():
+        if roll.empty or roll[c].isna().all():
+            out[reading] = None
+            continue
+        out[reading] = {"accuracy": float(roll[c].fillna(False).astype(bool).mean()),
+                        "answered_share": float(roll[a].notna().mean())}
+    return out
 
 
 def grading_failure_note(m) -> tuple[int, str | None]:
@@ -170,15 +203,21 @@ def summarise(q: pd.DataFrame) -> dict[str, Any]:
 
 
 def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int, tail: int,
-                             notes: list[str], show_progress: bool = False) -> dict[str, Any]:
-    """samples.parquet, latent.parquet (when latents exist) and signals.parquet."""
+                             notes: list[str], show_progress: bool = False,
+                             reading: str = "strict") -> dict[str, Any]:
+    """samples.parquet, latent.parquet (when latents exist) and signals.parquet (sample
+    correctness in ``reading``)."""
     from attractor.metrics.hidden import latent_table
     from attractor.metrics.samples import trace_signals
     from attractor.metrics.signals import n_signals, signal_table
     from attractor.ui import progress_bar
 
-    roll = store.rollouts(["question_id", "sample_id", "correct", "n_tokens", "token_logprobs",
-                           "token_entropies", "token_confidences"])
+    roll = reading_view(store.rollouts(["question_id", "sample_id", "correct", "n_tokens",
+                                        "token_logprobs", "token_entropies",
+                                        "token_confidences", "answer_class_flexible",
+                                        "correct_flexible"]), reading)
+    roll = roll.drop(columns=["answer_class_flexible", "correct_flexible"]
+                     + (["answer_class"] if "answer_class" in roll else []))
     samples = trace_signals(roll, window=window, tail=tail)
     latent = None
     index = store.hidden_store.index()
@@ -261,13 +300,19 @@ def _label_disagreements(store: RunStore) -> str | None:
 
 
 def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: bool = False,
-                partial: bool = False) -> dict[str, Any]:
+                partial: bool = False, reading: str | None = None) -> dict[str, Any]:
     """Analyse a run directory; returns the summary dict (also written to metrics/). A run whose
-    sampling has not finished is refused unless ``partial`` (then every output says so)."""
+    sampling has not finished is refused unless ``partial`` (then every output says so).
+    ``reading``: the answer reading the metrics use (default: the run's ``reading``)."""
+    from attractor.grading.grade import check_reading
+
+    if reading is not None:
+        check_reading(reading)
     store = RunStore(run)
     if not store.exists():
         raise UserError(f"{run}: not a run directory (no manifest.json)")
     m = store.manifest
+    reading = reading or m.config.get("reading", "strict")
     if not store.rollout_shards():
         raise UserError(f"{run}: the run has no rollouts yet")
     unfinished = "sample" in m.stages and not m.stage_done("sample")
@@ -279,13 +324,18 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
     df = store.rollouts(["question_id", "correct"])
     if df["correct"].isna().any():
         problems = store.questions()
-        gold = {p.id: p.gold for p in problems}
         kind = problems[0].kind if problems else "math"
-        graded, failures = grade_ungraded(store, gold, kind, m.config.get("grader", "auto"))
+        graded, failures = grade_ungraded(store, {p.id: p for p in problems}, kind,
+                                          m.config.get("grader", "auto"))
         store.update_stage("grade", status="done", finished=now(), n_graded=graded, **failures)
         m = store.manifest
-    df = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "finish_reason",
-                         "n_tokens"])
+    readings = reading_summary(store)
+    if readings[reading] is None:
+        raise UserError(f"{run}: the rollouts were graded before the {reading} reading existed; "
+                        "analyse with --reading strict, or sample the run anew")
+    df = reading_view(store.rollouts(["question_id", "sample_id", "answer_class", "correct",
+                                       "finish_reason", "n_tokens", "answer_class_flexible",
+                                       "correct_flexible"]), reading)
     labels = _label_disagreements(store)
     rule = m.config.get("early_stop") or ""
     weights = deepconf_weights(store, rule) if rule.startswith("deepconf") else None
@@ -297,11 +347,12 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
     summary["vote"] = ("deepconf: warm-up samples at or above the threshold and the samples not "
                        "cut, weighted by their lowest group confidence" if weights is not None
                        else "majority of the samples with an answer")
+    summary["readings"] = {"used": reading, **readings}
     notes: list[str] = [labels] if labels else []
     summary["grading_failures"], failure_note = grading_failure_note(m)
     if failure_note:
         notes.append(failure_note)
-    extra = latent_and_signal_tables(store, q, window, tail, notes, show_progress)
+    extra = latent_and_signal_tables(store, q, window, tail, notes, show_progress, reading)
     notes += undefined_signal_notes(extra["samples"], window)
     sig = extra["signals"]
     summary["signals"] = (pd.concat([g.head(20) for _, g in sig.groupby("target", sort=False)])

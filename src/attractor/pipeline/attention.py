@@ -108,7 +108,7 @@ def _ablation_rows(mods, engine, chunk, heads, budget: int, grader: str) -> pd.D
     rows = []
 
     def grade(texts):
-        return [grade_question([t], q.problem.gold, q.problem.kind, grader)[0]
+        return [grade_question([t], q.problem.gold, q.problem.kind, grader, flexible=False)[0]
                 for t, q in zip(texts, qs)]
 
     base = grade(greedy_texts(engine, qids, prompts, budget))

@@ -151,7 +151,7 @@ def label_check(problems: dict[str, Problem], samples: dict[str, list[dict[str, 
     with MathVerifier(workers=2 if grader_for(kind, grader) == "math" else 0) as verifier:
         for qid, items in samples.items():
             grades = grade_question([it["text"] or "" for it in items], problems[qid].gold, kind,
-                                    grader, verifier)
+                                    grader, verifier, flexible=False)
             for sid, (it, g) in enumerate(zip(items, grades)):
                 if it["label_correct"] is None:
                     continue

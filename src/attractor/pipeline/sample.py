@@ -37,6 +37,7 @@ def identity_of(cfg: RunConfig) -> dict[str, Any]:
     if ident["backend"] == "hf":  # the default, and what runs made before the option hold
         del ident["backend"]
     # options added later: at their defaults they are absent, so older runs still resume
+    del ident["reading"]  # which stored reading the metrics use: no part of the rollouts
     for key, default in (("offset", 0), ("prompt", None), ("steer", None), ("alpha", 0.0)):
         if ident.get(key) == default:
             del ident[key]
@@ -53,12 +54,14 @@ def rollout_rows(group: list[Rollout], problem: Problem, cfg: RunConfig, engine:
                  verifier: MathVerifier | None) -> list[dict[str, Any]]:
     """Rows of the rollouts table for one question's samples, graded."""
     grades = grade_question([r.text for r in group], problem.gold, problem.kind, cfg.grader,
-                            verifier)
+                            verifier, problem.question)
     s = cfg.sampling
     rows = []
     for r, g in zip(group, grades):
         if r.finish_reason == "early_stop":  # a cut trace never votes (DeepConf drops it)
-            g = type(g)(answer=None, answer_class=None, correct=False, extraction="early_stop")
+            g = type(g)(answer=None, answer_class=None, correct=False, extraction="early_stop",
+                        answer_flexible=None, answer_class_flexible=None,
+                        correct_flexible=False)
         rows.append({
             "question_id": r.question_id, "sample_id": r.sample_id, "seed": r.seed,
             "prompt_token_ids": r.prompt_token_ids, "completion_token_ids": r.completion_token_ids,
@@ -68,6 +71,8 @@ def rollout_rows(group: list[Rollout], problem: Problem, cfg: RunConfig, engine:
             "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
             "max_new_tokens": s.max_new_tokens, "engine": engine, "answer": g.answer,
             "answer_class": g.answer_class, "correct": g.correct, "extraction": g.extraction,
+            "answer_flexible": g.answer_flexible, "answer_class_flexible":
+                g.answer_class_flexible, "correct_flexible": g.correct_flexible,
         })
     return rows
 
@@ -281,4 +286,5 @@ def _chunk_results(engine, chunks, todo, prompts, cfg: RunConfig, rule, verifier
         yield k, sample_with_rule(
             engine, ids, prs, cfg.sampling, rule,
             lambda qi, texts, chunk=chunk: [g.answer_class for g in grade_question(
-                texts, chunk[qi].gold, chunk[qi].kind, cfg.grader, verifier)], probe_stop)
+                texts, chunk[qi].gold, chunk[qi].kind, cfg.grader, verifier, flexible=False)],
+            probe_stop)

@@ -16,6 +16,13 @@ def print_summary(summary: dict[str, Any], title: str = "answer stability") -> N
     console.print(table(f"{title}: {summary['n_questions']} questions, "
                         f"{summary['n_samples']} samples", ["metric", "mean", "95% low",
                                                             "95% high"], rows))
+    readings = summary.get("readings")
+    if readings:
+        console.print(table(f"answer readings (accuracy uses: {readings['used']})",
+                            ["reading", "accuracy", "answered share"],
+                            [[name, v["accuracy"], v["answered_share"]] if v else
+                             [name, "not graded", "-"]
+                             for name, v in readings.items() if name != "used"]))
     gap = summary["stability_gap"]
     keys = ["n_questions", "accuracy", "answer_entropy_nats", "top1_share", "n_unique_answers",
             "truncation_rate", "mean_tokens"]

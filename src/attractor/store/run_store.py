@@ -49,11 +49,30 @@ ROLLOUT_SCHEMA = pa.schema([
     ("correct", pa.bool_()),
     ("extraction", pa.string()),
     ("label_correct", pa.bool_()),
+    ("answer_flexible", pa.string()),
+    ("answer_class_flexible", pa.string()),
+    ("correct_flexible", pa.bool_()),
 ])
+# columns added after runs were first written: a shard without them reads them as nulls
+LATER_COLUMNS = ("answer_flexible", "answer_class_flexible", "correct_flexible")
 
 
 # fields that older runs stored as identity but that no longer decide what a run is
 NOT_IDENTITY = {"questions_per_shard"}
+
+
+def _read_shard(path: Path, columns: list[str]) -> pa.Table:
+    """``columns`` of one rollout shard; the :data:`LATER_COLUMNS` an older shard lacks are
+    nulls (so runs written before them still read, and mix with newer shards)."""
+    have = set(pq.read_schema(path).names)
+    missing = [c for c in columns if c not in have]
+    if [c for c in missing if c not in LATER_COLUMNS]:
+        table = pq.read_table(path, columns=columns)   # the reader names the missing column
+    table = pq.read_table(path, columns=[c for c in columns if c in have])
+    for c in missing:
+        table = table.append_column(ROLLOUT_SCHEMA.field(c),
+                                    pa.nulls(table.num_rows, ROLLOUT_SCHEMA.field(c).type))
+    return table.select(columns)
 
 
 class RunStore:
@@ -195,8 +214,8 @@ class RunStore:
                 [ROLLOUT_SCHEMA.field(c) for c in cols])
             return schema.empty_table()
         keys = [] if cols is None else [k for k in ("question_id", "sample_id") if k not in cols]
-        table = pa.concat_tables([pq.read_table(s, columns=None if cols is None else cols + keys)
-                                  for s in shards])
+        want = [f.name for f in ROLLOUT_SCHEMA] if cols is None else cols + keys
+        table = pa.concat_tables([_read_shard(s, want) for s in shards])
         return self._sorted(table).drop_columns(keys)
 
     def _sorted(self, table: pa.Table) -> pa.Table:
