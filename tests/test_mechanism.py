@@ -444,7 +444,7 @@ def test_commands_end_to_end_resume_and_report(tiny_run, tmp_path, monkeypatch):
     au = pd.read_parquet(run / "metrics" / "attention_auroc.parquet")
     assert set(au["target"]) == {"correct", "stable"}
 
-    proc = attractor("patch", str(run))
+    proc = attractor("patch", str(run), "--trace-draws", "3")
     assert "questions patched" in proc.stdout
     pt = pd.read_parquet(run / "metrics" / "patching.parquet")
     done = pt[pt["direction"] != "none"]

@@ -96,7 +96,7 @@ def patch_cmd(
     run: str = RUN,
     pairs: int = typer.Option(1, help="Correct/wrong rollout pairs per question."),
     noise: bool = typer.Option(True, help="Also the noise-corruption baseline (every prompt token, one draw, logit difference)."),
-    trace_draws: int = typer.Option(10, help="The reference's causal trace of each question's correct rollout (the subject's embeddings at 3 sigma of the subject tokens', this many noise draws, the answer probability read out); 0 skips it."),
+    trace_draws: int = typer.Option(0, help="The reference's causal trace of each question's correct rollout (the subject's embeddings at 3 sigma of the subject tokens', this many noise draws, the answer probability read out); 0 skips it; the reference draws 10 (about 10 forwards per question)."),
     seed: int = typer.Option(0, help="Seed of the noise draws."),
     model: Optional[str] = MODEL,
     device: str = DEVICE,

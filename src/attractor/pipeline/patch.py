@@ -11,7 +11,7 @@ import pandas as pd
 from attractor.capture.decisive import decisive_token_index
 from attractor.errors import ConfigError
 from attractor.mechanism.modules import decoder_modules
-from attractor.mechanism.patching import (TRACE_DRAWS, Site, causal_trace, embedding_sigma,
+from attractor.mechanism.patching import (Site, causal_trace, embedding_sigma,
                                           noisy_embeds, patch_sweep, source_states,
                                           subject_positions)
 from attractor.mechanism.forward import lens_logits
@@ -45,7 +45,7 @@ def _sites(base: Rollout, source: Rollout, d_base: int, d_src: int, steps: list[
     return sites
 
 
-def run_patch(run: str, *, pairs: int = 1, noise: bool = True, trace_draws: int = TRACE_DRAWS,
+def run_patch(run: str, *, pairs: int = 1, noise: bool = True, trace_draws: int = 0,
               model: str | None = None, device: str = "auto", dtype: str = "auto",
               seed: int = 0, show_progress: bool = True,
               log: Callable[[str], None] = print) -> dict[str, Any]:
