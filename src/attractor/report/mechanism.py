@@ -61,14 +61,21 @@ def mechanism_sections(store: RunStore, fig: Callable) -> list[tuple[str, str, s
                 html += "<h3>Strongest head AUROCs</h3>" + simple_table(
                     ["head", "feature", "target", "AUROC", "95% low", "95% high"], rows)
         sections.append(("attention", "Inside the network: attention", html))
-    if have["patching"]:
+    patching = store.metric_table("patching") if have["patching"] else None
+    if patching is not None and (patching["direction"] != "none").any():
         html = fig("patching", "Activation patching",
                    "Mean effect of replacing the residual stream at one layer and site with the "
                    "source run's (1: the patch alone moves the answer logit difference all the "
                    "way to the source's). c->w: correct into wrong; noise: restoring a clean "
-                   "state into a run whose prompt embeddings were corrupted.",
-                   mf.patching_heatmaps(store.metric_table("patching")))
+                   "state into a run whose prompt embeddings were corrupted; trace: the "
+                   "reference's causal trace (subject corrupted, answer probability restored).",
+                   mf.patching_heatmaps(patching))
         sections.append(("patching", "Inside the network: causal patching", html))
+    elif patching is not None:   # every question skipped: say why instead of an empty figure
+        why = patching["position"].value_counts().to_dict()
+        sections.append(("patching", "Inside the network: causal patching",
+                         "<p>No question had both a correct and a wrong rollout to patch "
+                         f"({', '.join(f'{k}: {v}' for k, v in why.items())}).</p>"))
     if have["probes"]:
         html = fig("probes", "Early-token probes",
                    "Out-of-fold AUROC of a probe on each layer's hidden state after N completion "
