@@ -5,6 +5,8 @@ probe files are refused with one line."""
 import numpy as np
 import pytest
 
+from attractor.engines.base import spent_tokens
+
 from attractor.mechanism.source import MechanismRun
 from attractor.probes.online import trace_scores
 from attractor.probes.model import Probe
@@ -85,10 +87,13 @@ def test_probe_stop_spends_exactly_the_tokens_its_replay_predicts(probed, tmp_pa
     table = RunStore(run).metric_table("early_stop")
     probe_rows = table[table["rule"] == "probe"]
     assert set(probe_rows["row"]) == {"grid", "cross-fit"}
+    # the replay counts a trace's tokens as DeepConf does, its stop token included
+    spent = [spent_tokens(n, c) for n, c in zip(full["n_tokens"], full["token_confidences"])]
+    assert sum(spent) == int(full["n_tokens"].sum()) + int((full["finish_reason"] == "stop").sum())
     for r in probe_rows[probe_rows["row"] == "grid"].itertuples():
         t = float(r.setting.split("=")[1])
         want = sum(3 if scores.get((q, s), 1.0) < t else n for q, s, n in
-                   zip(full["question_id"], full["sample_id"], full["n_tokens"]))
+                   zip(full["question_id"], full["sample_id"], spent))
         assert r.tokens == want
 
 

@@ -130,3 +130,30 @@ def test_capture_reads_all_31_hidden_states_as_output_hidden_states(gsm_run, smo
         np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * np.abs(want).max())
     attractor("analyze", str(gsm_run))
     assert (gsm_run / "metrics" / "latent.parquet").exists()
+
+
+def test_mechanism_steering_and_voting_commands_run_on_it(gsm_run, tmp_path):
+    """depth (without the skip sweep: 2 x 30 LM-head passes over every position are minutes on
+    a 49k vocabulary), attention, patch and the report on 30 layers x 9 heads; the fractional
+    steering vector from real instruction prompts; vote and early-stop."""
+    import pandas as pd
+
+    attractor("analyze", str(gsm_run), "--window", "16")
+    attractor("depth", str(gsm_run), "--positions", "decisive,frac:0.5", "--skip", "off")
+    depth = pd.read_parquet(gsm_run / "metrics" / "depth.parquet")
+    assert depth["layer"].max() == 30 and (depth[depth.layer == 30]["lens_kl"] == 0).all()
+    attractor("attention", str(gsm_run), "--ablate", "none")
+    att = pd.read_parquet(gsm_run / "metrics" / "attention.parquet")
+    assert set(att["head"]) == set(range(9)) and att["lookback"].between(0, 1).all()
+    attractor("patch", str(gsm_run))
+    attractor("report", str(gsm_run))
+    assert (gsm_run / "report" / "index.html").exists()
+    vec = tmp_path / "frac.safetensors"
+    attractor("steer", "build", str(gsm_run), "--kind", "fractional", "--out", str(vec))
+    from attractor.steering.vector import SteeringVector
+
+    v = SteeringVector.load(vec)
+    assert v.directions.shape == (30, 576) and np.isfinite(v.directions).all()
+    attractor("vote", str(gsm_run), "--draws", "20")
+    attractor("early-stop", str(gsm_run), "--window", "16")
+    assert (gsm_run / "metrics" / "vote.parquet").exists()
