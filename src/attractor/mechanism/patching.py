@@ -52,19 +52,11 @@ def source_states(mods: DecoderModules, ids: list[int], positions: list[int],
     return recorded_forward(mods, t, rows, pos, inputs_embeds=inputs_embeds)
 
 
-@torch.inference_mode()
-def patch_sweep(mods: DecoderModules, base_ids: list[int], decisive: int, sites: list[Site],
-                src, src_decisive_logits: torch.Tensor, tok_c: int, tok_w: int,
-                base_embeds: torch.Tensor | None = None) -> dict:
-    """LD of the base run unpatched and patched at every (layer, site); ``src`` holds the
-    source states at the sites' source positions (in ``sites`` order) and, last, at the
-    source's decisive position (its logits are ``src_decisive_logits``)."""
-    dev = next(mods.lm_head.parameters()).device
-    n_l = mods.n_layers + 1
-    combos = [(layer, j) for layer in range(n_l) for j in range(len(sites))]
-    r = len(combos) + 1                                 # row 0: unpatched
-    ids = torch.tensor([base_ids] * r, device=dev)
-    embeds = base_embeds.expand(r, -1, -1).clone() if base_embeds is not None else None
+def site_patcher(n_layers: int, sites: list[Site], states):
+    """One batch row per (layer, site) after an unpatched row 0, and the ``patch(l, h)`` hook
+    that writes ``states.resid[l][j]`` (site j's state entering layer l) into its row at the
+    site's base position: the combos, in row order from 1, and the hook."""
+    combos = [(layer, j) for layer in range(n_layers) for j in range(len(sites))]
     by_layer: dict[int, list[tuple[int, int]]] = {}
     for row, (layer, j) in enumerate(combos, start=1):
         by_layer.setdefault(layer, []).append((row, j))
@@ -75,9 +67,24 @@ def patch_sweep(mods: DecoderModules, base_ids: list[int], decisive: int, sites:
             return h
         h = h.clone()
         for row, j in todo:
-            h[row, sites[j].base] = src.resid[layer][j].to(h.dtype)
+            h[row, sites[j].base] = states.resid[layer][j].to(h.dtype)
         return h
+    return combos, patch
 
+
+@torch.inference_mode()
+def patch_sweep(mods: DecoderModules, base_ids: list[int], decisive: int, sites: list[Site],
+                src, src_decisive_logits: torch.Tensor, tok_c: int, tok_w: int,
+                base_embeds: torch.Tensor | None = None) -> dict:
+    """LD of the base run unpatched and patched at every (layer, site); ``src`` holds the
+    source states at the sites' source positions (in ``sites`` order) and, last, at the
+    source's decisive position (its logits are ``src_decisive_logits``)."""
+    dev = next(mods.lm_head.parameters()).device
+    n_l = mods.n_layers + 1
+    combos, patch = site_patcher(n_l, sites, src)
+    r = len(combos) + 1                                 # row 0: unpatched
+    ids = torch.tensor([base_ids] * r, device=dev)
+    embeds = base_embeds.expand(r, -1, -1).clone() if base_embeds is not None else None
     rows = torch.arange(r, device=dev)
     pos = torch.full((r,), decisive, dtype=torch.long, device=dev)
     rec = recorded_forward(mods, ids, rows, pos, patch=patch, inputs_embeds=embeds)
@@ -171,20 +178,8 @@ def causal_trace(mods: DecoderModules, ids: list[int], subject: list[int], reado
                              torch.zeros(len(sites) + 1, dtype=torch.long, device=dev),
                              torch.tensor([s.base for s in sites] + [readout], device=dev))
     p_clean = float(torch.softmax(lens_logits(mods, clean.resid[-1][-1:]), -1)[0, answer])
-    combos = [(layer, j) for layer in range(n_l) for j in range(len(sites))]
+    combos, patch = site_patcher(n_l, sites, clean)
     r = len(combos) + 1                                  # row 0: corrupted, unpatched
-    by_layer: dict[int, list[tuple[int, int]]] = {}
-    for row, (layer, j) in enumerate(combos, start=1):
-        by_layer.setdefault(layer, []).append((row, j))
-
-    def patch(layer: int, h: torch.Tensor) -> torch.Tensor:
-        todo = by_layer.get(layer)
-        if not todo:
-            return h
-        h = h.clone()
-        for row, j in todo:
-            h[row, sites[j].base] = clean.resid[layer][j].to(h.dtype)
-        return h
 
     base = mods.embed(torch.tensor([ids], device=dev))
     g = torch.Generator().manual_seed(seed)
