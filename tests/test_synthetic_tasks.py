@@ -94,3 +94,12 @@ def test_arith_steps_compute_the_answer():
             assert c == (a + b if op == "+" else a - b if op == "-" else a * b)
             value = c
         assert str(value) == p.gold and len(p.steps) == 4
+
+
+def test_a_prontoqa_hop_count_it_cannot_build_is_one_config_error():
+    from attractor.errors import ConfigError
+    from attractor.tasks.loaders import load_task
+
+    with pytest.raises(ConfigError, match="hops must be in 2..12"):
+        load_task("synthetic:prontoqa:hops=1,n=3")
+    assert len(load_task("synthetic:prontoqa:hops=2,n=3")[0]) == 3

@@ -64,8 +64,8 @@ def generate_prontoqa(n: int, seed: int = 0, hops: int = 5, start: int = 0,
     range ``(1, 2)`` drawn per problem; ProntoQA's own test questions have 1).
     Problem ``i`` is drawn from ``random.Random(f"prontoqa:{seed}:{i}")``.
     """
-    if not 1 <= hops <= 12:
-        raise ValueError(f"hops must be in 1..12, got {hops}")
+    if not 2 <= hops <= 12:   # one hop leaves no second path concept for the distractors
+        raise ValueError(f"hops must be in 2..12, got {hops}")
     lo, hi = distractor if isinstance(distractor, tuple) else (distractor, distractor)
     if not 1 <= lo <= hi <= 2:
         raise ValueError(f"distractor must be 1, 2 or 1-2, got {distractor}")
