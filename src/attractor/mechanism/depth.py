@@ -87,6 +87,7 @@ def contributions(rec) -> dict[str, np.ndarray]:
     return {k: torch.stack(v).cpu().numpy() for k, v in cols.items()}
 
 
+CACHED_PROBS = 1 << 28   # output probabilities kept across the skip sweep (1 GiB of float32)
 LENS_ROWS = 256  # residual states per LM-head matmul: the head's weight is read once per block
 
 
@@ -184,12 +185,18 @@ def skip_effects(mods: DecoderModules, items: list[DepthItem], ts: list[int | No
     dec_at = [(int(((rows == k) & (pos == it.positions[it.decisive])).nonzero()[0, 0])
                if it.decisive is not None and read[k, it.positions[it.decisive]] else None)
               for k, it in enumerate(items)]
+    # the unskipped output, read once when it fits (rows x vocab floats), else once per layer
+    vocab = mods.lm_head.weight.shape[0]
+    base_p = _block_probs(mods, base.resid[-1]) if len(rows) * vocab <= CACHED_PROBS else None
+    base_top = torch.cat([p.argmax(-1).cpu() for p in base_p] if base_p is not None else
+                         [lens_logits(mods, base.resid[-1][a:a + LENS_ROWS]).argmax(-1).cpu()
+                          for a in range(0, len(rows), LENS_ROWS)])
     out: list[list[dict]] = [[] for _ in items]
     for s in range(mods.n_layers):
         alt = recorded_forward(mods, ids, rows, pos, skip=s, skip_mask=skip_mask)
         rel = torch.stack([(_layer_diff(alt, e) - base_c[e]).norm(dim=-1) / _norm(base_c[e])
                            for e in range(mods.n_layers)]).cpu()
-        change, alt_top, base_top = _output_change(mods, base.resid[-1], alt.resid[-1])
+        change, alt_top = _output_change(mods, base_p, base.resid[-1], alt.resid[-1])
         for k in range(n_rows):
             sel = ((rows == k) & on).cpu()
             d = dec_at[k]
@@ -204,15 +211,21 @@ def _layer_diff(rec, e: int) -> torch.Tensor:
     return rec.resid[e + 1].float() - rec.resid[e].float()
 
 
-def _output_change(mods: DecoderModules, base: torch.Tensor, alt: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """||softmax(alt) - softmax(base)||_2 per row and both top-1 tokens, in blocks of rows (all
-    positions of a batch at once would hold rows x vocab probabilities twice)."""
-    change, alt_top, base_top = [], [], []
-    for a in range(0, base.shape[0], LENS_ROWS):
-        p = torch.softmax(lens_logits(mods, base[a:a + LENS_ROWS]), -1)
+def _block_probs(mods: DecoderModules, h: torch.Tensor) -> list[torch.Tensor]:
+    """The output distribution of residual states ``h`` in blocks of LENS_ROWS rows."""
+    return [torch.softmax(lens_logits(mods, h[a:a + LENS_ROWS]), -1)
+            for a in range(0, h.shape[0], LENS_ROWS)]
+
+
+def _output_change(mods: DecoderModules, base_p: list[torch.Tensor] | None, base: torch.Tensor,
+                   alt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """||softmax(alt) - softmax(base)||_2 per row (the base's blocks from ``base_p`` when
+    cached) and the skipped run's top-1 tokens, one block of rows at a time."""
+    change, alt_top = [], []
+    for k, a in enumerate(range(0, base.shape[0], LENS_ROWS)):
+        p = base_p[k] if base_p is not None else \
+            torch.softmax(lens_logits(mods, base[a:a + LENS_ROWS]), -1)
         q = torch.softmax(lens_logits(mods, alt[a:a + LENS_ROWS]), -1)
         change.append((q - p).norm(dim=-1).cpu())
         alt_top.append(q.argmax(-1).cpu())
-        base_top.append(p.argmax(-1).cpu())
-    return torch.cat(change), torch.cat(alt_top), torch.cat(base_top)
+    return torch.cat(change), torch.cat(alt_top)

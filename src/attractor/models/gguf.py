@@ -16,6 +16,7 @@ declared dependencies (they compile llama.cpp, which attractor does not need):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -57,7 +58,14 @@ def smollm2_gguf() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
+    """sha256 of a file, read in 1 MiB blocks (once per file version and process: a command
+    resolves its model spec several times)."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

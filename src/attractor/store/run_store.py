@@ -67,7 +67,7 @@ def _read_shard(path: Path, columns: list[str]) -> pa.Table:
     have = set(pq.read_schema(path).names)
     missing = [c for c in columns if c not in have]
     if [c for c in missing if c not in LATER_COLUMNS]:
-        table = pq.read_table(path, columns=columns)   # the reader names the missing column
+        pq.read_table(path, columns=columns)   # raises, naming the missing column
     table = pq.read_table(path, columns=[c for c in columns if c in have])
     for c in missing:
         table = table.append_column(ROLLOUT_SCHEMA.field(c),
