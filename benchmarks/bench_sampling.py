@@ -39,6 +39,10 @@ def build(size: str, device: str, dtype: torch.dtype):
         model, tok = load("tiny", device=device, dtype=str(dtype).replace("torch.", ""))
         problem = load_task("synthetic:prosqa:n=1,seed=99")[0][0]
         return model, tok, prompt_ids(problem, tok, chat_template=False)
+    if size == "smollm2":  # the real model: the first GSM8K test question, chat template on
+        model, tok = load("smollm2", device=device, dtype=str(dtype).replace("torch.", ""))
+        problem = load_task("gsm8k", limit=1)[0][0]
+        return model, tok, prompt_ids(problem, tok, chat_template=True)
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from attractor.models.tiny_tokenizer import build_tokenizer
@@ -65,10 +69,12 @@ def vllm_rows(size: str, model, tok, prompt: list[int], n: int, m: int) -> dict[
     import tempfile
 
     from attractor.engines.vllm_engine import VLLMEngine
-    from attractor.models.load import TINY_DIR
+    from attractor.models.load import TINY_DIR, model_path
 
     if size == "tiny":
         path = str(TINY_DIR)
+    elif size == "smollm2":
+        path = str(model_path("smollm2"))
     else:  # the random DeepScaleR-shaped model: vLLM loads it from a directory
         path = tempfile.mkdtemp(prefix="bench-vllm-")
         model.save_pretrained(path)
@@ -106,7 +112,7 @@ def timed(fn, device: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", choices=["tiny", "deepscaler"], default="tiny")
+    ap.add_argument("--size", choices=["tiny", "smollm2", "deepscaler"], default="tiny")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -130,10 +130,17 @@ def test_scpo_first_step_loss_is_the_weighted_loss_at_the_reference(tmp_path):
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     model, tok = load("tiny", dtype="float32", device="cpu")
-    rows = [{"prompt": "Is Tom a wumpus or rorpus?\n", "chosen": " wumpus Tom ### Tom is a wumpus.",
-             "rejected": " rorpus ### Tom is a rorpus.", "weight": 0.75},
-            {"prompt": "Is Bob a lempus or zumpus?\n", "chosen": " ### Bob is a lempus.",
-             "rejected": " zumpus Bob ### Bob is a zumpus.", "weight": 0.25}]
+    text = [("Is Tom a wumpus or rorpus?\n", " wumpus Tom ### Tom is a wumpus.",
+             " rorpus ### Tom is a rorpus.", 0.75),
+            ("Is Bob a lempus or zumpus?\n", " ### Bob is a lempus.",
+             " zumpus Bob ### Bob is a zumpus.", 0.25)]
+
+    def ids(s):
+        return tok(s, add_special_tokens=False)["input_ids"]
+
+    # the rows build_pairs makes: token ids, each completion ending on its stop token
+    rows = [{"prompt_ids": ids(p), "chosen_ids": ids(c) + [tok.eos_token_id],
+             "rejected_ids": ids(r) + [tok.eos_token_id], "weight": w} for p, c, r, w in text]
     args = DPOConfig(**shared_args(str(tmp_path), 0, "cpu", 1e-9), per_device_train_batch_size=2,
                      max_steps=1, beta=0.5, precompute_ref_log_probs=True,
                      remove_unused_columns=False, max_length=None)
@@ -141,18 +148,49 @@ def test_scpo_first_step_loss_is_the_weighted_loss_at_the_reference(tmp_path):
                                    processing_class=tok, data_collator=WeightedPairs(
                                        DataCollatorForPreference(pad_token_id=tok.pad_token_id)))
     trainer.nll_weight = 1.0
+    # trained on exactly these ids (TRL's text tokenisation is skipped)
+    assert [trainer.train_dataset[i]["chosen_ids"] for i in range(2)] == \
+        [r["chosen_ids"] for r in rows]
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     with torch.no_grad():
         got = trainer.compute_loss(model, batch).item()
         want = 0.0
         for r in rows:
-            p = tok(r["prompt"])["input_ids"]
-            c = tok(r["prompt"] + r["chosen"] + tok.eos_token)["input_ids"][len(p):]
-            ids = torch.tensor([p + c])
-            logp = model(ids).logits[0, :-1].log_softmax(-1).gather(
-                -1, ids[0, 1:, None])[-len(c):, 0].sum().item()
+            p, c = r["prompt_ids"], r["chosen_ids"]
+            seq = torch.tensor([p + c])
+            logp = model(seq).logits[0, :-1].log_softmax(-1).gather(
+                -1, seq[0, 1:, None])[-len(c):, 0].sum().item()
             want += r["weight"] * (math.log(2) - logp / len(c))
     assert got == pytest.approx(want / 2, rel=1e-4)
+
+
+def test_scpo_pairs_are_the_sampled_token_ids_with_their_stop_token():
+    """A pair replays what the model produced: the sampling prompt's ids and each completion's
+    ids plus the stop token that ended it (a decode and re-encode is not exact on BPE: 29 of
+    176 SmolLM2 completions measured came back as other ids)."""
+    from attractor.config import SamplingConfig
+    from attractor.consistency.scpo import build_pairs
+    from attractor.engines.hf import HFEngine
+    from attractor.models.load import load
+    from attractor.tasks.loaders import load_task
+    from attractor.tasks.prompts import prompt_ids
+
+    model, tok = load("tiny", dtype="float32", device="cpu")
+    problems, _ = load_task("synthetic:prosqa:n=6,seed=3")
+    groups = HFEngine(model, tok).generate(
+        [p.id for p in problems], [prompt_ids(p, tok) for p in problems],
+        SamplingConfig(samples=6, temperature=1.0, max_new_tokens=64, seed=1))
+    rows, pairs = build_pairs(problems, groups, threshold=0.0)
+    assert rows and len(pairs) == 6
+    for row in rows:
+        i = [p.id for p in problems].index(row["qid"])
+        pair, group = pairs[i], groups[i]
+        for key, k in (("chosen_ids", pair.chosen), ("rejected_ids", pair.rejected)):
+            r = group[k]
+            stop = [r.stop_token_id] if r.finish_reason == "stop" else []
+            assert r.finish_reason != "stop" or r.stop_token_id in HFEngine(model, tok).stop_ids
+            assert row[key] == list(r.completion_token_ids) + stop
+        assert row["prompt_ids"] == prompt_ids(problems[i], tok)
 
 
 def test_bad_input_gets_one_line_and_exit_2(tmp_path):

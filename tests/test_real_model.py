@@ -157,3 +157,86 @@ def test_mechanism_steering_and_voting_commands_run_on_it(gsm_run, tmp_path):
     attractor("vote", str(gsm_run), "--draws", "20")
     attractor("early-stop", str(gsm_run), "--window", "16")
     assert (gsm_run / "metrics" / "vote.parquet").exists()
+
+
+ARITH = "synthetic:arith:hops=1,style=expr,seed=2026,n=8"
+
+
+@pytest.fixture(scope="module")
+def arith_run(smol, tmp_path_factory):
+    """SmolLM2 on 8 one-step arithmetic expressions x 4 samples (T = 0.7, 64 tokens), the
+    flexible reading: the task it is right on 20-80% of the time."""
+    run = tmp_path_factory.mktemp("smol") / "arith"
+    attractor("sample", "--model", "smollm2", "--task", ARITH, "--samples", "4", "--temperature",
+              "0.7", "--max-new-tokens", "64", "--reading", "flexible", "--out", str(run))
+    return run
+
+
+def test_probe_compare_and_import_run_on_it(arith_run, smol, tmp_path):
+    """Probes read SmolLM2's early-token states; ``compare`` sets the embedded model beside it on
+    the same questions; rollouts imported as text are re-tokenised with its BPE tokenizer and
+    captured like sampled ones."""
+    import pandas as pd
+
+    _, tok, _ = smol
+    attractor("analyze", str(arith_run), "--window", "16")
+    attractor("probe", str(arith_run), "--layers", "0,15,30", "--tokens", "0,4", "--folds", "4",
+              "--refits", "3")
+    probes = pd.read_parquet(arith_run / "metrics" / "probes.parquet")
+    assert {0, 15, 30} <= set(probes["layer"].dropna().astype(int))
+    tiny = tmp_path / "tiny"
+    attractor("sample", "--model", "tiny", "--task", ARITH, "--samples", "4", "--temperature",
+              "0.7", "--max-new-tokens", "64", "--reading", "flexible", "--out", str(tiny))
+    attractor("analyze", str(tiny))
+    attractor("compare", str(tiny), str(arith_run), "--out", str(tmp_path / "cmp"))
+    cmp = pd.read_parquet(tmp_path / "cmp" / "compare.parquet")
+    assert len(cmp) == 2
+    # import: the sampled texts as another harness would hand them over
+    roll = RunStore(arith_run).rollouts()
+    from attractor.tasks.loaders import load_task
+
+    problems = {p.id: p for p in load_task(ARITH)[0]}
+    rows = [{"id": q, "question": problems[q].question, "answer": problems[q].gold,
+             "response": t} for q, t in zip(roll["question_id"], roll["text"])]
+    src = tmp_path / "external.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    imported = tmp_path / "imported"
+    attractor("import", str(src), "--out", str(imported), "--response-field", "response",
+              "--kind", "arith")
+    attractor("capture", str(imported), "--model", "smollm2", "--layers", "30",
+              "--positions", "last:1")
+    got = RunStore(imported).rollouts()
+    assert len(got) == len(roll)
+    # re-tokenised text: BPE gives back the sampled ids for most completions, not all
+    same = [list(tok(t, add_special_tokens=False)["input_ids"]) == list(ids)
+            for t, ids in zip(roll["text"], roll["completion_token_ids"])]
+    assert sum(same) >= len(same) // 2
+    assert (got["answer_flexible"].astype(str).values
+            == roll["answer_flexible"].astype(str).values).all()
+
+
+def test_sweep_and_both_consistency_trainers_run_on_it(tmp_path):
+    """A 2 x 1 sweep; one ScPO round (its pairs are the sampled BPE ids) and one TTRL step."""
+    sweep = tmp_path / "sweep"
+    attractor("sweep", "--model", "smollm2", "--task", ARITH.replace("n=8", "n=2"), "--samples",
+              "2", "--temperature", "0.3,1.0", "--max-new-tokens", "32", "--out", str(sweep))
+    assert len([d for d in sweep.iterdir() if (d / "manifest.json").exists()]) == 2
+    for method, extra in (("scpo", ["--rounds", "1", "--epochs", "1", "--vote-threshold",
+                                    "0.25"]),
+                          ("ttrl", ["--steps", "1"])):
+        out = tmp_path / method
+        attractor("train", "consistency", "--method", method, "--model", "smollm2", "--task",
+                  ARITH.replace("n=8", "n=4"), "--eval-task", ARITH.replace("n=8", "n=2,seed=7"),
+                  "--check-task", ARITH.replace("n=8", "n=2,seed=8"), "--group", "4",
+                  "--questions-per-step", "2", "--max-new-tokens", "32", "--eval-samples", "2",
+                  "--out", str(out), *extra)
+        assert (out / "model" / "model.safetensors").exists()
+
+
+def test_the_real_model_demo_prints_a_stability_gap_line(tmp_path):
+    proc = attractor("demo", "--model", "smollm2", "--questions", "6", "--samples", "4",
+                     "--out", str(tmp_path / "demo"))
+    assert "smollm2 model, synthetic:arith:hops=1,style=expr" in proc.stdout
+    assert "stability gap" in proc.stdout and "flexible reading" in proc.stdout
+    s = json.loads((tmp_path / "demo" / "metrics" / "summary.json").read_text())
+    assert s["readings"]["used"] == "flexible" and s["n_samples"] == 24

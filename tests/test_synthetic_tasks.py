@@ -103,3 +103,30 @@ def test_a_prontoqa_hop_count_it_cannot_build_is_one_config_error():
     with pytest.raises(ConfigError, match="hops must be in 2..12"):
         load_task("synthetic:prontoqa:hops=1,n=3")
     assert len(load_task("synthetic:prontoqa:hops=2,n=3")[0]) == 3
+
+
+def test_arith_expression_style_asks_the_same_questions_as_one_expression():
+    """``style=expr`` ("What is (9 + 7) * 3?") evaluates, by Python's own parser, to the gold of
+    the words style's question with the same seed and index; an unknown style is one error."""
+    import ast
+    import operator
+
+    from attractor.errors import ConfigError
+    from attractor.tasks.loaders import load_task
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+    def evaluate(node):
+        if isinstance(node, ast.BinOp):
+            return ops[type(node.op)](evaluate(node.left), evaluate(node.right))
+        return node.value
+
+    words, _ = load_task("synthetic:arith:hops=3,n=20,seed=2")
+    expr, src = load_task("synthetic:arith:hops=3,n=20,seed=2,style=expr")
+    for w, e in zip(words, expr):
+        m = re.fullmatch(r"What is (.+)\?", e.question)
+        assert str(evaluate(ast.parse(m.group(1), mode="eval").body)) == e.gold == w.gold
+        assert e.steps == w.steps and w.question.startswith("Start with")
+    assert src.fields["style"] == "expr"
+    with pytest.raises(ConfigError, match="style must be one of words, expr"):
+        load_task("synthetic:arith:style=sentences,n=2")

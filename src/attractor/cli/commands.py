@@ -260,13 +260,20 @@ def import_cmd(
 @app.command("demo")
 def demo_cmd(
     out: str = typer.Option("runs/demo", "--out", help="Run directory."),
-    questions: int = typer.Option(50, help="ProsQA questions."),
-    samples: int = typer.Option(16, help="Samples per question."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    model: str = typer.Option("tiny", help="tiny (ProsQA), or a real model: smollm2, a "
+                                           "directory or a .gguf file (one-step arithmetic)."),
+    task: Optional[str] = typer.Option(None, help="Task spec instead of the model's default."),
+    questions: Optional[int] = typer.Option(None, help="Questions (default 50 for tiny, 24 "
+                                                       "for a real model)."),
+    samples: Optional[int] = typer.Option(None, help="Samples per question (default 16 for "
+                                                     "tiny, 8 for a real model)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default 1.0 "
+                                                           "for tiny, 0.7 for a real model)."),
     data_dir: Optional[str] = DATA_DIR,
 ) -> None:
-    """The main job on the embedded tiny model: sample ProsQA, analyse, print the stability gap."""
+    """The main job: sample, analyse, print the stability gap (the embedded tiny model on
+    ProsQA by default; --model smollm2 for a real pretrained model)."""
     from attractor.pipeline.demo import run_demo
 
-    run_demo(out, questions=questions, samples=samples, temperature=temperature,
-             data_dir=data_dir)
+    run_demo(out, model=model, task=task, questions=questions, samples=samples,
+             temperature=temperature, data_dir=data_dir)

@@ -261,7 +261,7 @@ def _scpo_rounds(model, tok, train, cfg, dev, done, stop, bar, logfile, stats, s
                                                 max_new_tokens=cfg.max_new_tokens, seed=seed),
                                  max_rows=256)
         texts = [[r.text for r in g] for g in groups]
-        rows, pairs = build_pairs(train, texts, cfg.vote_threshold, tok)
+        rows, pairs = build_pairs(train, groups, cfg.vote_threshold)
         if done == 0 and not any(any(c for c in g) for g in texts):
             raise ConfigError(f"--task {cfg.task}: no sample has text to vote on")
         kept = [p for p in pairs if p is not None]

@@ -11,8 +11,8 @@ w = (V(y+) - V(y-)) / k. Then train on the pairs, the round's starting model as 
                                      - alpha * log pi(y+) / |y+| )
 
 (ScPO's Eq. 2: DPO plus the chosen sample's length-normalised NLL, both weighted by the vote
-margin). TRL's ``DPOTrainer`` tokenises the pairs, precomputes the reference log-probabilities
-and runs the loop; its loss has no per-pair weights (only WPO's), so :class:`ScPOTrainer`
+margin). TRL's ``DPOTrainer`` precomputes the reference log-probabilities and runs the loop on
+the pairs as token ids (the sampled ones: its own tokenisation of text is skipped); its loss has no per-pair weights (only WPO's), so :class:`ScPOTrainer`
 replaces ``compute_loss`` with the weighted loss above.
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attractor.consistency.trl_support import quiet, shared_args, trl_prompt
+from attractor.consistency.trl_support import quiet, shared_args
 from attractor.consistency.votes import Pair, answer_classes, preference_pair
+from attractor.engines.base import Rollout
 
 
 def scpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
@@ -66,6 +67,13 @@ def scpo_trainer_class():
 
         nll_weight: float = 1.0
 
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            # the rows are already the sampled token ids (build_pairs): TRL's preparation
+            # would re-tokenise text; only a text dataset goes through it
+            if "prompt_ids" in next(iter(dataset)):
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
         def compute_ref_log_probs(self, model, inputs):
             return super().compute_ref_log_probs(
                 model, {k: v for k, v in inputs.items() if k != "weight"})
@@ -82,24 +90,29 @@ def scpo_trainer_class():
     return ScPOTrainer
 
 
-def build_pairs(problems, groups: list[list[str]], threshold: float, tok
+def build_pairs(problems, groups: list[list[Rollout]], threshold: float
                 ) -> tuple[list[dict], list[Pair | None]]:
-    """ScPO's preference rows (prompt, chosen, rejected, weight) from each question's sampled
-    texts, and each question's pair (None where it is filtered out)."""
+    """ScPO's preference rows from each question's sampled rollouts, and each question's pair
+    (None where it is filtered out). A row holds token ids, not text: the prompt the samples
+    were drawn from and each completion as the model produced it (its stop token included);
+    a decode and re-encode would not give back the sampled ids on a BPE tokenizer."""
     rows, pairs = [], []
-    for p, texts in zip(problems, groups):
-        pair = preference_pair(answer_classes(texts, p.kind), threshold)
+    for p, group in zip(problems, groups):
+        pair = preference_pair(answer_classes([r.text for r in group], p.kind), threshold)
         pairs.append(pair)
         if pair is None:
             continue
-        prompt = trl_prompt(p, tok)
-        chosen, rejected = texts[pair.chosen], texts[pair.rejected]
-        if isinstance(prompt, list):  # conversational: completions are assistant turns
-            chosen = [{"role": "assistant", "content": chosen}]
-            rejected = [{"role": "assistant", "content": rejected}]
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+        chosen, rejected = group[pair.chosen], group[pair.rejected]
+        rows.append({"prompt_ids": list(chosen.prompt_token_ids),
+                     "chosen_ids": produced_ids(chosen), "rejected_ids": produced_ids(rejected),
                      "weight": pair.weight, "qid": p.id})
     return rows, pairs
+
+
+def produced_ids(r: Rollout) -> list[int]:
+    """The completion's tokens followed by the stop token that ended it, if one did."""
+    return list(r.completion_token_ids) + ([r.stop_token_id] if r.stop_token_id is not None
+                                           else [])
 
 
 def train_round(model, tok, rows: list[dict], cfg, seed: int, device: str,

@@ -19,6 +19,8 @@ class Rollout:
     The stop token is not part of ``completion_token_ids``, but its confidence is the last entry
     of ``token_confidences`` (DeepConf's reference averages every returned position, EOS
     included), which then has one entry more than the completion: :func:`spent_tokens`.
+    ``stop_token_id`` is that stop token where the engine knows it (the hf engine; not stored
+    in the run), so a trainer can replay exactly the tokens the model produced.
     """
 
     question_id: str
@@ -31,6 +33,7 @@ class Rollout:
     token_logprobs: list[float] = field(default_factory=list)
     token_entropies: list[float] = field(default_factory=list)
     token_confidences: list[float] = field(default_factory=list)
+    stop_token_id: int | None = None
 
     @property
     def n_tokens(self) -> int:

@@ -123,6 +123,7 @@ class HFEngine:
         reason = ["length"] * rows
         active = list(range(rows))
         done = [False] * rows
+        stopped_by: list[int | None] = [None] * rows
         if probe_at == 0:  # judged on the prompt's last state: every sample of a question alike
             cut = probe_stop.cut(out.hidden_states[probe_stop.layer][:, -1].float().cpu().numpy())
             for r in range(rows):
@@ -137,6 +138,7 @@ class HFEngine:
                 t = toks[j]
                 if t in self.stop_ids:
                     reason[r] = "stop"
+                    stopped_by[r] = t
                     done[r] = True
                     # the stop token is not a completion token, but DeepConf's reference
                     # averages every returned position, EOS included: keep its confidence
@@ -192,7 +194,7 @@ class HFEngine:
                     prompt_token_ids=list(prompts[qi]), completion_token_ids=tokens[r],
                     text=self.tokenizer.decode(tokens[r], skip_special_tokens=True),
                     finish_reason=reason[r], token_logprobs=lps[r], token_entropies=ents[r],
-                    token_confidences=confs[r]))
+                    token_confidences=confs[r], stop_token_id=stopped_by[r]))
             result.append(group)
         return result
 

@@ -176,6 +176,9 @@ def problems_from_records(rows: Iterable[tuple[int, dict[str, Any]]], where: str
     return problems
 
 
+TEXT_OPTIONS = {"style"}   # generator options whose value is a word, not an integer
+
+
 def parse_synthetic(spec: str) -> tuple[str, dict[str, Any]]:
     """``synthetic:NAME[:k=v,...]`` -> (NAME, options); ranges ``a-b`` become (a, b)."""
     parts = spec.split(":", 2)
@@ -189,6 +192,9 @@ def parse_synthetic(spec: str) -> tuple[str, dict[str, Any]]:
             key, sep, val = item.partition("=")
             if not sep:
                 raise ConfigError(f"--task {spec}: option '{item}' is not key=value")
+            if key.strip() in TEXT_OPTIONS:
+                opts[key.strip()] = val.strip()
+                continue
             try:
                 opts[key.strip()] = tuple(int(x) for x in val.split("-")) if "-" in val[1:] \
                     else int(val)
