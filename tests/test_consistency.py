@@ -36,6 +36,18 @@ def test_answer_classes_read_no_gold_and_merge_equal_math_answers():
     assert classes[0] == classes[1] and classes[2] != classes[0] and classes[3] is None
 
 
+def test_answer_classes_in_the_flexible_reading_vote_on_the_last_number_or_option():
+    texts = ["7 + 5 = 12, so the result is 12.", "It is 12", "### 13", "no idea"]
+    strict = answer_classes(texts, "arith")
+    flex = answer_classes(texts, "arith", reading="flexible")
+    assert strict[:2] == [None, None] and strict[2] is not None and strict[3] is None
+    assert flex[0] == flex[1] is not None and flex[2] not in (None, flex[0]) and flex[3] is None
+    q = "Is Tom a wumpus or rorpus?"
+    opts = answer_classes(["Tom is a rorpus", "I think rorpus.", "wumpus"], "prosqa",
+                          reading="flexible", question=q)
+    assert opts[0] == opts[1] != opts[2] and None not in opts
+
+
 def test_preference_pair_is_most_vs_least_voted_with_the_vote_margin_as_weight():
     classes = ["a", "b", "a", "c", "a", "b", None, "a"]
     pair = preference_pair(classes, threshold=0.5)

@@ -134,6 +134,10 @@ def test_flexible_reading_of_options_and_both_readings_graded():
     q = "Every a is b. Is Tom a wumpus or a rorpus?"
     assert flexible_answer("Tom is a wumpus, no, a rorpus", "prosqa", q) == "Tom is a rorpus."
     assert flexible_answer("nothing", "prosqa", q) is None
+    # the ProsQA file's own form has no second article
+    real = "Tom is a dumpus. Every rempus is a rorpus. Is Tom a lempus or scrompus?"
+    assert flexible_answer("so scrompus, or lempus. Tom is a rorpus.", "prosqa", real) == \
+        "Tom is a lempus."
     assert flexible_answer("It is true... or False", "prontoqa") == "False"
     # strict needs the requested marker; flexible reads the last number
     g = grade_question(["9 + 7 = 16.", "so #### 16", "The answer is 15."], "16", "math",

@@ -58,6 +58,10 @@ class ConsistencyConfig:
     confident: float = field(default=0.5, metadata={"help": (
         "A wrong majority is confident (consistent-but-wrong) when its answer holds at least "
         "this share of the samples.")})
+    reading: str = field(default="strict", metadata={"help": (
+        "Which answer reading votes, rewards and scores: strict (the task's requested format) "
+        "or flexible (the last number, or the last option named: for models that rarely "
+        "write the format).")})
     seed: int = field(default=0, metadata={"help": "Seed of data order and sampling."})
     ckpt_every: int = field(default=10, metadata={"help": "ttrl: steps between resumable saves "
                                                           "(scpo saves after every round)."})
@@ -89,6 +93,8 @@ class ConsistencyConfig:
             raise ConfigError("`vote_threshold` and `confident` must be in (0, 1]")
         if self.stop_after is not None and self.stop_after < 1:
             raise ConfigError(f"`stop_after` must be >= 1, got {self.stop_after}")
+        if self.reading not in ("strict", "flexible"):
+            raise ConfigError(f"`reading` must be strict or flexible, got {self.reading!r}")
         if self.check_limit is not None and self.check_limit < 1:
             raise ConfigError(f"`check_limit` must be >= 1, got {self.check_limit}")
 

@@ -32,8 +32,11 @@ class Scored:
 
 
 def score(model, tok, problems, *, samples: int, max_new_tokens: int, seed: int,
-          confident: float, greedy_only: bool = False, grader: str = "auto") -> Scored:
-    """Greedy and sampled rollouts of every problem with ``model``, graded against gold."""
+          confident: float, greedy_only: bool = False, grader: str = "auto",
+          reading: str = "strict") -> Scored:
+    """Greedy and sampled rollouts of every problem with ``model``, graded against gold in
+    ``reading`` (strict: the task's answer format; flexible: the last number or option)."""
+    flex = reading == "flexible"
     engine = HFEngine(model, tok)
     ids = [p.id for p in problems]
     prompts = [prompt_ids(p, tok) for p in problems]
@@ -41,20 +44,23 @@ def score(model, tok, problems, *, samples: int, max_new_tokens: int, seed: int,
         samples=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed), max_rows=256)
     cols: dict[str, list[float]] = {c: [] for c in COLUMNS}
     for p, g in zip(problems, greedy):
-        cols["greedy_correct"].append(float(grade_question([g[0].text], p.gold, p.kind,
-                                                           grader, flexible=False)[0].correct))
+        grade = grade_question([g[0].text], p.gold, p.kind, grader, question=p.question,
+                               flexible=flex)[0]
+        cols["greedy_correct"].append(float(grade.correct_flexible if flex else grade.correct))
     if greedy_only:
         return Scored(ids, {"greedy_correct": cols["greedy_correct"]})
     sampled = generate_capped(engine, ids, prompts, SamplingConfig(
         samples=samples, temperature=1.0, max_new_tokens=max_new_tokens, seed=seed),
         max_rows=256)
     for p, rolls in zip(problems, sampled):
-        grades = grade_question([r.text for r in rolls], p.gold, p.kind, grader, flexible=False)
-        classes = [g.answer_class for g in grades]
-        correct_of = {g.answer_class: g.correct for g in grades if g.answer_class is not None}
+        grades = grade_question([r.text for r in rolls], p.gold, p.kind, grader,
+                                question=p.question, flexible=flex)
+        classes = [g.answer_class_flexible if flex else g.answer_class for g in grades]
+        oks = [bool(g.correct_flexible if flex else g.correct) for g in grades]
+        correct_of = {c: ok for c, ok in zip(classes, oks) if c is not None}
         top, top_ok = majority(classes, correct_of)
         share = classes.count(top) / len(classes) if top is not None else 0.0
-        cols["pass@1"].append(sum(g.correct for g in grades) / len(grades))
+        cols["pass@1"].append(sum(oks) / len(grades))
         cols["maj@k"].append(float(top_ok))
         cols["consistent_wrong"].append(float(top is not None and not top_ok
                                               and share >= confident))

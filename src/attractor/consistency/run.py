@@ -58,6 +58,7 @@ def _check_run_dir(cfg: ConsistencyConfig, out: Path) -> None:
     path = out / "run.json"
     if path.exists():
         saved = json.loads(path.read_text())
+        saved.setdefault("reading", "strict")   # runs made before the option existed
         diff = sorted(k for k in mine if saved.get(k) != mine[k])
         if diff:
             raise RunMismatchError(f"{out}: holds a run with other options ({', '.join(diff)}); "
@@ -120,7 +121,8 @@ def _score_sets(model, tok, cfg, sets, stage: str, scores: _Scores, log) -> None
         model.eval()
         scores.put(name, stage, score(model, tok, problems, samples=cfg.eval_samples,
                                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                                      confident=cfg.confident, greedy_only=greedy_only))
+                                      confident=cfg.confident, greedy_only=greedy_only,
+                                      reading=cfg.reading))
 
 
 class _Log:
@@ -261,7 +263,7 @@ def _scpo_rounds(model, tok, train, cfg, dev, done, stop, bar, logfile, stats, s
                                                 max_new_tokens=cfg.max_new_tokens, seed=seed),
                                  max_rows=256)
         texts = [[r.text for r in g] for g in groups]
-        rows, pairs = build_pairs(train, groups, cfg.vote_threshold)
+        rows, pairs = build_pairs(train, groups, cfg.vote_threshold, cfg.reading)
         if done == 0 and not any(any(c for c in g) for g in texts):
             raise ConfigError(f"--task {cfg.task}: no sample has text to vote on")
         kept = [p for p in pairs if p is not None]

@@ -90,15 +90,16 @@ def scpo_trainer_class():
     return ScPOTrainer
 
 
-def build_pairs(problems, groups: list[list[Rollout]], threshold: float
-                ) -> tuple[list[dict], list[Pair | None]]:
+def build_pairs(problems, groups: list[list[Rollout]], threshold: float,
+                reading: str = "strict") -> tuple[list[dict], list[Pair | None]]:
     """ScPO's preference rows from each question's sampled rollouts, and each question's pair
-    (None where it is filtered out). A row holds token ids, not text: the prompt the samples
+    (None where it is filtered out), the answers read in ``reading``. A row holds token ids, not text: the prompt the samples
     were drawn from and each completion as the model produced it (its stop token included);
     a decode and re-encode would not give back the sampled ids on a BPE tokenizer."""
     rows, pairs = [], []
     for p, group in zip(problems, groups):
-        pair = preference_pair(answer_classes([r.text for r in group], p.kind), threshold)
+        pair = preference_pair(answer_classes([r.text for r in group], p.kind, reading=reading,
+                                              question=p.question), threshold)
         pairs.append(pair)
         if pair is None:
             continue

@@ -20,11 +20,14 @@ from attractor.consistency.votes import answer_classes, majority_rewards
 from attractor.errors import ConfigError
 
 
-def majority_reward(kind: str, group: int, task: str, check_first: bool) -> Callable:
+def majority_reward(kind: str, group: int, task: str, check_first: bool,
+                    reading: str = "strict", questions: dict[str, str] | None = None
+                    ) -> Callable:
     """TRL reward function: per consecutive block of ``group`` completions (one prompt's
-    samples), 1.0 for each sample in the block's majority class. With ``check_first`` the
-    first call refuses a batch in which no sample has an extractable answer (the reward is
-    undefined for this model on this task)."""
+    samples), 1.0 for each sample in the block's majority class, the answers read in
+    ``reading`` (``questions``: id -> text, for the flexible reading of ProsQA's options).
+    With ``check_first`` the first call refuses a batch in which no sample has an
+    extractable answer (the reward is undefined for this model on this task)."""
     state = {"checked": not check_first}
 
     def ttrl_majority(prompts, completions, qid=None, **_) -> list[float]:
@@ -35,7 +38,9 @@ def majority_reward(kind: str, group: int, task: str, check_first: bool) -> Call
             if qid is not None and len(set(qid[i:i + group])) != 1:
                 raise RuntimeError("a TRL generation block mixes questions: the votes would be "
                                    "taken across questions")
-            classes = answer_classes(texts[i:i + group], kind)
+            question = (questions or {}).get(qid[i]) if qid is not None else None
+            classes = answer_classes(texts[i:i + group], kind, reading=reading,
+                                     question=question)
             any_answer |= any(c is not None for c in classes)
             rewards += majority_rewards(classes)
         if not state["checked"]:
@@ -43,8 +48,9 @@ def majority_reward(kind: str, group: int, task: str, check_first: bool) -> Call
             if not any_answer:
                 raise ConfigError(
                     f"--task {task}: none of the first step's {len(texts)} samples has an "
-                    f"extractable {kind} answer, so the majority-vote reward is undefined; use "
-                    "a model that answers in the task's format (see 'attractor sample')")
+                    f"extractable {kind} answer in the {reading} reading, so the majority-vote "
+                    "reward is undefined; use a model that answers in the task's format, or "
+                    "--reading flexible (see 'attractor sample')")
         return rewards
 
     return ttrl_majority
@@ -69,7 +75,8 @@ def train_chunk(model, tok, problems, opt, cfg, steps: int, seed: int, device: s
                       temperature=cfg.temperature, top_p=1.0, shuffle_dataset=False,
                       remove_unused_columns=False)
     trainer = GRPOTrainer(model=model, reward_funcs=majority_reward(
-        next(iter(kinds)), cfg.group, cfg.task, first_chunk), args=args, train_dataset=ds,
+        next(iter(kinds)), cfg.group, cfg.task, first_chunk, cfg.reading,
+        {p.id: p.question for p in problems}), args=args, train_dataset=ds,
         processing_class=tok, optimizers=(opt, None), callbacks=callbacks)
     quiet(trainer)
     trainer.train()

@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from attractor.grading.grade import grade_question
 
 
-def answer_classes(texts: list[str], kind: str, grader: str = "auto") -> list[str | None]:
+def answer_classes(texts: list[str], kind: str, grader: str = "auto", reading: str = "strict",
+                   question: str | None = None) -> list[str | None]:
     """Each text's answer class (equal answers share one; math answers by math-verify), or
-    None where no answer can be extracted. No gold answer is read."""
-    return [g.answer_class for g in grade_question(texts, "", kind, grader, flexible=False)]
+    None where no answer can be extracted, in the ``reading`` given (strict: the task's
+    format; flexible: the last number or option named, which needs ``question`` for ProsQA's
+    options). No gold answer is read."""
+    grades = grade_question(texts, "", kind, grader, question=question,
+                            flexible=reading == "flexible")
+    return [g.answer_class_flexible if reading == "flexible" else g.answer_class
+            for g in grades]
 
 
 def majority_class(classes: list[str | None]) -> str | None:

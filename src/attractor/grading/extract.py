@@ -122,7 +122,8 @@ def extract_answer(text: str, kind: str, gold: bool = False) -> str | None:
 # match), then exact_match's regexes_to_ignore (",", "\$", "(?s).*#### ", "\.$")
 _FLEX_NUMBER = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _FLEX_IGNORE = (re.compile(r","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
-_PROSQA_QUESTION = re.compile(r"Is (\S+) an? (\w+) or an? (\w+)\?")
+# "Is Tom a lempus or scrompus?" (the ProsQA file and generator) or "... or a scrompus?"
+_PROSQA_QUESTION = re.compile(r"Is (\S+) an? (\w+) or (?:an? )?(\w+)\?")
 
 
 def question_options(question: str | None, kind: str) -> tuple[str, list[str]] | None:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The real-model findings in the README ("What stability looks like on SmolLM2"): every command,
+# timed. About 75 minutes of 2-core CPU. Needs the SmolLM2 install step (README) and the
+# benchmark files for GSM8K.
+#
+#   bash experiments/smollm2_study.sh [OUT]        # OUT defaults to runs/smol-study
+set -euo pipefail
+OUT="${1:-runs/smol-study}"
+A="${ATTRACTOR:-.venv/bin/attractor}"
+TASK="synthetic:arith:hops=1,style=expr,seed=2026"
+mkdir -p "$OUT"
+timed() {  # timed NAME CMD...: run, append "NAME seconds" (or FAILED) to OUT/times.txt
+  local name=$1 start status=ok
+  shift
+  start=$(date +%s)
+  "$@" > "$OUT/$name.log" 2>&1 || status=FAILED
+  echo "$name $(( $(date +%s) - start )) $status" | tee -a "$OUT/times.txt"
+}
+# 1. one-step arithmetic, 48 questions x 16 samples, T = 0.7 and 1.0, 192 tokens, flexible
+for T in 0.7 1.0; do
+  R="$OUT/arith_T$T"
+  timed "sample_arith_T$T" "$A" sample --model smollm2 --task "$TASK,n=48" -n 16 \
+    --temperature "$T" --max-new-tokens 192 --reading flexible --out "$R"
+  timed "capture_arith_T$T" "$A" capture "$R" --layers all --positions frac:0.5,last:1,decisive
+  timed "analyze_arith_T$T" "$A" analyze "$R" --window 16
+done
+R="$OUT/arith_T0.7"
+timed probe_arith "$A" probe "$R" --layers every:5 --tokens 0,1,2,4,8,16 --refits 5
+timed vote_arith "$A" vote "$R"
+# 2. GSM8K test, first 24 questions x 8 samples, T = 0.7, 256 tokens, flexible
+timed sample_gsm8k "$A" sample --model smollm2 --task gsm8k --limit 24 -n 8 --temperature 0.7 \
+  --max-new-tokens 256 --reading flexible --out "$OUT/gsm8k"
+timed analyze_gsm8k "$A" analyze "$OUT/gsm8k" --window 16
+# 3. mechanism on 24 of the arithmetic questions x 8 samples (depth, attention, patching)
+M="$OUT/mech"
+timed sample_mech "$A" sample --model smollm2 --task "$TASK,n=24" -n 8 --temperature 0.7 \
+  --max-new-tokens 128 --reading flexible --out "$M"
+timed analyze_mech "$A" analyze "$M" --window 16
+timed depth "$A" depth "$M" --positions decisive --skip current
+timed attention "$A" attention "$M" --ablate none
+timed patch "$A" patch "$M"
+# 4. fractional steering from instruction prompts, on 24 held-out questions (offset 48)
+timed steer_build "$A" steer build "$R" --kind fractional --out "$OUT/frac.safetensors"
+timed steer_sweep "$A" sweep --model smollm2 --task "$TASK,n=72" --offset 48 --limit 24 -n 8 \
+  --temperature 0.7 --max-new-tokens 192 --reading flexible --steer "$OUT/frac.safetensors" \
+  --alpha 0,0.1,0.2 --out "$OUT/steer"
+# 5. the embedded model on the same arithmetic questions, and both side by side
+timed sample_tiny "$A" sample --model tiny --task "$TASK,n=48" -n 16 --temperature 0.7 \
+  --max-new-tokens 192 --reading flexible --out "$OUT/tiny_arith"
+timed capture_tiny "$A" capture "$OUT/tiny_arith" --layers all --positions frac:0.5,last:1,decisive
+timed analyze_tiny "$A" analyze "$OUT/tiny_arith" --window 8
+timed compare "$A" compare "$OUT/tiny_arith" "$R" --out "$OUT/compare" --position last:1
