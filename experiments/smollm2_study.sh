@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-model findings in the README ("What stability looks like on SmolLM2"): every command,
-# timed. About 75 minutes of 2-core CPU. Needs the SmolLM2 install step (README) and the
+# timed. About an hour of 2-core CPU (measured times land in OUT/times.txt). Needs the SmolLM2 install step (README) and the
 # benchmark files for GSM8K.
 #
 #   bash experiments/smollm2_study.sh [OUT]        # OUT defaults to runs/smol-study
@@ -16,15 +16,16 @@ timed() {  # timed NAME CMD...: run, append "NAME seconds" (or FAILED) to OUT/ti
   "$@" > "$OUT/$name.log" 2>&1 || status=FAILED
   echo "$name $(( $(date +%s) - start )) $status" | tee -a "$OUT/times.txt"
 }
-# 1. one-step arithmetic, 48 questions x 16 samples, T = 0.7 and 1.0, 192 tokens, flexible
-for T in 0.7 1.0; do
-  R="$OUT/arith_T$T"
-  timed "sample_arith_T$T" "$A" sample --model smollm2 --task "$TASK,n=48" -n 16 \
-    --temperature "$T" --max-new-tokens 192 --reading flexible --out "$R"
-  timed "capture_arith_T$T" "$A" capture "$R" --layers all --positions frac:0.5,last:1,decisive
-  timed "analyze_arith_T$T" "$A" analyze "$R" --window 16
-done
+# 1. one-step arithmetic, 48 questions x 16 samples, T = 0.7 (hidden states of all 31 layers)
+#    and T = 1.0, 192 tokens, flexible reading
 R="$OUT/arith_T0.7"
+timed sample_arith_T0.7 "$A" sample --model smollm2 --task "$TASK,n=48" -n 16 \
+  --temperature 0.7 --max-new-tokens 192 --reading flexible --out "$R"
+timed capture_arith_T0.7 "$A" capture "$R" --layers all --positions frac:0.5,last:1,decisive
+timed analyze_arith_T0.7 "$A" analyze "$R" --window 16
+timed sample_arith_T1.0 "$A" sample --model smollm2 --task "$TASK,n=48" -n 16 \
+  --temperature 1.0 --max-new-tokens 192 --reading flexible --out "$OUT/arith_T1.0"
+timed analyze_arith_T1.0 "$A" analyze "$OUT/arith_T1.0" --window 16
 timed probe_arith "$A" probe "$R" --layers every:5 --tokens 0,1,2,4,8,16 --refits 5
 timed vote_arith "$A" vote "$R"
 # 2. GSM8K test, first 24 questions x 8 samples, T = 0.7, 256 tokens, flexible
@@ -36,7 +37,7 @@ M="$OUT/mech"
 timed sample_mech "$A" sample --model smollm2 --task "$TASK,n=24" -n 8 --temperature 0.7 \
   --max-new-tokens 128 --reading flexible --out "$M"
 timed analyze_mech "$A" analyze "$M" --window 16
-timed depth "$A" depth "$M" --positions decisive --skip current
+timed depth "$A" depth "$M" --positions decisive --skip off   # the lens; the skip sweep is 30x
 timed attention "$A" attention "$M" --ablate none
 timed patch "$A" patch "$M"
 # 4. fractional steering from instruction prompts, on 24 held-out questions (offset 48)

@@ -127,6 +127,20 @@ def report_cmd(
     console.print(f"report: {path}")
 
 
+@app.command("verify")
+def verify_cmd(run: str = RUN) -> None:
+    """Check every rollout shard of RUN against the size and sha256 recorded when it was
+    written; list the damaged ones (exit 2) without changing anything."""
+    from attractor.pipeline.verify import verify_lines, verify_run
+    from attractor.ui import console
+
+    checked, damage = verify_run(run)
+    for line in verify_lines(run, checked, damage):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if damage:
+        raise typer.Exit(2)
+
+
 @app.command("vote")
 def vote_cmd(
     run: str = typer.Argument(..., help="Run directory (after attractor analyze)."),

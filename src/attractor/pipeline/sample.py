@@ -134,6 +134,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     scorer = _allocation_scorer(cfg, store, problems, model, tok, model_info)
     chunks = [problems[i:i + qps] for i in range(0, len(problems), qps)]
     budgeted = cfg.budget is not None
+    if old is not None:
+        _set_aside_damage(store, budgeted, log)
     todo = [k for k in range(len(chunks)) if not store.shard_path(k).exists()]
     complete = (old is not None and old.stage_done("sample")) if budgeted else not todo
     if complete:
@@ -209,6 +211,23 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
             "tokens": new_tokens, "elapsed_s": elapsed,
             "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0}
+
+
+def _set_aside_damage(store: RunStore, budgeted: bool, log: Callable[[str], None]) -> None:
+    """Move every damaged rollout shard aside (sha256 checked), so that the shards missing
+    after it are sampled again: a rollout is a function of its seed, so the repair gives the
+    rollouts the run had. A budgeted run cannot be repaired this way (its later rounds were
+    allocated from the lost rollouts): one line names the damage."""
+    from attractor.store.integrity import damaged_shards, set_aside
+
+    damage = damaged_shards(store.rollout_dir, deep=True)
+    if damage and budgeted:
+        raise UserError(f"{damage[0].line()}; a --budget run cannot be repaired by sampling "
+                        "again (its allocation read the lost rollouts): `attractor verify "
+                        f"{store.path}` lists the damage; sample into another --out")
+    for d in damage:
+        where = set_aside(d)
+        log(f"repairing {d.line()}" + (f"; kept it as {where}" if where else ""))
 
 
 def _allocation_scorer(cfg: RunConfig, store: RunStore, problems: list[Problem], model, tok,

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,13 +43,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
                        .encode())
 
 
-def atomic_write_table(path: Path, table: pa.Table) -> None:
-    """A Parquet file, atomically."""
+def atomic_write_table(path: Path, table: pa.Table,
+                       before_publish: Callable[[str], None] | None = None) -> None:
+    """A Parquet file, atomically (``before_publish(tmp)`` runs on the finished temporary
+    file before it is renamed into place: a shard's record is written there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        if before_publish is not None:
+            before_publish(tmp)
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

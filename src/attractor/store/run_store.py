@@ -202,11 +202,28 @@ class RunStore:
 
     def write_rollouts(self, path: Path, rows: list[dict[str, Any]]) -> None:
         """Write rows (dicts with ROLLOUT_SCHEMA's keys; missing ones null) as one shard."""
+        from attractor.store.integrity import record_shard
+
         cols = {f.name: [r.get(f.name) for r in rows] for f in ROLLOUT_SCHEMA}
-        atomic_write_table(path, pa.table(cols, schema=ROLLOUT_SCHEMA))
+        atomic_write_table(path, pa.table(cols, schema=ROLLOUT_SCHEMA), before_publish=lambda tmp:
+                           record_shard(path.parent, path.name, tmp, len(rows)))
+
+    def check_shards(self) -> None:
+        """UserError naming the first damaged rollout shard (size and footer checks: a stat
+        and a footer read per shard) and how to repair it."""
+        from attractor.store.integrity import damaged_shards
+
+        damage = damaged_shards(self.rollout_dir)
+        if damage:
+            more = f" (and {len(damage) - 1} more: attractor verify {self.path})" \
+                if len(damage) > 1 else ""
+            raise UserError(f"{damage[0].line()}{more}; repair the run with its own `attractor "
+                            "sample` command (it samples the damaged shards again from their "
+                            "seeds)")
 
     def rollout_table(self, columns: Iterable[str] | None = None) -> pa.Table:
         """Every rollout as one Arrow table (ROLLOUT_SCHEMA when there are none)."""
+        self.check_shards()
         shards = self.rollout_shards()
         cols = list(columns) if columns is not None else None
         if not shards:

@@ -1,0 +1,140 @@
+"""What a run's rollout shards should be, and what is wrong with them.
+
+Every rollout shard a run writes is recorded in ``rollouts/shards.json`` (its size in bytes,
+sha256 and row count) *before* it is renamed into place, so a shard that is later truncated,
+overwritten, deleted or copied in from elsewhere differs from the record. Reading commands check
+sizes (a stat per shard) and that each shard opens; ``attractor verify`` also checks hashes.
+Runs written before the record existed are checked only for shards that do not open.
+
+``attractor sample`` with the run's own command repairs a run: a damaged shard is moved to
+``rollouts/damaged/`` (kept, never deleted) and its questions are sampled again, which gives the
+same rollouts because every rollout is a function of its seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from attractor.store.atomic import atomic_write_json
+
+RECORD = "shards.json"
+DAMAGED = "damaged"
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged shard: its path and what is wrong with it."""
+
+    path: Path
+    reason: str
+
+    def line(self) -> str:
+        """One line naming the file and the damage."""
+        return f"{self.path}: {self.reason}"
+
+
+def file_digest(path: Path | str) -> tuple[int, str]:
+    """(size in bytes, sha256) of a file."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def read_record(shard_dir: Path) -> dict[str, dict] | None:
+    """The shard record, or None for a run written before records existed (or one whose record
+    was lost: then only unreadable shards are found)."""
+    path = shard_dir / RECORD
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def record_shard(shard_dir: Path, name: str, written: Path | str, rows: int) -> None:
+    """Add ``name`` (its bytes are at ``written``, about to be renamed into place) to the
+    record. A run without a record starts one only when it has no shards yet, so an older
+    run's unrecorded shards are not taken for foreign ones."""
+    record = read_record(shard_dir)
+    if record is None:
+        if any(shard_dir.glob("part-*.parquet")):
+            return
+        record = {}
+    size, sha = file_digest(written)
+    record[name] = {"bytes": size, "sha256": sha, "rows": rows}
+    atomic_write_json(shard_dir / RECORD, record)
+
+
+def forget_shard(shard_dir: Path, name: str) -> None:
+    """Drop ``name`` from the record (a damaged shard moved aside before its repair)."""
+    record = read_record(shard_dir)
+    if record is not None and name in record:
+        del record[name]
+        atomic_write_json(shard_dir / RECORD, record)
+
+
+def _opens(path: Path) -> str | None:
+    """None when the Parquet footer reads, else why not."""
+    try:
+        pq.read_metadata(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        return f"not a readable Parquet file ({str(err).splitlines()[0][:80]})"
+    return None
+
+
+def damaged_shards(shard_dir: Path, deep: bool = False) -> list[Damage]:
+    """Every damaged rollout shard: recorded but missing, another size, (``deep``) another
+    sha256, unreadable, or present but not written by this run."""
+    if not shard_dir.exists():
+        return []
+    record = read_record(shard_dir)
+    present = {p.name: p for p in sorted(shard_dir.glob("part-*.parquet"))}
+    out: list[Damage] = []
+    for name, entry in (record or {}).items():
+        path = shard_dir / name
+        if name not in present:
+            out.append(Damage(path, "missing (the run wrote it: it was deleted or moved)"))
+            continue
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            out.append(Damage(path, f"{size} bytes, {entry.get('bytes')} when written "
+                                    "(truncated or overwritten)"))
+            continue
+        if deep and file_digest(path)[1] != entry.get("sha256"):
+            out.append(Damage(path, "sha256 differs from when it was written (corrupt)"))
+            continue
+        why = _opens(path)
+        if why:
+            out.append(Damage(path, why))
+    for name, path in present.items():
+        if record is not None and name not in record:
+            out.append(Damage(path, "not written by this run (copied in from elsewhere?)"))
+        elif record is None:
+            why = _opens(path)
+            if why:
+                out.append(Damage(path, why))
+    return out
+
+
+def set_aside(damage: Damage) -> Path | None:
+    """Move a damaged shard to ``rollouts/damaged/NAME.TIMESTAMP`` (never deleted) and drop it
+    from the record; returns where it went (None for a missing one)."""
+    shard_dir = damage.path.parent
+    forget_shard(shard_dir, damage.path.name)
+    if not damage.path.exists():
+        return None
+    dest = shard_dir / DAMAGED / f"{damage.path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+    dest.parent.mkdir(exist_ok=True)
+    damage.path.replace(dest)
+    return dest
