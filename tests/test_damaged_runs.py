@@ -129,3 +129,22 @@ def test_a_run_written_before_shard_records_still_reads_and_verifies(pristine, t
     _random(run / "rollouts" / "part-00000.parquet")
     proc = attractor("analyze", str(run), check=False)
     assert proc.returncode == 2 and "part-00000.parquet" in proc.stderr
+
+
+def test_debug_shows_the_cause_behind_the_one_line_error(tmp_path, monkeypatch):
+    """``--debug`` (or ATTRACTOR_DEBUG=1) prints the traceback and the exception the one-line
+    error replaced; without it the error stays one line."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "1"}\n{bad\n')
+    plain = attractor("sample", "--task", str(bad), "--out", str(tmp_path / "r"), check=False)
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1
+    for argv, env in ((["--debug"], None), ([], "1")):
+        if env:
+            monkeypatch.setenv("ATTRACTOR_DEBUG", env)
+        proc = attractor(*argv, "sample", "--task", str(bad), "--out", str(tmp_path / "r"),
+                         check=False)
+        assert proc.returncode == 2 and "JSONDecodeError" in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    monkeypatch.delenv("ATTRACTOR_DEBUG")
+    again = attractor("sample", "--task", str(bad), "--out", str(tmp_path / "r"), check=False)
+    assert len(again.stderr.strip().splitlines()) == 1   # --debug does not outlive its call

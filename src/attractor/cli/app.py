@@ -5,6 +5,7 @@ Commands live in :mod:`attractor.cli.commands` (token-space runs) and
 dataclasses (:mod:`attractor.cli.options`)."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -29,9 +30,29 @@ train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 app.add_typer(train_app, name="train")
 
 
+# --debug (or ATTRACTOR_DEBUG=1): a one-line error also shows its traceback and the cause it
+# was raised from (the errors are raised "from None" so that users see one line)
+_DEBUG = {"on": False}
+
+
+def _debug_env() -> bool:
+    return os.environ.get("ATTRACTOR_DEBUG", "") not in ("", "0")
+
+
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the full traceback and cause "
+                                                          "of an error (also: ATTRACTOR_DEBUG=1)."
+                                     )) -> None:
     """Measure and improve the stability of LLM reasoning (run a command with --help)."""
+    _DEBUG["on"] = debug or _debug_env()   # set afresh by every invocation
+
+
+def _show_cause(err: BaseException) -> None:
+    """Print ``err``'s traceback with the exception it replaced (its suppressed context)."""
+    import traceback
+
+    err.__suppress_context__ = False
+    typer.echo("".join(traceback.format_exception(err)).rstrip(), err=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -41,6 +62,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         result = command.main(args=argv, prog_name="attractor", standalone_mode=False)
     except UserError as err:
+        if _DEBUG["on"] or _debug_env():
+            _show_cause(err)
         # config dataclasses name their fields in backticks: shown as the flags they are here
         typer.echo(f"error: {flags_in(str(err))}", err=True)
         sys.exit(2)
