@@ -48,6 +48,12 @@ class SamplingConfig:
             raise ConfigError(f"`top_k` must be >= 0 (0 disables it), got {self.top_k}")
         if self.max_new_tokens <= 0:
             raise ConfigError(f"`max_new_tokens` must be positive, got {self.max_new_tokens}")
+        from attractor.checks import check_count, check_seed
+
+        check_count(self.top_k, "`top_k`")
+        check_count(self.samples, "`samples`", 1)
+        check_count(self.max_new_tokens, "`max_new_tokens`", 1)
+        check_seed(self.seed, "`seed`", self.samples)
         if self.temperature == 0:
             # greedy decoding ignores the filters; as vLLM's SamplingParams does, normalise them
             # so two greedy runs that differ only in an unused top_p are the same run

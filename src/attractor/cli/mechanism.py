@@ -6,7 +6,7 @@ from typing import Any, Optional
 import typer
 
 from attractor.cli.app import app
-from attractor.cli.options import DEVICE, DTYPE, RUN
+from attractor.cli.options import DEVICE, DTYPE, RUN, _seed
 
 MODEL = typer.Option(None, help="Model spec (default: the run's model; needed for imported "
                                 "runs).")
@@ -97,7 +97,7 @@ def patch_cmd(
     pairs: int = typer.Option(1, help="Correct/wrong rollout pairs per question."),
     noise: bool = typer.Option(True, help="Also the noise-corruption baseline (every prompt token, one draw, logit difference)."),
     trace_draws: int = typer.Option(0, help="The reference's causal trace of each question's correct rollout (the subject's embeddings at 3 sigma of the subject tokens', this many noise draws, the answer probability read out); 0 skips it; the reference draws 10 (about 10 forwards per question)."),
-    seed: int = typer.Option(0, help="Seed of the noise draws."),
+    seed: int = typer.Option(0, help="Seed of the noise draws.", callback=_seed),
     model: Optional[str] = MODEL,
     device: str = DEVICE,
     dtype: str = DTYPE,
@@ -133,7 +133,8 @@ def probe_cmd(
     layers: str = typer.Option("all", help="all | every:K | a list like 0,2,4 (0 = embeddings, L = after the final norm)."),
     tokens: str = typer.Option("0,1,2,4,8,16", help="Completion tokens read: N = 0 is the prompt's last token, N the N-th completion token; prefixes that already hold the answer marker, or that a rollout does not reach, are skipped and counted."),
     folds: int = typer.Option(5, help="Grouped cross-validation folds (a question is never in train and test)."),
-    seed: int = typer.Option(0, help="Seed of the folds, PCA and the shuffled-label control."),
+    seed: int = typer.Option(0, help="Seed of the folds, PCA and the shuffled-label control.",
+                             callback=_seed),
     refits: int = typer.Option(20, help="Cluster-bootstrap refits of the whole cross-validation behind each interval."),
     model: Optional[str] = MODEL,
     max_tokens_per_batch: int = typer.Option(16384, help="Memory budget: rows x padded length per forward."),

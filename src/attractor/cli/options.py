@@ -142,7 +142,19 @@ def _run_option(name: str) -> Any:
 
 DTYPE = _run_option("dtype")
 GRADER = _run_option("grader")
-DEVICE = typer.Option("auto", help="auto | cpu | cuda[:i].")
+def _device(value: str) -> str:
+    from attractor.checks import check_device
+
+    return check_device(value)
+
+
+def _seed(value: int) -> int:
+    from attractor.checks import check_seed
+
+    return check_seed(value)
+
+
+DEVICE = typer.Option("auto", help="auto | cpu | cuda[:i].", callback=_device)
 DATA_DIR = typer.Option(None, help="Folder of the preset data files (default: "
                                    "$ATTRACTOR_DATA_DIR or ../shared/data).")
 LAYER = typer.Option(None, help="Layer of the captured latents to use (default: the last).")

@@ -87,8 +87,14 @@ class ConsistencyConfig:
         if not self.temperature > 0:
             raise ConfigError(f"`temperature` must be > 0 (the group must differ to vote), "
                               f"got {self.temperature}")
-        if not self.lr > 0 or self.beta < 0 or self.nll_weight < 0:
-            raise ConfigError("`lr` must be > 0, `beta` and `nll_weight` >= 0")
+        from attractor.checks import check_device, check_number, check_seed
+
+        check_number(self.lr, "`lr`", 0, above=True)
+        check_number(self.beta, "`beta`", 0)
+        check_number(self.nll_weight, "`nll_weight`", 0)
+        check_number(self.temperature, "`temperature`", 0, above=True)
+        check_device(self.device, "`device`")
+        check_seed(self.seed, "`seed`", self.group)
         if not 0 < self.vote_threshold <= 1 or not 0 < self.confident <= 1:
             raise ConfigError("`vote_threshold` and `confident` must be in (0, 1]")
         if self.stop_after is not None and self.stop_after < 1:

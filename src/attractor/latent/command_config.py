@@ -40,8 +40,10 @@ class EvalConfig:
                                    1.0)
 
     def __post_init__(self) -> None:
-        if self.latent_temperature < 0:
-            raise ConfigError(f"`latent_temperature` must be >= 0, got {self.latent_temperature}")
+        from attractor.checks import check_device, check_number
+
+        check_number(self.latent_temperature, "`latent_temperature`", 0)
+        check_device(self.device, "`device`")
         self.task, self.halting = list(self.task), list(dict.fromkeys(self.halting))
         self.compression = list(dict.fromkeys(self.compression))
         if not self.compression or any(c < 1 for c in self.compression):

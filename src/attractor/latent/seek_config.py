@@ -33,8 +33,10 @@ class SeekConfig:
                 raise ConfigError(f"`{name}` must be "
                                   f"{'>= 0' if name == 'iterations' else '>= 1'}, "
                                   f"got {getattr(self, name)}")
+        from attractor.checks import check_number, check_seed
+
         for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")
+            check_number(getattr(self, name), f"`{name}`", 0, above=True)
+        check_seed(self.seed, "`seed`", self.samples)
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"`threshold` must be in (0, 1], got {self.threshold}")

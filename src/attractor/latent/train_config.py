@@ -78,6 +78,10 @@ class LatentTrainConfig:
                                                           "(float32 weights and optimiser)."})
 
     def __post_init__(self) -> None:
+        from attractor.checks import check_device, check_seed
+
+        check_device(self.device, "`device`")
+        check_seed(self.seed, "`seed`")
         if self.stages < 1 or self.thoughts_per_step < 1 or self.epochs_per_stage < 1:
             raise ConfigError("`stages`, `thoughts_per_step` and `epochs_per_stage` must be >= 1")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.mix < 1:
