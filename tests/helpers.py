@@ -56,3 +56,12 @@ def snapshot(path: Path) -> dict[str, str]:
     """sha256 of every file below ``path`` (to prove a directory was left untouched)."""
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def drop_shard(shard) -> None:
+    """Remove a rollout shard as a killed run leaves it: never written, so not in the run's
+    shard record either (a recorded shard that is missing is damage, not a kill)."""
+    from attractor.store.integrity import forget_shard
+
+    shard.unlink()
+    forget_shard(shard.parent, shard.name)

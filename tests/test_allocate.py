@@ -4,7 +4,7 @@ import pytest
 from attractor.errors import ConfigError
 from attractor.scaling.allocate import QuestionState, check_allocation, next_batch
 from attractor.store.run_store import RunStore
-from helpers import attractor
+from helpers import attractor, drop_shard
 
 COMMON = ["--model", "tiny", "--task", "synthetic:prosqa:n=6,seed=4", "--samples", "8",
           "--max-new-tokens", "40", "--seed", "2", "--first-round", "2", "--budget", "700",
@@ -58,7 +58,7 @@ def test_budgeted_run_resumes_after_losing_its_last_shard(tmp_path):
     store = RunStore(run)
     shards = store.rollout_shards()
     assert len(shards) >= 2
-    shards[-1].unlink()  # as if killed before the last batch was written
+    drop_shard(shards[-1])  # as if killed before the last batch was written
     store.update_stage("sample", status="running")
     attractor("sample", *COMMON, "--allocate", "adaptive", "--out", str(run))
     after = RunStore(run).rollouts().sort_values(["question_id", "sample_id"])

@@ -114,7 +114,7 @@ def test_the_runs_own_sample_command_repairs_it_to_the_unbroken_rollouts(pristin
     want, got = RunStore(pristine).rollouts(), RunStore(run).rollouts()
     pd.testing.assert_frame_equal(got, want)
     assert attractor("verify", str(run)).returncode == 0
-    aside = run / "rollouts" / "damaged"
+    aside = run / "rollouts" / "_damaged"
     kept = list(aside.iterdir()) if aside.exists() else []
     assert len(kept) == (0 if kind == "deleted" else 1)   # the damaged bytes are kept
     attractor("analyze", str(run))
@@ -123,7 +123,7 @@ def test_the_runs_own_sample_command_repairs_it_to_the_unbroken_rollouts(pristin
 def test_a_run_written_before_shard_records_still_reads_and_verifies(pristine, tmp_path):
     run = tmp_path / "old"
     shutil.copytree(pristine, run)
-    (run / "rollouts" / "shards.json").unlink()
+    (run / "rollouts" / "_shards.json").unlink()
     assert "footers" in attractor("verify", str(run)).stdout
     attractor("analyze", str(run))
     _random(run / "rollouts" / "part-00000.parquet")

@@ -17,6 +17,7 @@ from attractor.errors import UserError
 from attractor.pipeline.analyze import run_analyze
 from attractor.pipeline.capture import run_capture
 from attractor.pipeline.sample import run_sample
+from helpers import drop_shard
 from attractor.store.run_store import RunStore
 
 TASK = "synthetic:prosqa:n=3,seed=8"
@@ -66,7 +67,7 @@ def test_a_run_resumes_with_a_smaller_batch(full_run, tmp_path):
     shutil.copytree(full_run, run)
     shards = RunStore(run).rollout_shards()
     assert len(shards) == 2
-    shards[-1].unlink()  # as if killed (out of memory) before the second shard
+    drop_shard(shards[-1])  # as if killed (out of memory) before the second shard
     res = _sample(run, max_batch_rows=2)
     assert res["new_rollouts"] == 4
     _same(full_run, run)
@@ -78,7 +79,7 @@ def test_a_run_resumes_with_a_smaller_batch(full_run, tmp_path):
 def test_analyze_refuses_a_run_whose_sampling_has_not_finished(full_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
-    RunStore(run).rollout_shards()[-1].unlink()
+    drop_shard(RunStore(run).rollout_shards()[-1])
     RunStore(run).update_stage("sample", status="running")
     with pytest.raises(UserError, match=r"2 of 3 questions.*same `attractor sample` command"):
         run_analyze(str(run), window=8)

@@ -11,7 +11,7 @@ from attractor.mechanism.source import MechanismRun
 from attractor.probes.online import trace_scores
 from attractor.probes.model import Probe
 from attractor.store.run_store import RunStore
-from helpers import attractor
+from helpers import attractor, drop_shard
 
 COMMON = ["--model", "tiny", "--task", "synthetic:prosqa:n=6,seed=3", "--samples", "8",
           "--max-new-tokens", "40", "--seed", "1", "--max-batch-rows", "16"]
@@ -76,7 +76,7 @@ def test_probe_stop_spends_exactly_the_tokens_its_replay_predicts(probed, tmp_pa
 
     # a killed run resumes to the same rollouts
     store = RunStore(out)
-    store.rollout_shards()[-1].unlink()
+    drop_shard(store.rollout_shards()[-1])
     store.update_stage("sample", status="running")
     attractor("sample", *COMMON, "--early-stop", f"probe:{path},threshold={thr}", "--out", str(out))
     assert _rows(out)[["question_id", "sample_id", "text", "n_tokens"]].equals(
@@ -114,7 +114,7 @@ def test_probe_allocation_favours_low_scores_and_resumes(probed, tmp_path):
     assert counts[lowest] >= counts[highest]
     assert counts[lowest] > 2, "the least stable question gets more than its first round"
     store = RunStore(out)
-    store.rollout_shards()[-1].unlink()
+    drop_shard(store.rollout_shards()[-1])
     store.update_stage("sample", status="running")
     attractor("sample", *args, "--out", str(out))
     assert _rows(out)[["question_id", "sample_id", "text"]].equals(

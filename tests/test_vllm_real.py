@@ -17,7 +17,7 @@ import pytest
 from attractor.scaling import deepconf
 from attractor.store.run_store import RunStore
 from conftest import DATA_DIR
-from helpers import attractor
+from helpers import attractor, drop_shard
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 if not HAS_VLLM:
@@ -124,7 +124,7 @@ def test_sampled_runs_are_reproducible_by_seed_and_resume_to_the_same_rollouts(s
     shutil.copytree(full, resumed)
     shards = RunStore(resumed).rollout_shards()
     assert len(shards) >= 2
-    shards[-1].unlink()  # as if the run had been killed before its last shard
+    drop_shard(shards[-1])  # as if the run had been killed before its last shard
     proc = _sample(resumed, *args, engine="vllm")
     assert "nothing to do" not in proc.stdout
     a, b = _rollouts(full), _rollouts(resumed)

@@ -15,7 +15,7 @@ from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
 from attractor.metrics.answers import auroc, bootstrap_ci, question_metrics
 from attractor.store.environment import now
-from attractor.store.run_store import RunStore, atomic_write_table
+from attractor.store.run_store import RunStore
 
 SUMMARY_METRICS = ("accuracy", "answer_entropy_nats", "answer_entropy_bits", "top1_share",
                    "n_unique_answers", "answered_share", "truncation_rate", "mean_tokens",
@@ -62,7 +62,7 @@ def grade_ungraded(store: RunStore, problems: dict[str, Any], kind: str, grader:
                 arr = pa.array(values, type=field.type)
                 table = (table.set_column(pos, field, arr) if pos >= 0
                          else table.append_column(field, arr))
-            atomic_write_table(shard, table)
+            store.write_rollout_table(shard, table)
             graded += len(qids)
         return graded, verifier.failure_record()
 

@@ -29,4 +29,4 @@ def verify_lines(run: str, checked: int, damage: list[Damage]) -> list[str]:
     return [d.line() for d in damage] + [
         f"{len(damage)} damaged of {checked + sum(not d.path.exists() for d in damage)} "
         f"shards; run the run's own `attractor sample` command to sample them again from their "
-        "seeds (the damaged files are kept in rollouts/damaged/)"]
+        "seeds (the damaged files are kept in rollouts/_damaged/)"]

@@ -1,13 +1,13 @@
 """What a run's rollout shards should be, and what is wrong with them.
 
-Every rollout shard a run writes is recorded in ``rollouts/shards.json`` (its size in bytes,
+Every rollout shard a run writes is recorded in ``rollouts/_shards.json`` (its size in bytes,
 sha256 and row count) *before* it is renamed into place, so a shard that is later truncated,
 overwritten, deleted or copied in from elsewhere differs from the record. Reading commands check
 sizes (a stat per shard) and that each shard opens; ``attractor verify`` also checks hashes.
 Runs written before the record existed are checked only for shards that do not open.
 
 ``attractor sample`` with the run's own command repairs a run: a damaged shard is moved to
-``rollouts/damaged/`` (kept, never deleted) and its questions are sampled again, which gives the
+``rollouts/_damaged/`` (kept, never deleted) and its questions are sampled again, which gives the
 same rollouts because every rollout is a function of its seed.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from attractor.store.atomic import atomic_write_json
 
-RECORD = "shards.json"
-DAMAGED = "damaged"
+RECORD = "_shards.json"   # "_": pyarrow and pandas skip it when they read the folder
+DAMAGED = "_damaged"
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def damaged_shards(shard_dir: Path, deep: bool = False) -> list[Damage]:
 
 
 def set_aside(damage: Damage) -> Path | None:
-    """Move a damaged shard to ``rollouts/damaged/NAME.TIMESTAMP`` (never deleted) and drop it
+    """Move a damaged shard to ``rollouts/_damaged/NAME.TIMESTAMP`` (never deleted) and drop it
     from the record; returns where it went (None for a missing one)."""
     shard_dir = damage.path.parent
     forget_shard(shard_dir, damage.path.name)

@@ -202,11 +202,16 @@ class RunStore:
 
     def write_rollouts(self, path: Path, rows: list[dict[str, Any]]) -> None:
         """Write rows (dicts with ROLLOUT_SCHEMA's keys; missing ones null) as one shard."""
+        cols = {f.name: [r.get(f.name) for r in rows] for f in ROLLOUT_SCHEMA}
+        self.write_rollout_table(path, pa.table(cols, schema=ROLLOUT_SCHEMA))
+
+    def write_rollout_table(self, path: Path, table: pa.Table) -> None:
+        """Write (or rewrite: analyze grades imported rows) a rollout shard atomically,
+        recording its size and sha256 before it is renamed into place."""
         from attractor.store.integrity import record_shard
 
-        cols = {f.name: [r.get(f.name) for r in rows] for f in ROLLOUT_SCHEMA}
-        atomic_write_table(path, pa.table(cols, schema=ROLLOUT_SCHEMA), before_publish=lambda tmp:
-                           record_shard(path.parent, path.name, tmp, len(rows)))
+        atomic_write_table(path, table, before_publish=lambda tmp:
+                           record_shard(path.parent, path.name, tmp, table.num_rows))
 
     def check_shards(self) -> None:
         """UserError naming the first damaged rollout shard (size and footer checks: a stat
