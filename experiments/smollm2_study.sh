@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-model findings in the README ("What stability looks like on SmolLM2"): every command,
-# timed. About an hour of 2-core CPU (measured times land in OUT/times.txt). Needs the SmolLM2 install step (README) and the
+# timed. About 50 minutes of 2-core CPU (measured times land in OUT/times.txt). Needs the SmolLM2 install step (README) and the
 # benchmark files for GSM8K.
 #
 #   bash experiments/smollm2_study.sh [OUT]        # OUT defaults to runs/smol-study
@@ -26,25 +26,25 @@ timed analyze_arith_T0.7 "$A" analyze "$R" --window 16
 timed sample_arith_T1.0 "$A" sample --model smollm2 --task "$TASK,n=48" -n 16 \
   --temperature 1.0 --max-new-tokens 192 --reading flexible --out "$OUT/arith_T1.0"
 timed analyze_arith_T1.0 "$A" analyze "$OUT/arith_T1.0" --window 16
-timed probe_arith "$A" probe "$R" --layers every:5 --tokens 0,1,2,4,8,16 --refits 5
+timed probe_arith "$A" probe "$R" --layers every:10 --tokens 0,4,16 --refits 3
 timed vote_arith "$A" vote "$R"
-# 2. GSM8K test, first 24 questions x 8 samples, T = 0.7, 256 tokens, flexible
-timed sample_gsm8k "$A" sample --model smollm2 --task gsm8k --limit 24 -n 8 --temperature 0.7 \
+# 2. GSM8K test, first 16 questions x 8 samples, T = 0.7, 256 tokens, flexible
+timed sample_gsm8k "$A" sample --model smollm2 --task gsm8k --limit 16 -n 8 --temperature 0.7 \
   --max-new-tokens 256 --reading flexible --out "$OUT/gsm8k"
 timed analyze_gsm8k "$A" analyze "$OUT/gsm8k" --window 16
-# 3. mechanism on 24 of the arithmetic questions x 8 samples (depth, attention, patching)
+# 3. mechanism on 16 of the arithmetic questions x 8 samples (depth, attention, patching)
 M="$OUT/mech"
-timed sample_mech "$A" sample --model smollm2 --task "$TASK,n=24" -n 8 --temperature 0.7 \
+timed sample_mech "$A" sample --model smollm2 --task "$TASK,n=16" -n 8 --temperature 0.7 \
   --max-new-tokens 128 --reading flexible --out "$M"
 timed analyze_mech "$A" analyze "$M" --window 16
 timed depth "$A" depth "$M" --positions decisive --skip off   # the lens; the skip sweep is 30x
 timed attention "$A" attention "$M" --ablate none
 timed patch "$A" patch "$M"
-# 4. fractional steering from instruction prompts, on 24 held-out questions (offset 48)
+# 4. fractional steering from instruction prompts, on 16 held-out questions (offset 48)
 timed steer_build "$A" steer build "$R" --kind fractional --out "$OUT/frac.safetensors"
-timed steer_sweep "$A" sweep --model smollm2 --task "$TASK,n=72" --offset 48 --limit 24 -n 8 \
-  --temperature 0.7 --max-new-tokens 192 --reading flexible --steer "$OUT/frac.safetensors" \
-  --alpha 0,0.1,0.2 --out "$OUT/steer"
+timed steer_sweep "$A" sweep --model smollm2 --task "$TASK,n=64" --offset 48 --limit 16 -n 8 \
+  --temperature 0.7 --max-new-tokens 128 --reading flexible --steer "$OUT/frac.safetensors" \
+  --alpha 0,0.2 --out "$OUT/steer"
 # 5. the embedded model on the same arithmetic questions, and both side by side
 timed sample_tiny "$A" sample --model tiny --task "$TASK,n=48" -n 16 --temperature 0.7 \
   --max-new-tokens 192 --reading flexible --out "$OUT/tiny_arith"
