@@ -177,3 +177,20 @@ def test_a_run_graded_in_both_readings_and_an_old_run_read_strict(tmp_path):
     assert run_analyze(str(old))["readings"]["flexible"] is None
     with pytest.raises(UserError, match="before the flexible reading"):
         run_analyze(str(old), reading="flexible")
+
+
+def test_the_decisive_token_follows_the_runs_reading():
+    """Strict: the answer after the requested marker; flexible: the last number, True/False or
+    ProsQA option named (where a flexible-read run's answer was decided)."""
+    from attractor.capture.decisive import decisive_char
+
+    text = "### 12 was a guess; 7 + 5 = 13"
+    assert decisive_char(text, "arith") == text.index("12")
+    assert decisive_char(text, "arith", "flexible") == text.rindex("13")
+    pq = "Tom is a dumpus. Is Tom a lempus or scrompus?"
+    t2 = "### Tom is a scrompus. Wait: lempus, and the dumpus"
+    assert decisive_char(t2, "prosqa") == t2.index("scrompus")
+    assert decisive_char(t2, "prosqa", "flexible", pq) == t2.index("lempus")
+    t3 = "It is True. No, False"
+    assert decisive_char(t3, "prontoqa", "flexible") == t3.rindex("False")
+    assert decisive_char("nothing here", "arith", "flexible") is None

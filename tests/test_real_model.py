@@ -245,3 +245,18 @@ def test_the_real_model_demo_prints_a_stability_gap_line(tmp_path):
     assert "stability gap" in proc.stdout and "flexible reading" in proc.stdout
     s = json.loads((tmp_path / "demo" / "metrics" / "summary.json").read_text())
     assert s["readings"]["used"] == "flexible" and s["n_samples"] == 24
+
+
+def test_mechanism_commands_read_a_flexible_run_in_its_reading(arith_run):
+    """A run sampled with --reading flexible is analysed in it by depth: each rollout's
+    correctness is its flexible grade and the decisive token is where the last number starts."""
+    import pandas as pd
+
+    attractor("depth", str(arith_run), "--positions", "decisive", "--skip", "off")
+    got = pd.read_parquet(arith_run / "metrics" / "depth_rollouts.parquet")
+    roll = RunStore(arith_run).rollouts(["question_id", "sample_id", "correct_flexible",
+                                         "correct"])
+    both = got.merge(roll, on=["question_id", "sample_id"], suffixes=("", "_roll"))
+    assert len(both) >= 0.8 * len(roll)
+    assert (both["correct"].astype(bool) == both["correct_flexible"].astype(bool)).all()
+    assert both["correct"].astype(bool).sum() > both["correct_roll"].astype(bool).sum()

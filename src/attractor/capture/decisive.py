@@ -15,16 +15,40 @@ to where the task has a fixed label set (ProsQA's two options, ProntoQA's True/F
 """
 from __future__ import annotations
 
-from attractor.grading.extract import _PROSQA_RE, _TF_RE, raw_answer
+import re
+
+from attractor.grading.extract import (_PROSQA_RE, _TF_RE, flexible_span, question_options,
+                                       raw_answer)
 from attractor.tasks.problem import Problem
 from attractor.tasks.prosqa import QUESTION_RE
 
 LABEL_TASKS = ("prosqa", "prontoqa")
 
 
-def decisive_char(text: str, kind: str) -> int | None:
+def flexible_decisive_char(text: str, kind: str, question: str | None = None) -> int | None:
+    """The decisive character of the flexible reading: where the last option named (ProsQA,
+    with its question), the last True/False or the last number starts."""
+    if kind == "prosqa":
+        opts = question_options(question, kind)
+        if opts is None:
+            found = list(_PROSQA_RE.finditer(text))
+            return found[-1].start(2) if found else None
+        hits = [m.start() for o in opts[1] for m in re.finditer(rf"\b{re.escape(o)}\b", text)]
+        return max(hits) if hits else None
+    span = flexible_span(text, kind, question)
+    if span is None:
+        return None
+    start = text.rfind(span)
+    return start if start >= 0 else None
+
+
+def decisive_char(text: str, kind: str, reading: str = "strict",
+                  question: str | None = None) -> int | None:
     """Character offset in ``text`` where the decisive token's word starts (None when the text
-    has no answer of ``kind``)."""
+    has no answer of ``kind`` in ``reading``; ``question`` names ProsQA's options for the
+    flexible reading)."""
+    if reading == "flexible":
+        return flexible_decisive_char(text, kind, question)
     span, _ = raw_answer(text)
     if span is None:
         return None
@@ -54,10 +78,11 @@ def token_holding(tokenizer, completion_ids: list[int], char: int) -> int:
 
 
 def decisive_token_index(tokenizer, completion_ids: list[int], text: str,
-                         kind: str) -> int | None:
+                         kind: str, reading: str = "strict",
+                         question: str | None = None) -> int | None:
     """Completion index of the token just before the decisive token (None without an answer,
-    or when the decisive token opens the completion)."""
-    char = decisive_char(text, kind)
+    or when the decisive token opens the completion), in the run's answer ``reading``."""
+    char = decisive_char(text, kind, reading, question)
     if char is None or char <= 0:
         return None
     t = token_holding(tokenizer, completion_ids, char)

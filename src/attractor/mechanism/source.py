@@ -23,6 +23,7 @@ from attractor.tasks.problem import Problem
 CHEAP = ["question_id", "sample_id", "answer_class", "correct", "finish_reason", "n_tokens"]
 TOKENS = ["question_id", "sample_id", "prompt_token_ids", "completion_token_ids", "text",
           "correct", "answer_class"]
+FLEXIBLE = ["correct_flexible", "answer_class_flexible"]
 
 
 @dataclass
@@ -93,8 +94,16 @@ class MechanismRun:
                             "must use the model that made the rollouts")
         self.store, self.stage, self.spec, self.sha = store, stage, spec, sha
         self.run = run
+        # the answer reading the run's metrics use (sample --reading): labels, correctness and
+        # decisive tokens follow it
+        self.reading = (m.config or {}).get("reading", "strict")
         try:
-            self.labels = stability_labels(store.rollouts(CHEAP))
+            cheap = store.rollouts(CHEAP + FLEXIBLE if self.reading == "flexible" else CHEAP)
+            if self.reading == "flexible":
+                from attractor.pipeline.analyze import reading_view
+
+                cheap = reading_view(cheap, "flexible")
+            self.labels = stability_labels(cheap)
         except UserError as err:
             raise UserError(f"{run}: {err}") from None
         self.problems = {p.id: p for p in store.questions()}
@@ -148,8 +157,8 @@ class MechanismRun:
         shards = self.store.rollout_shards()
         for i in range(0, len(todo), chunk):
             ids = todo[i:i + chunk]
-            frames = [pq.read_table(s, columns=TOKENS + list(extra),
-                                    filters=[("question_id", "in", ids)])
+            cols = TOKENS + (FLEXIBLE if self.reading == "flexible" else []) + list(extra)
+            frames = [pq.read_table(s, columns=cols, filters=[("question_id", "in", ids)])
                       .to_pandas() for s in shards]
             df = pd.concat(frames, ignore_index=True).sort_values(["question_id", "sample_id"])
             groups = {q: sub for q, sub in df.groupby("question_id", sort=False)}
@@ -173,7 +182,17 @@ class MechanismRun:
         else:
             p_ids, c_ids = list(map(int, r.prompt_token_ids)), list(map(int,
                                                                         r.completion_token_ids))
-        ac = r.answer_class if isinstance(r.answer_class, str) else None
+        flex = self.reading == "flexible"
+        ac = r.answer_class_flexible if flex else r.answer_class
+        ok = r.correct_flexible if flex else r.correct
         return Rollout(r.question_id, int(r.sample_id), p_ids, c_ids, r.text or "",
-                       bool(r.correct) if r.correct is not None and r.correct == r.correct
-                       else False, ac, {k: getattr(r, k) for k in extra})
+                       bool(ok) if ok is not None and ok == ok else False,
+                       ac if isinstance(ac, str) else None, {k: getattr(r, k) for k in extra})
+
+    def decisive(self, question: Question, r: Rollout) -> int | None:
+        """The completion index before ``r``'s decisive token, in the run's reading."""
+        from attractor.capture.decisive import decisive_token_index
+
+        return decisive_token_index(self.tokenizer, r.completion_ids, r.text,
+                                    question.problem.kind, self.reading,
+                                    question.problem.question)

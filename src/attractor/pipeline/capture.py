@@ -92,6 +92,8 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
 
         prompts = {p.id: prompt_ids(p, tok) for p in store.questions()}
     kinds = {p.id: p.kind for p in store.questions()}
+    texts = {p.id: p.question for p in store.questions()}
+    reading = (m.config or {}).get("reading", "strict")   # the run's answer reading
     items, keys = [], []
     span_sources: dict[str, int] = {}
     for r in df.itertuples(index=False):
@@ -104,7 +106,8 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
             p_ids, c_ids = list(r.prompt_token_ids), list(r.completion_token_ids)
         ans = answer_token_index(tok, c_ids, r.text or "") if any(
             s.kind == "answer" for s in specs) else None
-        dec = decisive_token_index(tok, c_ids, r.text or "", kinds[r.question_id]) if any(
+        dec = decisive_token_index(tok, c_ids, r.text or "", kinds[r.question_id], reading,
+                                   texts[r.question_id]) if any(
             s.kind == "decisive" for s in specs) else None
         span = None
         if chunked:

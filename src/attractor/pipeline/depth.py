@@ -8,7 +8,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from attractor.capture.decisive import decisive_token_index
 from attractor.capture.positions import parse_positions, resolve
 from attractor.capture.reforward import plan_batches
 from attractor.errors import ConfigError
@@ -27,12 +26,12 @@ def depth_items(mr: MechanismRun, question, specs, skip: str = "current"
                 ) -> tuple[list[DepthItem], list, int]:
     """Items of one question's rollouts (with their skip windows for ``skip``); the rollouts
     kept and how many had no target."""
-    tok, kind = mr.tokenizer, question.problem.kind
+    tok = mr.tokenizer
     items, kept, missing = [], [], 0
     for r in question.rollouts:
         ans = answer_token_index(tok, r.completion_ids, r.text) if any(
             s.kind == "answer" for s in specs) else None
-        dec = decisive_token_index(tok, r.completion_ids, r.text, kind)
+        dec = mr.decisive(question, r)
         targets = resolve(specs, len(r.prompt_ids), len(r.completion_ids), ans, dec)
         if not targets:
             missing += 1

@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from attractor.capture.decisive import decisive_token_index
 from attractor.errors import ConfigError
 from attractor.mechanism.modules import decoder_modules
 from attractor.mechanism.patching import (Site, causal_trace, embedding_sigma,
@@ -60,7 +59,6 @@ def run_patch(run: str, *, pairs: int = 1, noise: bool = True, trace_draws: int 
     table = mr.table("patching")
     done = mr.begin({"pairs": pairs, "noise": noise, "seed": seed, "trace_draws": trace_draws},
                     [table])
-    tok = mr.tokenizer
     counts = {"no_decisive": 0, "no_subject": 0}
     sigma = _subject_sigma(mr, mods) if trace_draws else None
     todo = len(mr.labels) - len(done & set(mr.labels["question_id"]))
@@ -69,10 +67,9 @@ def run_patch(run: str, *, pairs: int = 1, noise: bool = True, trace_draws: int 
         for chunk in mr.questions(done, chunk=4):
             frames = []
             for q in chunk:
-                kind = q.problem.kind
                 dec = {}
                 for r in q.rollouts:
-                    d = decisive_token_index(tok, r.completion_ids, r.text, kind)
+                    d = mr.decisive(q, r)
                     if d is not None:
                         dec[r.sample_id] = len(r.prompt_ids) + d
                     else:
