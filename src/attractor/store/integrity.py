@@ -12,7 +12,6 @@ same rollouts because every rollout is a function of its seed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from attractor.store.atomic import atomic_write_json
+from attractor.tasks.loaders import sha256_file   # the project's one file hash
 
 RECORD = "_shards.json"   # "_": pyarrow and pandas skip it when they read the folder
 DAMAGED = "_damaged"
@@ -36,17 +36,6 @@ class Damage:
     def line(self) -> str:
         """One line naming the file and the damage."""
         return f"{self.path}: {self.reason}"
-
-
-def file_digest(path: Path | str) -> tuple[int, str]:
-    """(size in bytes, sha256) of a file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            size += len(block)
-    return size, h.hexdigest()
 
 
 def read_record(shard_dir: Path) -> dict[str, dict] | None:
@@ -71,8 +60,8 @@ def record_shard(shard_dir: Path, name: str, written: Path | str, rows: int) -> 
         if any(shard_dir.glob("part-*.parquet")):
             return
         record = {}
-    size, sha = file_digest(written)
-    record[name] = {"bytes": size, "sha256": sha, "rows": rows}
+    record[name] = {"bytes": Path(written).stat().st_size, "sha256": sha256_file(Path(written)),
+                    "rows": rows}
     atomic_write_json(shard_dir / RECORD, record)
 
 
@@ -111,7 +100,7 @@ def damaged_shards(shard_dir: Path, deep: bool = False) -> list[Damage]:
             out.append(Damage(path, f"{size} bytes, {entry.get('bytes')} when written "
                                     "(truncated or overwritten)"))
             continue
-        if deep and file_digest(path)[1] != entry.get("sha256"):
+        if deep and sha256_file(path) != entry.get("sha256"):
             out.append(Damage(path, "sha256 differs from when it was written (corrupt)"))
             continue
         why = _opens(path)
