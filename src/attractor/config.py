@@ -38,8 +38,6 @@ class SamplingConfig:
     seed: int = option("Base seed: sample i of every question uses seed + i.", 0)
 
     def __post_init__(self) -> None:
-        if self.samples <= 0:
-            raise ConfigError(f"`samples` must be a positive integer, got {self.samples}")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ConfigError(f"`temperature` must be a finite number >= 0, got {self.temperature}")
         if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
@@ -48,10 +46,11 @@ class SamplingConfig:
             raise ConfigError(f"`top_k` must be >= 0 (0 disables it), got {self.top_k}")
         if self.max_new_tokens <= 0:
             raise ConfigError(f"`max_new_tokens` must be positive, got {self.max_new_tokens}")
-        from attractor.checks import check_count, check_seed
+        from attractor.checks import MAX_SAMPLES, check_count, check_seed
 
         check_count(self.top_k, "`top_k`")
-        check_count(self.samples, "`samples`", 1)
+        # a request that would run for days is refused up front, not started in silence
+        check_count(self.samples, "`samples`", 1, MAX_SAMPLES)
         check_count(self.max_new_tokens, "`max_new_tokens`", 1)
         check_seed(self.seed, "`seed`", self.samples)
         if self.temperature == 0:

@@ -153,15 +153,12 @@ def vote_cmd(
     from attractor.pipeline.vote import run_vote
     from attractor.ui import console, table
 
-    if draws <= 0:
-        raise ConfigError(f"--draws must be positive, got {draws}")
     try:
         etas = tuple(float(x) for x in eta.split(",") if x.strip())
     except ValueError:
         raise ConfigError(f"--eta: expected numbers like 10,90, got '{eta}'") from None
-    if any(not 0 < e <= 100 for e in etas):
-        raise ConfigError(f"--eta: each value must be in (0, 100], got '{eta}'")
-    t = run_vote(run, draws=draws, etas=etas, layer=layer, position=position)
+    t = run_vote(run, draws=draws, etas=etas, layer=layer, position=position,
+                 show_progress=True)
     kmax = int(t["k"].max())
     rows = [[r.method, r.accuracy, f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", r.majority,
              r.delta_vs_majority, r.tokens, r.n_questions]
@@ -260,8 +257,9 @@ def import_cmd(
         console.print(f"{out}: already imported ({res['questions']} questions, {res['rollouts']} "
                       "rollouts); nothing to do")
     else:
+        how = "detected from the file; --kind to choose" if res["kind_detected"] else "--kind"
         console.print(f"imported {res['rollouts']} rollouts of {res['questions']} questions into "
-                      f"{out}; next: attractor analyze {out}")
+                      f"{out}, graded as {res['kind']} ({how}); next: attractor analyze {out}")
         check = res.get("label_check")
         if check:
             console.print(

@@ -117,6 +117,10 @@ def latent_seek_cmd(
     from attractor.tasks.prompts import prompt_ids
     from attractor.ui import console, frame_table, progress_bar
 
+    from attractor.checks import check_destination
+
+    if out:
+        check_destination(out)
     require_loop(Path(checkpoint))
     problems, _ = load_task(task, data_dir=data_dir, limit=limit)
     device = resolve_device(device)

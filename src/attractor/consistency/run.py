@@ -21,7 +21,7 @@ from typing import Callable
 
 from attractor.consistency.config import ConsistencyConfig
 from attractor.consistency.evaluate import COLUMNS, Scored, paired_difference, score
-from attractor.errors import ConfigError, RunMismatchError
+from attractor.errors import ConfigError, DataError, RunMismatchError
 
 # options that change where, how fast or how far a run goes, not what it trains
 LOGISTICS = ("out", "threads", "device", "stop_after", "data_dir")
@@ -54,18 +54,37 @@ def question_order(n: int, needed: int, seed: int) -> list[int]:
 
 
 def _check_run_dir(cfg: ConsistencyConfig, out: Path) -> None:
-    mine = {k: v for k, v in asdict(cfg).items() if k not in LOGISTICS}
+    """Refuse an --out that cannot be written or holds a run with other options (nothing is
+    written here: :func:`_claim_run_dir` records the run once it has started)."""
+    from attractor.checks import check_destination
+
+    check_destination(out)
     path = out / "run.json"
     if path.exists():
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            raise DataError(f"{path}: not valid JSON (damaged); remove it to start over") \
+                from None
         saved.setdefault("reading", "strict")   # runs made before the option existed
+        mine = _identity(cfg)
         diff = sorted(k for k in mine if saved.get(k) != mine[k])
         if diff:
             raise RunMismatchError(f"{out}: holds a run with other options ({', '.join(diff)}); "
                                    "use another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(mine, indent=2))
+
+
+def _identity(cfg: ConsistencyConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in LOGISTICS}
+
+
+def _claim_run_dir(cfg: ConsistencyConfig, out: Path) -> None:
+    """Write ``out/run.json`` (atomically) once the data and model loaded, so a refused command
+    leaves nothing that blocks the corrected one."""
+    from attractor.store.atomic import atomic_write_json
+
+    if not (out / "run.json").exists():
+        atomic_write_json(out / "run.json", _identity(cfg))
 
 
 def _load_problems(cfg: ConsistencyConfig):
@@ -187,6 +206,7 @@ def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) 
     train, held, check = _load_problems(cfg)
     dev = resolve_device(cfg.device)
     model, tok = load(cfg.model, dtype="float32", device=dev)
+    _claim_run_dir(cfg, out)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     scores = _Scores(out / "eval_questions.parquet")
     sets = [("held-out", held, False), ("check", check, True)]

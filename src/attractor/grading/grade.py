@@ -41,12 +41,18 @@ def check_reading(reading: str) -> str:
     return reading
 
 
-def grader_for(kind: str, grader: str) -> str:
-    """``math`` or ``exact`` for a task kind and a ``--grader`` choice."""
+def check_grader(grader: str) -> str:
+    """The one check of ``--grader`` (auto, math or exact)."""
     if grader not in GRADERS:
         from attractor.errors import ConfigError
 
         raise ConfigError(f"--grader: expected one of {', '.join(GRADERS)}, got '{grader}'")
+    return grader
+
+
+def grader_for(kind: str, grader: str) -> str:
+    """``math`` or ``exact`` for a task kind and a ``--grader`` choice."""
+    check_grader(grader)
     if grader != "auto":
         return grader
     return "math" if kind == "math" else "exact"

@@ -50,11 +50,15 @@ def read_meta(path: Path) -> dict[str, Any]:
     if not (Path(path) / "model.safetensors").exists():
         raise UserError(f"{path}: latent checkpoint without its weights (no model.safetensors)")
     try:
-        return json.loads(f.read_text(encoding="utf-8"))
+        meta = json.loads(f.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"{f}: not UTF-8 text (expected the JSON a checkpoint holds)") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{f}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("method"), str):
+        raise UserError(f"{f}: no 'method' field (not the record `attractor latent train` "
+                        "writes, or a damaged one)")
+    return meta
 
 
 def check_base(path: Path, model, meta: dict[str, Any]) -> None:

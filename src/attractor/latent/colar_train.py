@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file
 
+from attractor.checks import check_destination
 from attractor.errors import DataError, UserError
 from attractor.latent.checkpoint import load_checked, read_meta, save_loop
 from attractor.latent.colar import CoLaR, ColarConfig
@@ -78,7 +79,7 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     else:
         colar = CoLaR(model, tok, ColarConfig(max_compression=cfg.compression)).to(dev)
     colar.train()
-    out = Path(cfg.out)
+    out = check_destination(cfg.out)
     state_dir = out / "train-state"
     pos: dict[str, Any] = {"phase": 0, "epoch": 0, "batch": 0, "step": 0, "tokens": 0,
                            "seconds": 0.0}

@@ -254,8 +254,11 @@ def run_eval(cfg: EvalConfig, checkpoints: list[Path] | None = None, out: Path |
     """``attractor latent eval``: :func:`evaluate` on every task of ``cfg``; returns (a row per
     task and method, a row per task, method and question). With ``out``, both are written as
     ``latent_eval.parquet`` and ``latent_questions.parquet`` (atomically)."""
+    from attractor.checks import check_destination
     from attractor.store.run_store import atomic_write_bytes
 
+    if out is not None:
+        check_destination(out)
     per_question: list[dict[str, Any]] = []
     frames = [evaluate(t, checkpoints, model_spec=cfg.model, limit=cfg.limit, data_dir=data_dir,
                        epsilon=cfg.epsilon, haltings=tuple(cfg.halting),

@@ -24,11 +24,11 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from attractor.checks import check_destination
 from attractor.config import SamplingConfig
 from attractor.errors import DataError, UserError
 from attractor.grading.grade import correct_answers
@@ -125,7 +125,7 @@ def train_hrpo(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     ref = copy.deepcopy(hm).eval() if cfg.kl > 0 else None
     if ref is not None:
         ref.requires_grad_(False)
-    out = Path(cfg.out)
+    out = check_destination(cfg.out)
     state_dir = out / "train-state"
     pos: dict[str, Any] = {"step": 0, "tokens": 0, "seconds": 0.0, "rewards": []}
     saved = resume(hm, model, cfg, state_dir, dev)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
+from attractor.errors import ConfigError
 from attractor.grading.extract import extract_answer
 from attractor.latent.command_config import InspectConfig
 from attractor.latent.interventions import intervening, noise, texts
@@ -165,6 +166,13 @@ def _path_nodes(p) -> list[int] | None:
     return nodes
 
 
+def check_donors(cfg: InspectConfig, n_questions: int) -> None:
+    """``swap`` puts another question's thought in place: it needs two questions at least."""
+    if "swap" in cfg.kinds and n_questions < 2:
+        raise ConfigError(f"--kinds swap: needs at least 2 questions (another question's thought "
+                          f"is swapped in), the task gives {n_questions} (--limit)")
+
+
 def run_inspect(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str | None = None,
                 on_start: Callable[[int], None] | None = None,
                 on_step: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -181,11 +189,15 @@ def run_inspect(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str |
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids
 
+    from attractor.checks import check_destination
+
+    check_destination(out)
     step = on_step or (lambda: None)
     if read_meta(checkpoint).get("method") == "colar":
         return _inspect_colar(checkpoint, cfg, out, data_dir, on_start, step)
     require_loop(checkpoint)
     problems, _ = load_task(cfg.task, data_dir=data_dir, limit=cfg.limit)
+    check_donors(cfg, len(problems))
     base, tok = load(cfg.model, dtype="float32", device="cpu")
     loop, meta = load_loop(checkpoint, base, tok)
     prompts = [prompt_ids(p, tok, True) for p in problems]

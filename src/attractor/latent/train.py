@@ -15,11 +15,11 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from attractor.checks import check_destination
 from attractor.latent.checkpoint import read_meta, save_loop
 from attractor.latent.config import variant_name
 from attractor.latent.curriculum import (build_example, check_steps, cot_steps, stage_of,
@@ -57,7 +57,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
     torch.manual_seed(cfg.seed)
     loop = LatentLoop(model, tok, loop_cfg)
     loop.train()
-    out = Path(cfg.out)
+    out = check_destination(cfg.out)
     state_dir = out / "train-state"
     plan = cfg.schedule()
     pos = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}

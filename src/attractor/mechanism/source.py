@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from attractor.errors import UserError
 from attractor.store.environment import command_line, now
 from attractor.store.parts import PartTable
-from attractor.store.run_store import RunStore
+from attractor.store.run_store import open_run
 from attractor.tasks.problem import Problem
 
 CHEAP = ["question_id", "sample_id", "answer_class", "correct", "finish_reason", "n_tokens"]
@@ -75,12 +75,9 @@ class MechanismRun:
     """An existing run, its model and the resumable table one command writes."""
 
     def __init__(self, run: str, stage: str, model: str | None = None, device: str = "auto",
-                 dtype: str = "auto", attn_implementation: str | None = None) -> None:
-        store = RunStore(run)
-        if not store.exists():
-            raise UserError(f"{run}: not a run directory (no manifest.json)")
-        if not store.rollout_shards():
-            raise UserError(f"{run}: the run has no rollouts")
+                 dtype: str = "auto", attn_implementation: str | None = None,
+                 writes: bool = True) -> None:
+        store = open_run(run, writes=writes)
         m = store.manifest
         spec = model or m.model_spec
         if spec is None:

@@ -15,7 +15,7 @@ from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
 from attractor.metrics.answers import auroc, bootstrap_ci, question_metrics
 from attractor.store.environment import now
-from attractor.store.run_store import RunStore
+from attractor.store.run_store import RunStore, open_run
 
 SUMMARY_METRICS = ("accuracy", "answer_entropy_nats", "answer_entropy_bits", "top1_share",
                    "n_unique_answers", "answered_share", "truncation_rate", "mean_tokens",
@@ -222,6 +222,13 @@ def latent_and_signal_tables(store: RunStore, q: pd.DataFrame, window: int, tail
     latent = None
     index = store.hidden_store.index()
     if index.num_rows:
+        covered = len(set(zip(index.column("question_id").to_pylist(),
+                              index.column("sample_id").to_pylist())))
+        if covered < len(roll):
+            notes.append(f"latents cover {covered} of {len(roll)} rollouts (sampling resumed or "
+                         f"a capture stopped after them): the latent metrics use those only; "
+                         f"run the run's `attractor capture {store.path} ...` command again to "
+                         "capture the rest")
         correct_of = {(a, int(b)): bool(c) for a, b, c in
                       zip(samples["question_id"], samples["sample_id"], samples["correct"])}
         latent = latent_table(store.hidden_store, correct_of)
@@ -308,19 +315,15 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
 
     if reading is not None:
         check_reading(reading)
-    store = RunStore(run)
-    if not store.exists():
-        raise UserError(f"{run}: not a run directory (no manifest.json)")
+    try:
+        store = open_run(run, partial=partial)
+    except UserError as err:
+        if "sampling has not finished" in str(err):
+            raise UserError(f"{err}, or pass --partial to analyse what is there") from None
+        raise
     m = store.manifest
     reading = reading or m.config.get("reading", "strict")
-    if not store.rollout_shards():
-        raise UserError(f"{run}: the run has no rollouts yet")
     unfinished = "sample" in m.stages and not m.stage_done("sample")
-    if unfinished and not partial:
-        have = len(set(store.rollouts(["question_id"])["question_id"]))
-        raise UserError(f"{run}: sampling has not finished ({have} of {len(store.questions())} "
-                        "questions have rollouts); resume it by running the same `attractor "
-                        "sample` command again, or pass --partial to analyse what is there")
     df = store.rollouts(["question_id", "correct"])
     if df["correct"].isna().any():
         problems = store.questions()

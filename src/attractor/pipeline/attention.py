@@ -10,8 +10,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from attractor.checks import check_positive
 from attractor.capture.reforward import plan_batches
-from attractor.errors import ConfigError
 from attractor.grading.grade import grade_question
 from attractor.mechanism.ablation import ablated_head, greedy_texts, parse_heads
 from attractor.mechanism.attention import AttnItem, attention_batch, response_header_len
@@ -31,8 +31,7 @@ def run_attention(run: str, *, ablate: str = "all", model: str | None = None,
                   show_progress: bool = True, log: Callable[[str], None] = print
                   ) -> dict[str, Any]:
     """Compute the attention tables of a run (resumable); returns counts and the summary."""
-    if max_tokens_per_batch <= 0:
-        raise ConfigError(f"--max-tokens-per-batch must be positive, got {max_tokens_per_batch}")
+    check_positive(max_tokens_per_batch, "--max-tokens-per-batch")
     mr = MechanismRun(run, "attention", model=model, device=device, dtype=dtype,
                       attn_implementation="eager")
     mods = decoder_modules(mr.model)

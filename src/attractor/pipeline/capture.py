@@ -13,10 +13,11 @@ import torch
 from attractor.capture.decisive import decisive_token_index, token_holding
 from attractor.capture.positions import parse_layers, parse_positions, reasoning_tokens, resolve
 from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
-from attractor.errors import ConfigError, UserError
+from attractor.errors import UserError
 from attractor.grading.extract import raw_answer
 from attractor.store.environment import command_line, now
-from attractor.store.run_store import RunStore
+from attractor.checks import check_positive
+from attractor.store.run_store import open_run
 from attractor.ui import progress_bar
 
 SHARD_VECTORS = 65536
@@ -44,13 +45,8 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
                 device: str = "auto", dtype: str = "auto", show_progress: bool = True,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Capture latents into ``RUN/latents``; returns counts."""
-    store = RunStore(run)
-    if not store.exists():
-        raise UserError(f"{run}: not a run directory (no manifest.json)")
-    if not store.rollout_shards():
-        raise UserError(f"{run}: the run has no rollouts to capture")
-    if max_tokens_per_batch <= 0:
-        raise ConfigError(f"--max-tokens-per-batch must be positive, got {max_tokens_per_batch}")
+    check_positive(max_tokens_per_batch, "--max-tokens-per-batch")
+    store = open_run(run)
     specs = parse_positions(positions)
     m = store.manifest
     run_model = m.model_spec
@@ -83,6 +79,7 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
     cols = ["question_id", "sample_id", "prompt_token_ids", "completion_token_ids", "text"]
     df = store.rollouts(cols)
     latent = store.hidden_store
+    latent.repair(log)   # damaged latent files are set aside; their rollouts are captured again
     done = set(zip(latent.index().column("question_id").to_pylist(),
                    latent.index().column("sample_id").to_pylist()))
     retokenized = df["completion_token_ids"].isna().any()

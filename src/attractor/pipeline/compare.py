@@ -6,7 +6,6 @@ Writes ``OUT/compare.parquet``, ``OUT/tightness.parquet`` and ``OUT/compare.png`
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from attractor.checks import check_destination
 from attractor.errors import UserError
 from attractor.store.atomic import atomic_write_bytes, atomic_write_table
-from attractor.store.run_store import RunStore
+from attractor.store.run_store import RunStore, open_run
 
 
 def _questions_key(store: RunStore) -> tuple[list[str], str]:
@@ -38,12 +38,13 @@ def run_compare(runs: list[str], out: str, position: str | None = None) -> dict[
     """Compare ``runs`` (each analysed) into ``out``; returns the two tables."""
     if len(runs) < 2:
         raise UserError("compare needs at least two runs")
+    check_destination(out)
     stores = []
     for r in runs:
-        s = RunStore(r)
-        if not s.exists():
-            raise UserError(f"{r}: not a run directory (no manifest.json)")
+        s = open_run(r, writes=False)
         s.check_metrics_fresh()
+        if position is not None:
+            s.hidden_store.default_choice(None, position)   # refuses a position not captured
         stores.append(s)
     ids0, key0 = _questions_key(stores[0])
     for s, r in zip(stores[1:], runs[1:]):
@@ -53,7 +54,7 @@ def run_compare(runs: list[str], out: str, position: str | None = None) -> dict[
             raise UserError(f"{r}: its questions differ from {runs[0]}'s ({extra} ids differ"
                             f"{'' if extra else '; same ids, other texts'}); compare runs on "
                             "the same questions")
-    summaries = [json.loads(s.sub("metrics", "summary.json").read_text()) for s in stores]
+    summaries = [s.metric_json("summary") for s in stores]
     ks = [sorted(int(k.split("@")[1]) for k in sm["means"] if k.startswith("pass@"))
           for sm in summaries]
     k = max(set.intersection(*(set(x) for x in ks))) if all(ks) else None

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from attractor.checks import check_positive
 from attractor.capture.positions import parse_positions, resolve
 from attractor.capture.reforward import plan_batches
 from attractor.errors import ConfigError
@@ -60,8 +61,7 @@ def run_depth(run: str, *, positions: str = "decisive,frac:0.25,frac:0.5,frac:0.
                           "tokens")
     if not any(s.kind == "decisive" for s in specs):
         specs = parse_positions("decisive," + positions)
-    if max_tokens_per_batch <= 0:
-        raise ConfigError(f"--max-tokens-per-batch must be positive, got {max_tokens_per_batch}")
+    check_positive(max_tokens_per_batch, "--max-tokens-per-batch")
     mr = MechanismRun(run, "depth", model=model, device=device, dtype=dtype)
     mods = decoder_modules(mr.model)
     tables = [mr.table("depth"), mr.table("depth_rollouts")] + (

@@ -20,7 +20,7 @@ from attractor.errors import ConfigError, UserError
 from attractor.scaling.early_stop import (Trace, consensus_rule, deepconf_rule, latent_rule,
                                           majority_outcome, probe_rule)
 from attractor.store.environment import now
-from attractor.store.run_store import RunStore
+from attractor.store.run_store import open_run
 
 
 PROBE_PERCENTILES = (5, 10, 20, 30, 40, 50)
@@ -67,9 +67,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
     :func:`probe_thresholds` (needs the run's model)."""
     if not 0 <= max_loss <= 1:
         raise ConfigError(f"--max-loss must be in [0, 1], got {max_loss}")
-    store = RunStore(run)
-    if not store.exists():
-        raise UserError(f"{run}: not a run directory (no manifest.json)")
+    store = open_run(run, graded=True)
     roll = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "n_tokens",
                            "token_confidences"])
     if roll.empty:

@@ -16,7 +16,8 @@ from attractor.errors import ConfigError, DataError, UserError
 from attractor.store.environment import command_line, environment, now
 from attractor.store.manifest import Manifest
 from attractor.store.run_store import RunStore
-from attractor.tasks.loaders import detect_format, read_records, sha256_file
+from attractor.grading.grade import check_grader
+from attractor.tasks.loaders import detect_kind, read_records, sha256_file
 from attractor.tasks.problem import Problem
 
 IMPORT_SHARD_ROWS = 20000
@@ -34,6 +35,19 @@ def _as_bool(value: Any, where: str, field: str) -> bool | None:
     raise DataError(f"{where}: field '{field}' must be a boolean label, got {value!r}")
 
 
+FINISH_REASONS = ("stop", "length")
+
+
+def _finish(value: Any, where: str, field: str | None) -> str | None:
+    """A finish reason: 'stop' (the model ended it) or 'length' (the budget did), or null."""
+    if value is None:
+        return None
+    if value not in FINISH_REASONS:
+        raise DataError(f"{where}: field '{field}' must be 'stop' or 'length' (or null), "
+                        f"got {value!r}")
+    return value
+
+
 def run_import(file: str, out: str, *, response_field: str | None = None,
                responses_field: str | None = None, id_field: str | None = "id",
                question_field: str = "question", answer_field: str = "answer",
@@ -46,11 +60,18 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
                           "--responses-field (a row per question with a list)")
     if kind not in ("auto", "math", "prosqa", "prontoqa", "arith"):
         raise ConfigError(f"--kind: expected auto, math, prosqa, prontoqa or arith, got '{kind}'")
+    check_grader(grader)
+    store = RunStore(out)
+    store.check_writable()
+    if store.exists() and "import" not in store.manifest.stages:
+        raise UserError(f"--out {out}: holds a run made by `attractor "
+                        f"{next(iter(store.manifest.stages), 'sample')}`, not an import; "
+                        "import into a new --out")
     path = Path(file)
     rows = read_records(path)
     if not rows:
         raise DataError(f"{path}: no rows")
-    task_kind = kind if kind != "auto" else (detect_format(rows[0][1]) or "math")
+    task_kind = kind if kind != "auto" else detect_kind(rows[0][1], question_field, answer_field)
     problems: dict[str, Problem] = {}
     samples: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for i, (line, row) in enumerate(rows):
@@ -85,6 +106,7 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
                 labels = [labels] * len(responses)
             finish = row.get(finish_reason_field) if finish_reason_field else None
             finish = finish if isinstance(finish, list) else [finish] * len(responses)
+            finish = [_finish(f, where, finish_reason_field) for f in finish]
             for text, lab, fin in zip(responses, labels, finish):
                 samples[qid].append({"text": text, "label_correct": _as_bool(lab, where,
                                                                              correct_field or ""),
@@ -99,11 +121,10 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
                 "text": text,
                 "label_correct": _as_bool(row.get(correct_field), where, correct_field or "")
                 if correct_field else None,
-                "finish_reason": row.get(finish_reason_field) if finish_reason_field else None})
+                "finish_reason": _finish(row.get(finish_reason_field), where, finish_reason_field)
+                if finish_reason_field else None})
     if not any(samples.values()):
         raise UserError(f"{path}: no rollouts read (check --response-field / --responses-field)")
-    store = RunStore(out)
-    store.check_writable()
     identity = {"import.file_sha256": sha256_file(path), "import.response_field": response_field,
                 "import.responses_field": responses_field, "import.id_field": id_field,
                 "import.question_field": question_field, "import.answer_field": answer_field,
@@ -134,7 +155,8 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
         store.write_rollouts(store.shard_path(k // IMPORT_SHARD_ROWS),
                              out_rows[k:k + IMPORT_SHARD_ROWS])
     store.update_stage("import", status="done", finished=now(), n_rollouts=len(out_rows))
-    res = {"status": "done", "questions": len(problems), "rollouts": len(out_rows)}
+    res = {"status": "done", "questions": len(problems), "rollouts": len(out_rows),
+           "kind": task_kind, "kind_detected": kind == "auto"}
     if correct_field:
         res["label_check"] = label_check(problems, samples, task_kind, grader)
     return res

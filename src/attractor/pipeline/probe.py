@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 
 from attractor.capture.positions import parse_layers
-from attractor.errors import ConfigError
+from attractor.checks import check_positive
+from attractor.errors import ConfigError, UserError
 from attractor.mechanism.source import MechanismRun
 from attractor.metrics.auroc import auroc
 from attractor.probes.features import FeatureSet, collect
 from attractor.probes.model import (Probe, cross_val_scores, normal_interval, permute_by_question,
                                     refit_se, selected_level)
 from attractor.store.environment import now
+from attractor.store.run_store import open_run
 from attractor.ui import progress_bar
 
 TARGETS = ("correct", "majority_correct", "stable")
@@ -49,6 +51,17 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
         raise ConfigError(f"--folds must be at least 2, got {folds}")
     if refits < 2:
         raise ConfigError(f"--refits must be at least 2, got {refits}")
+    check_positive(max_tokens_per_batch, "--max-tokens-per-batch")
+    store = open_run(run, graded=True)
+    n_questions = len(store.questions())
+    if folds > n_questions:
+        raise ConfigError(f"--folds {folds}: more folds than the run's {n_questions} questions "
+                          "(each fold holds out whole questions)")
+    correct = _correct(store)
+    if correct["correct"].astype(bool).nunique() < 2:
+        which = "right" if correct["correct"].all() else "wrong"
+        raise UserError(f"{run}: every rollout is {which}; a probe needs right and wrong "
+                        "rollouts to tell apart")
     mr = MechanismRun(run, "probe", model=model, device=device, dtype=dtype)
     layer_list = parse_layers(layers, mr.model.config.num_hidden_layers)
     fs = FeatureSet()
@@ -62,56 +75,66 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
         raise ConfigError(f"{run}: no rollout has the requested prefixes (--tokens {tokens})")
     rows = pd.DataFrame({"question_id": fs.question_id, "sample_id": fs.sample_id,
                          "n_tokens": fs.n_tokens, **fs.baselines})
-    correct = mr.store.rollouts(["question_id", "sample_id", "correct"])
     rows = rows.merge(correct, on=["question_id", "sample_id"], how="left").merge(
         mr.labels[["question_id", "majority_correct", "stable"]], on="question_id", how="left")
     hidden = {layer: np.concatenate(v) for layer, v in fs.hidden.items()}
     table, best = [], {}
     probes_dir = mr.store.sub("probes")
-    for target in TARGETS:
-        y_all = rows[target].fillna(False).astype(bool).to_numpy()
-        for n in ns:
-            sel = np.flatnonzero(rows["n_tokens"].to_numpy() == n)
-            y, groups = y_all[sel], rows["question_id"].to_numpy()[sel]
-            if len(sel) < 10 or y.all() or not y.any():
-                continue
-            base = {"target": target, "n_tokens": n, "n": int(len(sel)),
-                    "n_positive": int(y.sum()), "n_negative": int((~y).sum()),
-                    "n_questions": int(len(np.unique(groups)))}
-            ses = {}
-            for layer in layer_list:
-                x = hidden[layer][sel]
-                s = cross_val_scores(x, y, groups, folds, seed)
-                table.append({**base, **_score("hidden", layer, s, y, groups, x, folds, seed,
-                                               refits)})
-                ses[layer] = table[-1].pop("se")
-                if table[-1]["auroc"] is not None and (
-                        (target, n) not in best or table[-1]["auroc"] > best[(target, n)][0]):
-                    best[(target, n)] = (table[-1]["auroc"], layer)
-            if (target, n) in best:
-                # the best layer is chosen on the scores that report it: its interval holds
-                # at 95% whichever layer wins only at the Bonferroni level over all layers
-                a, top = best[(target, n)]
-                lo, hi = normal_interval(a, ses[top], selected_level(0.95, len(layer_list)))
-                table.append({**base, "feature": "hidden, best layer", "layer": top,
-                              "auroc": a, "ci_low": lo, "ci_high": hi})
-            rng = np.random.default_rng(seed)
-            top = best.get((target, n), (None, layer_list[-1]))[1]
-            shuffled = permute_by_question(y, groups, rng)
-            s = cross_val_scores(hidden[top][sel], shuffled, groups, folds, seed)
-            table.append({**base, **_score("shuffled labels", top, s, shuffled, groups,
-                                           hidden[top][sel], folds, seed, refits)})
-            table[-1].pop("se")
-            for b in BASELINES:
-                xb = rows[b].to_numpy(float)[sel]
-                ok = ~np.isnan(xb)
-                if ok.sum() < 10 or len(np.unique(xb[ok])) < 2:
+    with progress_bar(show_progress) as fits:
+        fit_task = fits.add_task("probe fits", total=len(TARGETS) * len(ns) * (len(layer_list) + 2
+                                                                               + len(BASELINES)))
+        for target in TARGETS:
+            y_all = rows[target].fillna(False).astype(bool).to_numpy()
+            for n in ns:
+                sel = np.flatnonzero(rows["n_tokens"].to_numpy() == n)
+                y, groups = y_all[sel], rows["question_id"].to_numpy()[sel]
+                if len(sel) < 10 or y.all() or not y.any():
+                    fits.update(fit_task, advance=len(layer_list) + 2 + len(BASELINES))
                     continue
-                s = np.full(len(sel), np.nan)
-                s[ok] = cross_val_scores(xb[ok, None], y[ok], groups[ok], folds, seed)
-                table.append({**base, **_score(b, None, s, y, groups, xb[:, None], folds, seed,
-                                               refits)})
+                base = {"target": target, "n_tokens": n, "n": int(len(sel)),
+                        "n_positive": int(y.sum()), "n_negative": int((~y).sum()),
+                        "n_questions": int(len(np.unique(groups)))}
+                ses = {}
+                for layer in layer_list:
+                    x = hidden[layer][sel]
+                    s = cross_val_scores(x, y, groups, folds, seed)
+                    table.append({**base, **_score("hidden", layer, s, y, groups, x, folds, seed,
+                                                   refits)})
+                    ses[layer] = table[-1].pop("se")
+                    fits.update(fit_task, advance=1, description=f"probe fits: {target}, "
+                                                                  f"{n} tokens, layer {layer}")
+                    if table[-1]["auroc"] is not None and (
+                            (target, n) not in best or table[-1]["auroc"] > best[(target, n)][0]):
+                        best[(target, n)] = (table[-1]["auroc"], layer)
+                if (target, n) in best:
+                    # the best layer is chosen on the scores that report it: its interval holds
+                    # at 95% whichever layer wins only at the Bonferroni level over all layers
+                    a, top = best[(target, n)]
+                    lo, hi = normal_interval(a, ses[top], selected_level(0.95, len(layer_list)))
+                    table.append({**base, "feature": "hidden, best layer", "layer": top,
+                                  "auroc": a, "ci_low": lo, "ci_high": hi})
+                rng = np.random.default_rng(seed)
+                top = best.get((target, n), (None, layer_list[-1]))[1]
+                shuffled = permute_by_question(y, groups, rng)
+                s = cross_val_scores(hidden[top][sel], shuffled, groups, folds, seed)
+                table.append({**base, **_score("shuffled labels", top, s, shuffled, groups,
+                                               hidden[top][sel], folds, seed, refits)})
                 table[-1].pop("se")
+                fits.update(fit_task, advance=2)
+                for b in BASELINES:
+                    fits.update(fit_task, advance=1)
+                    xb = rows[b].to_numpy(float)[sel]
+                    ok = ~np.isnan(xb)
+                    if ok.sum() < 10 or len(np.unique(xb[ok])) < 2:
+                        continue
+                    s = np.full(len(sel), np.nan)
+                    s[ok] = cross_val_scores(xb[ok, None], y[ok], groups[ok], folds, seed)
+                    table.append({**base, **_score(b, None, s, y, groups, xb[:, None], folds, seed,
+                                                   refits)})
+                    table[-1].pop("se")
+    if not table:
+        raise UserError(f"{run}: no probe could be fitted: at every prefix length each target "
+                        "is one-class or has fewer than 10 rollouts")
     for (target, n), (_, layer) in best.items():
         sel = rows["n_tokens"].to_numpy() == n
         y = rows[target].fillna(False).astype(bool).to_numpy()[sel]
@@ -132,6 +155,19 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
                                               f"({refits} refits)"),
                           weights_sha256=mr.sha, **counts)
     return {"table": df, "counts": counts, "best": best}
+
+
+def _correct(store) -> pd.DataFrame:
+    """(question_id, sample_id, correct) in the run's answer reading (sample --reading)."""
+    from attractor.pipeline.analyze import reading_view
+
+    reading = (store.manifest.config or {}).get("reading", "strict")
+    cols = ["question_id", "sample_id", "correct"]
+    if reading == "strict":
+        return store.rollouts(cols)
+    view = reading_view(store.rollouts(cols + ["answer_class", "correct_flexible",
+                                               "answer_class_flexible"]), reading)
+    return view[cols]
 
 
 def _score(feature: str, layer: int | None, s: np.ndarray, y: np.ndarray, groups: np.ndarray,

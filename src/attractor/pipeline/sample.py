@@ -114,7 +114,8 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     model, tok = load(cfg.model, dtype=cfg.dtype, device=device if cfg.engine == "hf" else "cpu",
                       trust_remote_code=trust_remote_code)
     model_info = describe(cfg.model, model, tok)
-    vector = _steering_vector(cfg, model, problems, source) if cfg.steer else None
+    vector = (_steering_vector(cfg, model, model_info["weights_sha256"], problems, source)
+              if cfg.steer else None)
     probe_stop = None
     if rule is not None and rule.name == "probe":
         from attractor.probes.online import ProbeStop, load_for_model
@@ -244,13 +245,14 @@ def _allocation_scorer(cfg: RunConfig, store: RunStore, problems: list[Problem],
     return lambda: question_scores(model, tok, store, problems, probe, cfg.first_round)
 
 
-def _steering_vector(cfg: RunConfig, model, problems: list[Problem], source):
+def _steering_vector(cfg: RunConfig, model, weights_sha256: str | None,
+                     problems: list[Problem], source):
     """The ``--steer`` vector, checked against the model and, for a vector built from grades
     (``stability``), against the questions it was built from."""
     from attractor.steering.vector import SteeringVector
 
     vector = SteeringVector.load(cfg.steer)
-    vector.check_model(model, cfg.steer)
+    vector.check_model(model, cfg.steer, weights_sha256)
     meta = vector.meta
     if meta.get("kind") == "stability" and meta.get("task_sha256") == source.sha256:
         used = set(meta.get("questions") or []) & {p.id for p in problems}

@@ -5,12 +5,14 @@ cell is a resumable run and finished cells are skipped. ``DIR/sweep.json`` lists
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any, Callable
 
+from attractor.checks import check_destination
 from attractor.config import RunConfig, SamplingConfig
-from attractor.errors import ConfigError
+from attractor.errors import ConfigError, DataError, RunMismatchError
 from attractor.pipeline.analyze import run_analyze
 from attractor.pipeline.sample import run_sample
 from attractor.store.run_store import RunStore, atomic_write_json
@@ -67,6 +69,7 @@ def run_sweep(base: RunConfig, temperatures: list[float], budgets: list[int], ou
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Sample and analyse every cell (and capture latents at ``capture_positions`` at every
     layer, for latent tightness); returns the cell list written to ``sweep.json``."""
+    check_destination(out)
     if alphas and not base.steer:
         raise ConfigError("--alpha needs --steer VECTOR.safetensors")
     grid = []
@@ -85,6 +88,9 @@ def run_sweep(base: RunConfig, temperatures: list[float], budgets: list[int], ou
 
         parse_positions(capture_positions)
     root = Path(out)
+    head = {"task": base.task, "model": base.model, "steer": base.steer,
+            "samples": base.sampling.samples}
+    earlier = _earlier_cells(root, head)
     root.mkdir(parents=True, exist_ok=True)
     cells = []
     for cfg, name, a, cell in grid:
@@ -104,7 +110,27 @@ def run_sweep(base: RunConfig, temperatures: list[float], budgets: list[int], ou
             run_analyze(str(path))
         cells.append({"temperature": t, "max_new_tokens": m, "path": cell, "prompt": name,
                       "template": cfg.prompt, "alpha": a})
-    atomic_write_json(root / "sweep.json", {"cells": cells, "task": base.task,
-                                            "model": base.model, "steer": base.steer,
-                                            "samples": base.sampling.samples})
+    # a rerun with fewer cells keeps the earlier ones (the report shows every cell the folder has)
+    mine = {c["path"] for c in cells}
+    kept = [c for c in earlier if c["path"] not in mine and (root / c["path"]).is_dir()]
+    atomic_write_json(root / "sweep.json", {"cells": kept + cells, **head})
+    return cells
+
+
+def _earlier_cells(root: Path, head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells an earlier sweep into ``root`` recorded; a sweep of another task, model,
+    vector or sample count there is refused (its cells would not compare)."""
+    path = root / "sweep.json"
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        cells = list(saved["cells"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{path}: not a sweep record (damaged?); move it away to start "
+                        "over") from None
+    for key, value in head.items():
+        if saved.get(key) != value:
+            raise RunMismatchError(f"--out {root}: holds a sweep with {key} {saved.get(key)!r}, "
+                                   f"this command has {value!r}; use another --out")
     return cells

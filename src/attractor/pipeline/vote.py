@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attractor.errors import UserError
+from attractor.checks import MAX_DRAWS, check_count
+from attractor.ui import progress_bar
+from attractor.errors import ConfigError, UserError
 from attractor.metrics.answers import bootstrap_ci, k_values
 from attractor.scaling.vote import Question, evaluate, signal_weigher, tightness_weigher
 from attractor.store.environment import now
-from attractor.store.run_store import RunStore
+from attractor.store.run_store import open_run
 
 CONFIDENCES = ("conf_mean", "conf_lowest_group", "conf_bottom10", "conf_tail")
 
@@ -40,12 +42,13 @@ def methods_for(samples: pd.DataFrame, etas: list[float], has_cosine: bool) -> d
 
 
 def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
-             layer: int | None = None, position: str | None = None, seed: int = 0
-             ) -> pd.DataFrame:
+             layer: int | None = None, position: str | None = None, seed: int = 0,
+             show_progress: bool = False) -> pd.DataFrame:
     """Compute and store the voting table; returns it."""
-    store = RunStore(run)
-    if not store.exists():
-        raise UserError(f"{run}: not a run directory (no manifest.json)")
+    check_count(draws, "--draws", 1, MAX_DRAWS)
+    if not etas or any(not 0 < e <= 100 for e in etas):
+        raise ConfigError(f"--eta: each value must be in (0, 100], got {list(etas)}")
+    store = open_run(run)
     if not store.sub("metrics", "samples.parquet").exists():
         raise UserError(f"{run}: no metrics/samples.parquet; run 'attractor analyze {run}' first")
     store.check_metrics_fresh()
@@ -77,7 +80,10 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
     n = min(len(q.classes) for q in questions)
     ks = k_values(n)
     methods = methods_for(df, list(etas), any(q.cosine is not None for q in questions))
-    res = evaluate(questions, methods, ks, draws=draws, seed=seed)
+    with progress_bar(show_progress) as bar:
+        job = bar.add_task(f"vote: {draws} draws per question and k", total=len(questions))
+        res = evaluate(questions, methods, ks, draws=draws, seed=seed,
+                       on_question=lambda: bar.update(job, advance=1))
     rows = []
     for k in ks:
         maj = res[("majority", k)]

@@ -3,15 +3,13 @@ base64 PNG, opens offline) and the same figures as PNG files beside it."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from attractor.errors import UserError
 from attractor.report import figures, page
-from attractor.store.run_store import RunStore, atomic_write_bytes
+from attractor.store.run_store import RunStore, atomic_write_bytes, open_run
 
 
 def _png(fig) -> bytes:
@@ -38,12 +36,11 @@ def build_report(run: str, layer: int | None = None, position: str | None = None
         from attractor.report.sweep import build_sweep_report
 
         return build_sweep_report(Path(run))
-    store = RunStore(run)
-    if not store.exists():
-        raise UserError(f"{run}: not a run directory (no manifest.json)")
+    store = open_run(run)
     store.check_metrics_fresh()
+    layer, position = store.hidden_store.default_choice(layer, position)
     q = store.metric_table("questions")
-    summary = json.loads(store.sub("metrics", "summary.json").read_text())
+    summary = store.metric_json("summary")
     roll = store.rollouts(["question_id", "sample_id", "text", "correct", "answer_class"])
     out_dir = store.sub("report")
     pngs: dict[str, bytes] = {}

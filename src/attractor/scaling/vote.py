@@ -79,13 +79,18 @@ def tightness_weigher(q: Question, idx: np.ndarray) -> np.ndarray | None:
 
 
 def evaluate(questions: list[Question], methods: dict[str, Weigher | None], ks: list[int],
-             draws: int = 300, seed: int = 0) -> dict[tuple[str, int], np.ndarray]:
+             draws: int = 300, seed: int = 0,
+             on_question: Callable[[], None] | None = None
+             ) -> dict[tuple[str, int], np.ndarray]:
     """Per (method, k): the per-question expected accuracy over ``draws`` random k-subsets
-    (the same subsets for every method). ``None`` as a weigher means plain majority."""
+    (the same subsets for every method). ``None`` as a weigher means plain majority.
+    ``on_question()`` follows each question (progress)."""
     rng = np.random.default_rng(seed)
     out = {(m, k): np.full(len(questions), np.nan) for m in methods for k in ks}
     tokens = {k: np.zeros(len(questions)) for k in ks}
     for qi, q in enumerate(questions):
+        if on_question is not None and qi:
+            on_question()
         n = len(q.classes)
         for k in ks:
             if k > n:
@@ -106,5 +111,7 @@ def evaluate(questions: list[Question], methods: dict[str, Weigher | None], ks: 
             for m in methods:
                 if valid[m]:
                     out[(m, k)][qi] = acc[m] / len(subsets)
+    if on_question is not None and questions:
+        on_question()
     out.update({("__tokens__", k): v for k, v in tokens.items()})
     return out

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from attractor.checks import check_destination, check_positive
 from attractor.capture.positions import Target
 from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
 from attractor.errors import ConfigError, UserError
@@ -129,17 +130,16 @@ def run_steer_build(run: str, kind: str, out: str, *, positive: str = POSITIVE,
                     dtype: str = "auto", max_tokens: int = 16384,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build a ``kind`` vector from run ``run`` and write it to ``out``."""
-    from pathlib import Path
-
     from attractor.mechanism.source import MechanismRun
 
+    check_positive(max_tokens, "--max-tokens-per-batch")
+    check_positive(tokens, "--tokens")
     if kind not in KINDS:
         raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if not out.endswith(".safetensors"):
         raise ConfigError(f"--out {out}: expected a .safetensors file name")
-    if Path(out).exists() and not Path(out).is_file():
-        raise ConfigError(f"--out {out}: exists and is not a file")
-    mr = MechanismRun(run, "steer", device=device, dtype=dtype)
+    check_destination(out, kind="file")
+    mr = MechanismRun(run, "steer", device=device, dtype=dtype, writes=False)
     cfg = mr.store.manifest.config or {}
     problems = list(mr.problems.values())
     if kind == "fractional":

@@ -60,14 +60,20 @@ class SteeringVector:
             raise UserError(f"--steer {path}: not a steering vector (no 2-D 'directions' tensor)")
         return cls(np.asarray(d, np.float32), meta)
 
-    def check_model(self, model, path: str | Path) -> None:
-        """Refuse a vector whose layer count or hidden size differs from ``model``'s."""
+    def check_model(self, model, path: str | Path, weights_sha256: str | None = None) -> None:
+        """Refuse a vector whose layer count or hidden size differs from ``model``'s, or (with
+        ``weights_sha256``) one built on other weights of the same shape."""
         cfg = model.config
         layers, hidden = int(cfg.num_hidden_layers), int(cfg.hidden_size)
         if (self.n_layers, self.hidden_size) != (layers, hidden):
             raise UserError(f"--steer {path}: the vector has {self.n_layers} layers x "
                             f"{self.hidden_size} dims, the model {layers} layers x {hidden} "
                             f"dims (built for {self.meta.get('model')})")
+        mine = self.meta.get("weights_sha256")
+        if weights_sha256 and mine and mine != weights_sha256:
+            raise UserError(f"--steer {path}: built on {self.meta.get('model')} (weights "
+                            f"{mine[:12]}...), not on this model (weights "
+                            f"{weights_sha256[:12]}...); build one on this model")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -22,8 +22,10 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+def atomic_write_bytes(path: Path, data: bytes,
+                       before_publish: Callable[[str], None] | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (``before_publish(tmp)``
+    runs on the finished temporary file first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -31,6 +33,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_publish is not None:
+            before_publish(tmp)
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,6 +56,8 @@ def atomic_write_table(path: Path, table: pa.Table,
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:   # on disk before the rename publishes it
+            os.fsync(f.fileno())
         if before_publish is not None:
             before_publish(tmp)
         _publish(tmp, path)

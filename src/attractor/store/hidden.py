@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute.is_in)
 import pyarrow.parquet as pq
 import torch
 from safetensors import safe_open
@@ -35,11 +36,73 @@ class HiddenStore:
         return self.dir / "index.parquet"
 
     def index(self) -> pa.Table:
-        """The whole index (empty with the schema when nothing is captured)."""
+        """The whole index (empty with the schema when nothing is captured); the latent files
+        are checked against their record first (one line naming a damaged one)."""
         if self._index is None:
+            self.check()
             self._index = (pq.read_table(self.index_path) if self.index_path.exists()
                            else INDEX_SCHEMA.empty_table())
         return self._index
+
+    def damage(self, deep: bool = False) -> list:
+        """Damaged latent files (shards and index): see :mod:`attractor.store.integrity`."""
+        from attractor.store.integrity import LATENTS, damaged_shards
+
+        found = damaged_shards(self.dir, deep=deep, pattern=LATENTS)
+        if self.index_path.exists() and not any(d.path == self.index_path for d in found):
+            from attractor.store.integrity import Damage, _opens
+
+            why = _opens(self.index_path)
+            if why:
+                found.append(Damage(self.index_path, why))
+        return found
+
+    def check(self) -> None:
+        """UserError naming the first damaged latent file and how to repair it."""
+        found = self.damage()
+        if found:
+            run = self.dir.parent
+            more = f" (and {len(found) - 1} more: attractor verify {run})" if len(found) > 1 \
+                else ""
+            raise UserError(f"{found[0].line()}{more}; repair it by running the run's own "
+                            f"`attractor capture {run} ...` command again (it captures the "
+                            "damaged shard's rollouts again)")
+
+    def repair(self, log=print) -> int:
+        """Set every damaged latent file aside (``latents/_damaged/``, kept) and drop its rows
+        from the index, so that a capture resumes exactly those rollouts; a damaged index takes
+        every shard with it. Returns the number of files set aside."""
+        from attractor.store.integrity import forget_shard, set_aside
+
+        found = self.damage(deep=True)
+        if not found:
+            return 0
+        if any(d.path == self.index_path for d in found):
+            from attractor.store.integrity import Damage
+
+            found += [Damage(p, "listed by the damaged index") for p in
+                      sorted(self.dir.glob("part-*.safetensors"))
+                      if p not in {d.path for d in found}]
+        for d in found:
+            where = set_aside(d)
+            log(f"repairing {d.line()}" + (f"; kept it as {where}" if where else ""))
+        if self.index_path.exists():
+            gone = {d.path.name for d in found}
+            idx = pq.read_table(self.index_path)
+            keep = pa.compute.invert(pa.compute.is_in(idx["shard"], pa.array(sorted(gone))))
+            self._write_index(idx.filter(keep))
+        else:
+            forget_shard(self.dir, "index.parquet")
+        self._index = None
+        return len(found)
+
+    def _write_index(self, table: pa.Table) -> None:
+        """The index, atomically, recorded before it is renamed into place."""
+        from attractor.store.integrity import LATENTS, record_shard
+
+        atomic_write_table(self.index_path, table, before_publish=lambda tmp: record_shard(
+            self.dir, "index.parquet", tmp, table.num_rows, pattern=LATENTS))
+        self._index = table
 
     def next_shard_name(self) -> str:
         """A shard name not used by the index (an orphan from a killed run is overwritten)."""
@@ -51,17 +114,18 @@ class HiddenStore:
 
     def append(self, vectors: torch.Tensor, rows: dict[str, list]) -> None:
         """Write one shard (float16) and then the index that lists it, both atomically."""
+        from attractor.store.integrity import LATENTS, record_shard
+
         self.dir.mkdir(parents=True, exist_ok=True)
         name = self.next_shard_name()
         tmp = self.dir / f".{name}.tmp"
         save_file({"latents": vectors.to(torch.float16).contiguous()}, str(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors writes 0600; the run's other files are 0644
-        tmp.replace(self.dir / name)
         n = vectors.shape[0]
+        record_shard(self.dir, name, tmp, n, pattern=LATENTS)
+        tmp.replace(self.dir / name)
         new = pa.table({**rows, "shard": [name] * n, "row": list(range(n))}, schema=INDEX_SCHEMA)
-        table = pa.concat_tables([self.index(), new])
-        atomic_write_table(self.index_path, table)
-        self._index = table
+        self._write_index(pa.concat_tables([self.index(), new]))
 
     def memmap(self, shard: str) -> np.ndarray:
         """A read-only memory map of a shard's ``latents`` tensor: fancy indexing reads only the

@@ -1,10 +1,12 @@
-"""What a run's rollout shards should be, and what is wrong with them.
+"""What a run's stored files should be, and what is wrong with them.
 
 Every rollout shard a run writes is recorded in ``rollouts/_shards.json`` (its size in bytes,
 sha256 and row count) *before* it is renamed into place, so a shard that is later truncated,
-overwritten, deleted or copied in from elsewhere differs from the record. Reading commands check
-sizes (a stat per shard) and that each shard opens; ``attractor verify`` also checks hashes.
-Runs written before the record existed are checked only for shards that do not open.
+overwritten, deleted or copied in from elsewhere differs from the record. Captured latents
+(``latents/part-*.safetensors`` and ``latents/index.parquet``) are recorded the same way in
+``latents/_shards.json``, and metric tables in ``metrics/_shards.json``. Reading commands check
+sizes (a stat per file) and that each file opens; ``attractor verify`` also checks hashes.
+Runs written before the records existed are checked only for files that do not open.
 
 ``attractor sample`` with the run's own command repairs a run: a damaged shard is moved to
 ``rollouts/_damaged/`` (kept, never deleted) and its questions are sampled again, which gives the
@@ -51,13 +53,18 @@ def read_record(shard_dir: Path) -> dict[str, dict] | None:
     return record if isinstance(record, dict) else None
 
 
-def record_shard(shard_dir: Path, name: str, written: Path | str, rows: int) -> None:
+ROLLOUTS = "part-*.parquet"       # the shards of a folder: a file matching it that the record
+LATENTS = "part-*.safetensors"    # does not name was copied in
+
+
+def record_shard(shard_dir: Path, name: str, written: Path | str, rows: int | None,
+                 pattern: str = ROLLOUTS) -> None:
     """Add ``name`` (its bytes are at ``written``, about to be renamed into place) to the
-    record. A run without a record starts one only when it has no shards yet, so an older
-    run's unrecorded shards are not taken for foreign ones."""
+    record. A run without a record starts one only when it has no ``pattern`` files yet, so an
+    older run's unrecorded files are not taken for foreign ones."""
     record = read_record(shard_dir)
     if record is None:
-        if any(shard_dir.glob("part-*.parquet")):
+        if pattern and any(p.name != name for p in shard_dir.glob(pattern) if p.is_file()):
             return
         record = {}
     record[name] = {"bytes": Path(written).stat().st_size, "sha256": sha256_file(Path(written)),
@@ -74,25 +81,52 @@ def forget_shard(shard_dir: Path, name: str) -> None:
 
 
 def _opens(path: Path) -> str | None:
-    """None when the Parquet footer reads, else why not."""
+    """None when the file's own structure reads (a Parquet footer, a safetensors header whose
+    offsets fit the file, JSON), else why not."""
     try:
-        pq.read_metadata(path)
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        return f"not a readable Parquet file ({str(err).splitlines()[0][:80]})"
+        if path.suffix == ".parquet":
+            pq.read_metadata(path)
+        elif path.suffix == ".safetensors":
+            _safetensors_fits(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+    except Exception as err:  # pyarrow, json and struct raise several types for damage
+        kind = {".parquet": "Parquet", ".safetensors": "safetensors", ".json": "JSON"}
+        return (f"not a readable {kind.get(path.suffix, '')} file "
+                f"({(str(err).splitlines() or [type(err).__name__])[0][:80]})")
     return None
 
 
-def damaged_shards(shard_dir: Path, deep: bool = False) -> list[Damage]:
-    """Every damaged rollout shard: recorded but missing, another size, (``deep``) another
-    sha256, unreadable, or present but not written by this run."""
+def _safetensors_fits(path: Path) -> None:
+    """Raise unless the header parses and its last tensor ends where the file does."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size:
+            raise ValueError(f"header length {n} exceeds the file")
+        header = json.loads(f.read(n))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+              default=0)
+    if 8 + n + end != size:
+        raise ValueError(f"{size} bytes, the header says {8 + n + end}")
+
+
+def damaged_shards(shard_dir: Path, deep: bool = False, pattern: str | None = ROLLOUTS
+                   ) -> list[Damage]:
+    """Every damaged file of a folder: recorded but missing, another size, (``deep``) another
+    sha256, unreadable, or matching ``pattern`` but not written by this run (None: metric
+    folders, where other writers' files are not foreign)."""
     if not shard_dir.exists():
         return []
     record = read_record(shard_dir)
-    present = {p.name: p for p in sorted(shard_dir.glob("part-*.parquet"))}
+    present = {} if pattern is None else {
+        p.name: p for p in sorted(shard_dir.glob(pattern)) if p.is_file()}
     out: list[Damage] = []
     for name, entry in (record or {}).items():
         path = shard_dir / name
-        if name not in present:
+        if not path.is_file():
             out.append(Damage(path, "missing (the run wrote it: it was deleted or moved)"))
             continue
         size = path.stat().st_size
@@ -117,8 +151,8 @@ def damaged_shards(shard_dir: Path, deep: bool = False) -> list[Damage]:
 
 
 def set_aside(damage: Damage) -> Path | None:
-    """Move a damaged shard to ``rollouts/_damaged/NAME.TIMESTAMP`` (never deleted) and drop it
-    from the record; returns where it went (None for a missing one)."""
+    """Move a damaged file to ``_damaged/NAME.TIMESTAMP`` in its folder (never deleted) and
+    drop it from the record; returns where it went (None for a missing one)."""
     shard_dir = damage.path.parent
     forget_shard(shard_dir, damage.path.name)
     if not damage.path.exists():

@@ -100,18 +100,13 @@ class RunStore:
 
     def check_writable(self, option: str = "--out") -> None:
         """UserError (before anything is loaded or written) when the run directory cannot be
-        made or written: it is a file, or its nearest existing ancestor is not writable (a
-        read-only filesystem included)."""
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"{option} {self.path}: exists and is a file, not a directory")
-        probe = self.path
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir():
-            raise UserError(f"{option} {self.path}: {probe} is a file, not a directory")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise UserError(f"{option} {self.path}: {probe} is not writable (read-only "
-                            "filesystem or permissions)")
+        made or written (see :func:`attractor.checks.check_destination`)."""
+        from attractor.checks import check_destination
+
+        check_destination(self.path, option)
+        metrics = self.path / "metrics"
+        if metrics.is_dir():
+            check_destination(metrics, option)
 
     # -- manifest ----------------------------------------------------------------------------
     @property
@@ -151,10 +146,12 @@ class RunStore:
         for key in sorted(set(old) | set(identity)):
             if old.get(key) != identity.get(key):
                 flag = "--" + key.rsplit(".", 1)[-1].replace("_", "-")  # the user's option
+                # an option at its default is absent from the identity (older runs resume)
+                def shown(d: dict[str, Any]) -> str:
+                    return f"{flag} {d[key]!r}" if key in d else f"{flag} at its default"
                 raise RunMismatchError(
-                    f"{self.path}: existing run was made with {flag} {old.get(key)!r}, this "
-                    f"command has {flag} {identity.get(key)!r}; use another --out or the same "
-                    "options")
+                    f"{self.path}: existing run was made with {shown(old)}, this command has "
+                    f"{shown(identity)}; use another --out or the same options")
 
     # -- questions ---------------------------------------------------------------------------
     QUESTION_SCHEMA = pa.schema([("question_id", pa.string()), ("question", pa.string()),
@@ -276,16 +273,41 @@ class RunStore:
 
     # -- metrics -----------------------------------------------------------------------------
     def write_metric_table(self, name: str, df) -> Path:
-        """``metrics/{name}.parquet`` from a DataFrame, atomically."""
+        """``metrics/{name}.parquet`` from a DataFrame, atomically, recorded (size, sha256)."""
         path = self.sub("metrics", f"{name}.parquet")
-        atomic_write_table(path, pa.Table.from_pandas(df, preserve_index=False))
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        atomic_write_table(path, table, before_publish=lambda tmp: _record_metric(
+            path, tmp, table.num_rows))
         return path
 
     def write_metric_json(self, name: str, obj: Any) -> Path:
-        """``metrics/{name}.json``, atomically."""
+        """``metrics/{name}.json``, atomically, recorded (size, sha256)."""
         path = self.sub("metrics", f"{name}.json")
-        atomic_write_json(path, obj)
+        data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+        atomic_write_bytes(path, data, before_publish=lambda tmp: _record_metric(path, tmp, None))
         return path
+
+    def check_metric(self, path: Path) -> None:
+        """UserError when a metrics file differs from its record (truncated, overwritten) or
+        does not open: one line naming it and how to rewrite it."""
+        from attractor.store.integrity import damaged_shards
+
+        for d in damaged_shards(path.parent, pattern=None):
+            if d.path == path:
+                raise UserError(f"{d.line()}; rewrite it with `attractor analyze {self.path}`")
+        from attractor.store.integrity import _opens
+
+        why = _opens(path)
+        if why:
+            raise UserError(f"{path}: {why}; rewrite it with `attractor analyze {self.path}`")
+
+    def metric_json(self, name: str) -> Any:
+        """``metrics/{name}.json``, checked (see :meth:`check_metric`)."""
+        path = self.sub("metrics", f"{name}.json")
+        if not path.exists():
+            raise UserError(f"{path}: not found (run 'attractor analyze {self.path}' first)")
+        self.check_metric(path)
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def source_fingerprint(self) -> dict[str, Any]:
         """What metrics are computed from: the sha256 of every rollout shard and of the latent
@@ -302,7 +324,7 @@ class RunStore:
         path = self.sub("metrics", "summary.json")
         if not path.exists():
             raise UserError(f"{self.path}: no metrics yet; run `attractor analyze {self.path}`")
-        recorded = json.loads(path.read_text()).get("computed_from")
+        recorded = self.metric_json("summary").get("computed_from")
         if recorded != self.source_fingerprint():
             raise UserError(f"{self.path}: the metrics are stale (the rollouts or latents changed "
                             f"since they were computed); run `attractor analyze {self.path}` again")
@@ -312,4 +334,39 @@ class RunStore:
         path = self.sub("metrics", f"{name}.parquet")
         if not path.exists():
             raise UserError(f"{path}: not found (run 'attractor analyze {self.path}' first)")
+        self.check_metric(path)
         return pq.read_table(path).to_pandas()
+
+
+def _record_metric(path: Path, tmp: str, rows: int | None) -> None:
+    from attractor.store.integrity import record_shard
+
+    record_shard(path.parent, path.name, tmp, rows, pattern="")
+
+
+def open_run(run: str | os.PathLike, *, partial: bool = False, writes: bool = True,
+             graded: bool = False, check: bool = True) -> RunStore:
+    """The one check of a run a command reads, before it loads a model or writes anything: a
+    run directory (a manifest), with rollouts, intact shards, finished sampling (unless
+    ``partial``), graded rollouts when ``graded``, and a writable directory when the command
+    ``writes`` into it (``check=False``: only that it is a run). Every failure is one line
+    naming the run and what to do."""
+    store = RunStore(run)
+    if not store.exists():
+        raise UserError(f"{run}: not a run directory (no manifest.json)")
+    if not check:   # verify: it lists the damage itself
+        return store
+    if not store.rollout_shards() and not (store.rollout_dir / "_shards.json").exists():
+        raise UserError(f"{run}: the run has no rollouts yet")
+    store.check_shards()
+    m = store.manifest
+    if not partial and "sample" in m.stages and not m.stage_done("sample"):
+        have = len(set(store.rollouts(["question_id"])["question_id"]))
+        raise UserError(f"{run}: sampling has not finished ({have} of {len(store.questions())} "
+                        "questions have rollouts); resume it by running the same `attractor "
+                        "sample` command again")
+    if graded and store.rollouts(["correct"])["correct"].isna().any():
+        raise UserError(f"{run}: ungraded rollouts; run `attractor analyze {run}` first")
+    if writes:
+        store.check_writable("run")
+    return store

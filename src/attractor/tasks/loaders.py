@@ -139,6 +139,25 @@ def detect_format(row: dict[str, Any]) -> str | None:
     return None
 
 
+def detect_kind(row: dict[str, Any], question_field: str = "question",
+                answer_field: str = "answer") -> str:
+    """The task kind of an imported row: a ProsQA or ProntoQA file's own format, else from the
+    question text (ProsQA's "Is X a Y or Z?" with the answer naming one option; ProntoQA's
+    "True or false:" with a True/False answer), else ``math``."""
+    import re
+
+    fmt = detect_format(row)
+    if fmt:
+        return fmt
+    question, answer = str(row.get(question_field, "")), str(row.get(answer_field, ""))
+    if "True or false:" in question and answer.strip() in ("True", "False"):
+        return "prontoqa"
+    m = re.search(r"Is (\S+) an? (\w+) or (?:an? )?(\w+)\?", question)
+    if m and any(o in answer for o in m.groups()[1:]):
+        return "prosqa"
+    return "math"
+
+
 def _field(row: dict[str, Any], name: str, where: str) -> Any:
     if name not in row:
         raise DataError(f"{where}: missing field '{name}' (fields: {', '.join(sorted(row))})")
@@ -325,7 +344,12 @@ def _load_hf(spec: str, id_field, question_field, answer_field, steps_field):
         raise ConfigError("--task hf:...: needs the 'datasets' package "
                           "(pip install 'attractor[datasets]')") from None
     name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
-    ds = datasets.load_dataset(name, config, split=split)
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except (OSError, ValueError) as err:   # offline (ConnectionError), unknown name or split
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise ConfigError(f"--task {spec}: the dataset did not load ({type(err).__name__}: "
+                          f"{first}); offline, pass a local JSONL, JSON or Parquet file") from err
     rows = list(enumerate(ds.to_list(), start=1))
     kind = (detect_format(rows[0][1]) if rows else None) or "math"
     fields = {"id": id_field, "question": question_field or "question",
