@@ -237,3 +237,13 @@ def test_an_old_trl_is_refused_naming_the_version_needed(monkeypatch):
     monkeypatch.setattr(trl, "__version__", "0.9.0")
     with pytest.raises(ConfigError, match=f"needs trl>={TRL_NEEDED}.*found trl 0.9.0"):
         require_trl("GRPOTrainer", "ttrl")
+
+
+def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_command(tmp_path):
+    """run.json is written once the run starts: a refusal (here a task file that does not
+    exist) leaves --out free for the corrected command."""
+    out = tmp_path / "r"
+    bad = attractor("train", "consistency", "--method", "ttrl", "--task",
+                    str(tmp_path / "missing.jsonl"), "--out", str(out), check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert not (out / "run.json").exists()

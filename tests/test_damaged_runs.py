@@ -4,8 +4,12 @@ of a run that never broke. Table-driven: the next kind of damage or reading comm
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pytest
 
 from attractor.store.run_store import RunStore
@@ -148,3 +152,64 @@ def test_debug_shows_the_cause_behind_the_one_line_error(tmp_path, monkeypatch):
     monkeypatch.delenv("ATTRACTOR_DEBUG")
     again = attractor("sample", "--task", str(bad), "--out", str(tmp_path / "r"), check=False)
     assert len(again.stderr.strip().splitlines()) == 1   # --debug does not outlive its call
+
+
+@pytest.fixture(scope="module")
+def captured(pristine, tmp_path_factory):
+    run = tmp_path_factory.mktemp("captured") / "run"
+    shutil.copytree(pristine, run)
+    attractor("capture", str(run), "--layers", "0,2", "--positions", "last:1,frac:0.5")
+    attractor("analyze", str(run))
+    return run
+
+
+def _latents(run):
+    store = RunStore(run)
+    idx = store.hidden_store.index().to_pandas()
+    return {(q, lay, pos): store.latents(q, lay, pos) for q, lay, pos in
+            idx[["question_id", "layer", "position"]].drop_duplicates().itertuples(index=False)}
+
+
+@pytest.mark.parametrize("target", ["latents/part-00000.safetensors", "latents/index.parquet"])
+@pytest.mark.parametrize("kind", ["truncated", "random bytes", "deleted"])
+def test_damaged_latents_are_named_and_the_runs_capture_command_repairs_them(captured, tmp_path,
+                                                                              target, kind):
+    run = tmp_path / "run"
+    shutil.copytree(captured, run)
+    DAMAGE[kind][0](run / target)
+    proc = attractor("verify", str(run), check=False)
+    assert proc.returncode == 2 and Path(target).name in proc.stdout
+    assert "attractor capture" in proc.stdout.strip().splitlines()[-1]
+    err = attractor("analyze", str(run), check=False)
+    assert err.returncode == 2 and Path(target).name in err.stderr
+    assert len(err.stderr.strip().splitlines()) == 1
+    repair = attractor("capture", str(run), "--layers", "0,2", "--positions", "last:1,frac:0.5")
+    assert "repairing" in repair.stdout
+    want, got = _latents(captured), _latents(run)
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    assert attractor("verify", str(run)).returncode == 0
+    attractor("analyze", str(run))
+
+
+def test_a_damaged_metric_table_is_listed_by_verify(captured, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(captured, run)
+    _truncate(run / "metrics" / "questions.parquet")
+    proc = attractor("verify", str(run), check=False)
+    assert proc.returncode == 2 and "questions.parquet" in proc.stdout
+    assert "attractor analyze" in proc.stdout
+    attractor("analyze", str(run))   # rewrites it
+    assert attractor("verify", str(run)).returncode == 0
+
+
+def test_analyze_says_when_latents_cover_only_some_rollouts(captured, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(captured, run)
+    store = RunStore(run)
+    idx = store.hidden_store.index()
+    keep = pa.compute.not_equal(idx["question_id"], idx["question_id"][0])
+    store.hidden_store._write_index(idx.filter(keep))
+    out = attractor("analyze", str(run)).stdout
+    assert "latents cover 10 of 12 rollouts" in " ".join(out.split())

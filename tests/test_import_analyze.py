@@ -89,3 +89,14 @@ def test_analyze_sampled_run_writes_metrics(random_model_dir, tmp_path):
     assert {"means", "stability_gap", "auroc_majority_correct"} <= summary.keys()
     assert summary["means"]["accuracy"]["ci_low"] <= summary["means"]["accuracy"]["mean"]
     assert "by_hops" in summary
+
+
+def test_auto_kind_recognises_prosqa_texts_and_says_what_it_chose(tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"id": "q0", "question": "Every lempus is a zumpus. Tom is a "
+                                                       "lempus. Is Tom a zumpus or a gorpus?",
+                               "answer": "Tom is a zumpus.",
+                               "response": "Tom is a lempus. ### Tom is a zumpus."}) + "\n")
+    proc = attractor("import", str(src), "--response-field", "response", "--out",
+                     str(tmp_path / "r"))
+    assert "graded as prosqa (detected from the file" in " ".join(proc.stdout.split())

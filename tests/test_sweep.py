@@ -33,6 +33,14 @@ def test_sweep_runs_every_cell_resumes_and_reports(random_model_dir, tmp_path):
     for fig in ("depth", "width", "temperature"):
         assert f"id='fig-{fig}'" in page and (out / "report" / f"{fig}.png").exists()
     assert "id='overthinking'" in page
+    # a rerun with fewer cells keeps the earlier ones in sweep.json (the report shrank before)
+    fewer = args[:args.index("--temperature")] + ["--temperature", "1.0"] + \
+        args[args.index("--temperature") + 2:]
+    attractor(*fewer)
+    again = json.loads((out / "sweep.json").read_text())
+    assert sorted(c["path"] for c in again["cells"]) == sorted(c["path"] for c in spec["cells"])
+    other = attractor(*[a if a != "2" else "3" for a in fewer], check=False)   # --samples 3
+    assert other.returncode == 2 and "holds a sweep with samples 2" in other.stderr
     bad = attractor("sweep", "--task", "synthetic:arith:n=1", "--temperature", "0,x",
                     "--out", str(tmp_path / "bad"), check=False)
     assert bad.returncode == 2 and "--temperature" in bad.stderr
