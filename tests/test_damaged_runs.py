@@ -213,3 +213,20 @@ def test_analyze_says_when_latents_cover_only_some_rollouts(captured, tmp_path):
     store.hidden_store._write_index(idx.filter(keep))
     out = attractor("analyze", str(run)).stdout
     assert "latents cover 10 of 12 rollouts" in " ".join(out.split())
+
+
+def test_a_kill_between_a_checkpoint_swaps_renames_resumes_from_the_old_checkpoint(tmp_path):
+    """Checkpoints are swapped as directories (old renamed aside, new renamed in): a kill
+    between the two renames leaves only NAME.old, which the next resume takes back."""
+    from attractor.store.atomic import settled, swap_in
+
+    ckpt, new = tmp_path / "train-state", tmp_path / "train-state.tmp"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text('{"step": 1}')
+    new.mkdir()
+    (new / "state.json").write_text('{"step": 2}')
+    ckpt.rename(tmp_path / "train-state.old")          # the kill comes here
+    assert (settled(ckpt) / "state.json").read_text() == '{"step": 1}'
+    swap_in(new, ckpt)
+    assert (ckpt / "state.json").read_text() == '{"step": 2}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-state"]

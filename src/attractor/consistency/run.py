@@ -21,6 +21,7 @@ from typing import Callable
 
 from attractor.consistency.config import ConsistencyConfig
 from attractor.consistency.evaluate import COLUMNS, Scored, paired_difference, score
+from attractor.store.atomic import atomic_write_bytes, atomic_write_table, settled
 from attractor.errors import ConfigError, DataError, RunMismatchError
 
 # options that change where, how fast or how far a run goes, not what it trains
@@ -121,15 +122,12 @@ class _Scores:
 
     def put(self, name: str, stage: str, s: Scored) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         for i, qid in enumerate(s.question_ids):
             self.rows.append({"set": name, "stage": stage, "question_id": qid,
                               **{c: s.columns[c][i] if c in s.columns else None
                                  for c in COLUMNS}})
-        tmp = self.path.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pylist(self.rows), tmp)
-        tmp.replace(self.path)
+        atomic_write_table(self.path, pa.Table.from_pylist(self.rows))
 
 
 def _score_sets(model, tok, cfg, sets, stage: str, scores: _Scores, log) -> None:
@@ -152,7 +150,7 @@ class _Log:
         self.path = path
         lines = path.read_text().splitlines() if path.exists() else []
         kept = [ln for ln in lines if json.loads(ln)["unit"] <= keep_until]
-        path.write_text("".join(ln + "\n" for ln in kept))
+        atomic_write_bytes(path, "".join(ln + "\n" for ln in kept).encode())
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
@@ -216,7 +214,7 @@ def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) 
     total = cfg.steps if cfg.method == "ttrl" else cfg.rounds
     done = 0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    if (state_dir / "state.json").exists():
+    if (settled(state_dir) / "state.json").exists():
         saved = json.loads((state_dir / "state.json").read_text())
         missing, unexpected = model.load_state_dict(
             load_file(state_dir / "model.safetensors", device=dev), strict=False)
@@ -310,7 +308,6 @@ def summarise(scores: _Scores, out: Path) -> list[dict]:
     """Before, after and the paired difference with its 95% interval, per set and metric;
     written to ``eval.parquet``."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     rows = []
     for name in ("held-out", "check"):
@@ -324,7 +321,7 @@ def summarise(scores: _Scores, out: Path) -> list[dict]:
             rows.append({"set": name, "metric": col, "before": before.mean(col),
                          "after": after.mean(col), "difference": diff, "diff_low": lo,
                          "diff_high": hi, "questions": len(before.question_ids)})
-    pq.write_table(pa.Table.from_pylist(rows), out / "eval.parquet")
+    atomic_write_table(out / "eval.parquet", pa.Table.from_pylist(rows))
     return rows
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from attractor.store.atomic import settled, swap_in
+
 # Options that change where or how fast a run goes, not what it trains: a resumed run may differ.
 LOGISTICS = ("out", "threads", "device", "ckpt_every")
 
@@ -47,11 +49,7 @@ def save_state(module: torch.nn.Module, opt: torch.optim.Optimizer | None, state
                for k, v in opt.state.get(p, {}).items() if torch.is_tensor(v)}
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"config": asdict(cfg), "pos": pos}))
-    old = state_dir.with_name(state_dir.name + ".old")
-    if state_dir.exists():
-        state_dir.rename(old)
-    tmp.rename(state_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, state_dir)
 
 
 def load_optimizer(opt: torch.optim.Optimizer, module: torch.nn.Module, state_dir: Path,
@@ -71,7 +69,7 @@ def resume(module: torch.nn.Module, model, cfg, state_dir: Path, device: str) ->
     from attractor.latent.checkpoint import load_checked
     from attractor.latent.train_config import LatentTrainConfig
 
-    if not (state_dir / "state.json").exists():
+    if not (settled(state_dir) / "state.json").exists():
         return None
     saved = json.loads((state_dir / "state.json").read_text())
     if what_it_trains({**asdict(LatentTrainConfig()), **saved["config"]}) != \

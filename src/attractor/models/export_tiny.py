@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from attractor.store.atomic import atomic_write_bytes
 from attractor.store.environment import command_line
 from attractor.store.run_store import atomic_write_json
 
@@ -68,7 +69,7 @@ def export_tiny(train_out: Path, dest: Path, data_dir: str | None = None,
     for name in SHIPPED_FILES:
         shutil.copyfile(model_dir / name, dest / name)
     atomic_write_json(dest / "training.json", record)
-    (dest / "TRAINING.md").write_text(training_markdown(record))
+    atomic_write_bytes(dest / "TRAINING.md", training_markdown(record).encode())
     return record
 
 

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
+from attractor.store.atomic import atomic_write_json, settled, swap_in
 from attractor.models.tiny_recipe import (DRILL_MARK, completion_text, lookup_drill,
                                           lookup_sentences, prompt_text, root_question,
                                           tiny_config)
@@ -189,11 +190,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, cfg: TinyTrainConfig,
     (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg),
                                                 "extra": extra or {},
                                                 "rng": torch.get_rng_state().tolist()}))
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, path)
 
 
 def _load_checkpoint(path: Path, model, opt) -> tuple[int, dict]:
@@ -234,7 +231,7 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                             weight_decay=cfg.weight_decay)
     ckpt = out / "checkpoint"
-    step, extra = (_load_checkpoint(ckpt, model, opt) if (ckpt / "state.json").exists()
+    step, extra = (_load_checkpoint(ckpt, model, opt) if (settled(ckpt) / "state.json").exists()
                    else (0, {}))
     k = int(extra.get("lookup_k", cfg.lookup_start))  # sentences per warm-up problem (grows with accuracy)
     drill_acc = float(extra.get("drill_acc", 0.0))
@@ -294,9 +291,8 @@ def train_tiny(cfg: TinyTrainConfig, log: Callable[[str], None] = print) -> dict
     model.save_pretrained(final)
     tok.save_pretrained(final)
     # what made these weights, so a later stage (--init-from) can cite it in its record
-    (final / "training_stage.json").write_text(json.dumps({
+    atomic_write_json(final / "training_stage.json", {
         "command": " ".join(command_line()), "config": asdict(cfg),
-        "steps": step, "lookup_sentences": k, "lookup_drill_accuracy": round(drill_acc, 4)},
-        indent=2))
+        "steps": step, "lookup_sentences": k, "lookup_drill_accuracy": round(drill_acc, 4)})
     acc, _ = greedy_accuracy(model, tok, dev)
     return {"dev_accuracy": acc, "steps": step, "params": n_params, "out": str(final)}

@@ -64,3 +64,31 @@ def atomic_write_table(path: Path, table: pa.Table,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Replace the directory ``path`` by the finished directory ``tmp`` (a checkpoint): the old
+    one is renamed to ``NAME.old`` first and removed last, so a kill leaves either the old or
+    the new checkpoint (:func:`settled` takes a ``NAME.old`` back after a kill between the two
+    renames)."""
+    import shutil
+
+    for f in tmp.iterdir():   # on disk before the renames publish them
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    old = path.with_name(path.name + ".old")
+    settled(path)
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def settled(path: Path) -> Path:
+    """``path`` after a kill between :func:`swap_in`'s renames is undone (``NAME.old`` back in
+    place when ``path`` is missing); returns ``path``."""
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and old.exists():
+        old.rename(path)
+    return path
