@@ -25,6 +25,9 @@ CASES = [
     (["train", "consistency", "--lr", "inf"], "--lr must be a finite number > 0"),
     (["train", "consistency", "--temperature", "inf"], "--temperature must be a finite number"),
     (["train", "consistency", "--device", "gpu"], "--device: expected"),
+    (["latent", "train", "--lr", "nan", "--out", "{tmp}/out"], "--lr must be a finite number > 0"),
+    (["train-tiny", "--lr", "nan", "--out", "{tmp}/out"], "--lr must be a finite number > 0"),
+    (["latent", "seek", "--lr", "inf", "{tmp}/ckpt"], "--lr must be a finite number > 0"),
 ]
 
 

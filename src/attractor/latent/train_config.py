@@ -84,6 +84,9 @@ class LatentTrainConfig:
         check_seed(self.seed, "`seed`")
         if self.stages < 1 or self.thoughts_per_step < 1 or self.epochs_per_stage < 1:
             raise ConfigError("`stages`, `thoughts_per_step` and `epochs_per_stage` must be >= 1")
+        from attractor.checks import check_number
+
+        check_number(self.lr, "`lr`", 0.0, above=True)
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.mix < 1:
             raise ConfigError("`batch_size` >= 1, `lr` > 0 and `mix` in [0, 1) are required")
         if self.thought_loss < 0:

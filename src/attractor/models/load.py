@@ -62,6 +62,7 @@ def load(spec: str = "tiny", dtype: str = "auto", device: str = "auto",
 
     Raises :class:`ModelLoadError` (one line naming the spec) when it does not load.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -81,9 +82,13 @@ def load(spec: str = "tiny", dtype: str = "auto", device: str = "auto",
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
                                                      trust_remote_code=trust_remote_code, **extra)
-    except Exception as err:
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        raise ModelLoadError(f"--model {spec}: out of memory while loading it on {dev} "
+                             f"({torch_dtype}); try --dtype bfloat16 or another --device") from err
+    except Exception as err:   # transformers and the hub raise many types for a bad model
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"--model {spec}: does not load as a causal LM ({first})") from None
+        raise ModelLoadError(f"--model {spec}: does not load as a causal LM "
+                             f"({type(err).__name__}: {first}; --debug shows the cause)") from err
     model.to(dev)
     model.eval()
     if tokenizer.pad_token_id is None:

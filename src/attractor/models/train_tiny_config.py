@@ -53,5 +53,6 @@ class TinyTrainConfig:
         if not 0.0 <= self.drill < 1.0 or not 0.0 <= self.root_drill < 1.0 - self.drill:
             raise ConfigError(f"`drill` and `root_drill` must be >= 0 with a sum below 1, got "
                               f"{self.drill} and {self.root_drill}")
-        if self.lr <= 0:
-            raise ConfigError(f"`lr` must be positive, got {self.lr}")
+        from attractor.checks import check_number
+
+        check_number(self.lr, "`lr`", 0.0, above=True)
