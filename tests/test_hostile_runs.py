@@ -153,7 +153,7 @@ CASES = [
      "--task hf:nonexistent/ds:train: the dataset did not load"),
     ("a local --model path that does not exist", "done", None,
      ["sample", "--task", "synthetic:prosqa:n=2", "--model", "{tmp}/no-such-model",
-      "--out", "{tmp}/r"], "no-such-model"),
+      "--out", "{tmp}/r"], "no-such-model: no such directory"),
     # requests that would run for days
     ("vote --draws 10^8", "done", None, ["vote", "{run}", "--draws", "100000000"],
      "--draws must be in 1..100000"),

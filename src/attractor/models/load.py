@@ -49,7 +49,10 @@ def model_path(spec: str) -> Path | None:
     if is_gguf_spec(spec):
         return converted_dir(spec)
     p = Path(spec).expanduser()
-    if p.exists() or spec.startswith((".", "/", "~")):
+    # a hub id is NAME or OWNER/NAME; more parts, a leading ./ / ~, or an OWNER folder that
+    # exists here make it a local path (offline, a hub lookup of a typo retries for a minute)
+    if p.exists() or spec.startswith((".", "/", "~")) or len(p.parts) > 2 or (
+            len(p.parts) == 2 and p.parent.is_dir()):
         return p
     return None
 
@@ -75,6 +78,9 @@ def load(spec: str = "tiny", dtype: str = "auto", device: str = "auto",
         if spec == "tiny":
             raise ModelLoadError(f"--model tiny: the embedded model is missing at {path}; "
                                  "reinstall attractor or run 'attractor train-tiny'")
+        if not path.exists():
+            raise ModelLoadError(f"--model {spec}: no such directory (a local path; a hub id is "
+                                 "NAME or OWNER/NAME)")
         raise ModelLoadError(f"--model {spec}: {path} has no config.json (not a model directory)")
     source = str(path) if path is not None else spec
     try:
