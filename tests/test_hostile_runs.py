@@ -198,3 +198,44 @@ def test_a_hostile_input_is_one_line_and_changes_nothing(runs, tmp_path, case):
     assert snapshot(run) == before
     for made in ("hf", "r", "imp", "cmp", "insp"):
         assert not (scratch / made).exists()
+
+
+def _read_only(path: Path) -> bool:
+    """Make ``path`` (recursively) unwritable, as a read-only mount or another user's run is:
+    permission bits for a normal user, the immutable attribute for root (whom permission bits
+    do not stop). False when neither is possible here."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        return True
+    return subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True).returncode == 0
+
+
+def _writable_again(path: Path) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    else:
+        subprocess.run(["chattr", "-R", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("argv", [["analyze", "{run}"], ["report", "{run}"], ["vote", "{run}"]],
+                         ids=lambda a: a[0])
+def test_a_read_only_run_is_refused_in_one_line_before_any_work(runs, tmp_path, argv):
+    run = tmp_path / "run"
+    shutil.copytree(runs["done"], run)
+    if not _read_only(run):
+        pytest.skip("neither permission bits nor chattr can make a directory read-only here")
+    try:
+        proc = attractor(*[a.format(run=run) for a in argv], check=False)
+    finally:
+        _writable_again(run)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, proc.stdout + err
+    assert "cannot write" in err and str(run) in err
