@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-model findings in the README ("What stability looks like on SmolLM2"): every command,
+# The real-model findings in docs/findings.md ("SmolLM2-135M-Instruct"): every command,
 # timed. About 50 minutes of 2-core CPU (measured times land in OUT/times.txt). Needs the SmolLM2 install step (README) and the
 # benchmark files for GSM8K.
 #

@@ -5,21 +5,26 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("ATTRACTOR_DATA_DIR", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# torch is imported only by the tests that need it (numpy-only metric tests run without it);
+# OMP_NUM_THREADS caps its threads before it loads
+os.environ.setdefault("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
 # commands run in this process (helpers.attractor): tables as wide as a subprocess's with
 # COLUMNS=200, so assertions on printed rows do not depend on the terminal
 os.environ.setdefault("COLUMNS", "200")
 
 
 def require_data(name: str) -> Path:
-    """Path of a benchmark file; skip the test when the shared data folder is absent."""
+    """Path of a benchmark file; skip the test when the shared data folder is absent, fail it
+    where the data is required (CI sets ATTRACTOR_REQUIRE_DATA=1: CI cannot pass by
+    skipping)."""
     path = DATA_DIR / name
     if not path.exists():
+        if os.environ.get("ATTRACTOR_REQUIRE_DATA"):
+            pytest.fail(f"{path} not available (ATTRACTOR_REQUIRE_DATA is set)")
         pytest.skip(f"{path} not available")
     return path
 
@@ -28,6 +33,7 @@ def require_data(name: str) -> Path:
 def random_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised model of the tiny model's architecture and tokenizer, saved with
     save_pretrained (loads like any local model)."""
+    import torch
     from transformers import Qwen2ForCausalLM
 
     from attractor.models.tiny_recipe import tiny_config

@@ -1,4 +1,5 @@
 """The report opens offline in a real headless browser with every figure in place."""
+import os
 import re
 import shutil
 import subprocess
@@ -45,6 +46,8 @@ def _browser():
         path = shutil.which(name)
         if path:
             return path
+    if os.environ.get("ATTRACTOR_REQUIRE_BROWSER"):
+        pytest.fail("no Chromium on this machine (ATTRACTOR_REQUIRE_BROWSER is set)")
     pytest.skip("no Chromium on this machine (apt-get install chromium)")
 
 

@@ -18,7 +18,7 @@ on the KV cache (one single-position pass per latent); thinking ends when the LM
 at the last latent is the marker (or after ``max_latents``); then the marker and the answer are
 decoded.
 
-Deliberate differences, stated in the README: the embedding std is measured on the base model
+Deliberate differences, stated in docs/latent-reasoning.md: the embedding std is measured on the base model
 (the std of its input-embedding matrix) where CoLaR keeps a table per model; the end of thinking
 and the answer are greedy where CoLaR samples them (``eol_temperature`` samples the first); the
 base is fine-tuned whole where CoLaR trains a LoRA. The marker is the task's answer marker

@@ -13,7 +13,7 @@ log-softmax of the *raw* logits (no temperature), replayed through the current g
 the model as training starts, on plain token ids (their reference is the base with adapters
 disabled, fed ``input_ids``: no mixing). AdamW with betas (0.9, 0.99), weight decay 0.1 and
 gradient clipping at 0.1, with HRPO's groups: the model at --lr, W_r and W_i at 1e-4, Lambda at
-1e-3. We differ on purpose in two ways, said in the README: the model is fully fine-tuned (HRPO
+1e-3. We differ on purpose in two ways, said in docs/latent-reasoning.md: the model is fully fine-tuned (HRPO
 trains LoRA adapters on 1.5B+ models; the embedded model is small enough not to need them), and
 the learning rate is constant (theirs: cosine with warm-up). Written here rather than on TRL's
 GRPOTrainer because TRL samples tokens through ``generate`` and replays token ids: it has no

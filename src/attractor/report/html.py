@@ -75,7 +75,7 @@ def build_report(run: str, layer: int | None = None, position: str | None = None
                     "dots.</p>" if len(small) else "")
             sections.append(("signals", "Which signals predict correctness", warn + fig(
                 "auroc", "AUROC of each signal with its 95% interval, by family",
-                "Each signal is scored in its fixed direction (registry in the README), so a dot "
+                "Each signal is scored in its fixed direction (registry in docs/concepts.md), so a dot "
                 "below the dashed 0.5 line means the signal points the other way on this run. "
                 "Sample-level intervals resample questions (cluster bootstrap).",
                 figures.auroc_chart(sig))))

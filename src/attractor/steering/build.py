@@ -8,7 +8,7 @@
   (positive minus negative, every layer concatenated) are fitted with a rank-1 PCA that keeps
   the mean. The direction is PC1, its sign turned toward the mean difference, plus the mean
   difference, cut back into one row per block. (Their code also strips punctuation from the
-  contrastive texts; we keep the texts as the model sees them, and say so in the README.)
+  contrastive texts; we keep the texts as the model sees them, and say so in docs/probes-steering.md.)
 - ``stability``: the mean hidden state of the first K completion tokens of rollouts that are
   correct on stable questions, minus that of rollouts on unstable questions, per block (the
   stability labels of ``attractor analyze``: a question is stable when its top-1 share is above
