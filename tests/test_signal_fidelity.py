@@ -22,7 +22,7 @@ from attractor.metrics.confidence import deepconf_signals
 from attractor.metrics.signals import signal_table
 from attractor.metrics.trajectory import layer_average, trajectory_signals
 from attractor.scaling.early_stop import Trace, deepconf_rule
-from attractor.scaling.vote import Question, signal_weigher, vote_correct
+from attractor.scaling.vote import VoteQuestion, signal_weigher, vote_correct
 
 
 # ---------------------------------------------------------------- Latent-Trajectory signals
@@ -176,7 +176,7 @@ def reference_filtered_vote(classes, confs, top_percent: float):
 
 
 def test_top_eta_filtering_ranks_only_answered_traces():
-    q = Question(classes=[None, "a", "a", "b"], correct_of={"a": True, "b": False},
+    q = VoteQuestion(classes=[None, "a", "a", "b"], correct_of={"a": True, "b": False},
                  tokens=np.ones(4), signals={"conf_tail": np.array([20.0, 10, 9, 12])})
     idx = np.arange(4)
     for eta in (10.0, 50.0, 90.0):
@@ -195,7 +195,7 @@ def test_filtered_vote_equals_the_reference_on_random_questions():
         classes = [None if rng.random() < 0.2 else str(rng.integers(0, 3)) for _ in range(n)]
         confs = rng.uniform(0.5, 10, size=n)
         eta = float(rng.choice([10, 30, 50, 90]))
-        q = Question(classes=classes, correct_of={"0": True, "1": False, "2": False},
+        q = VoteQuestion(classes=classes, correct_of={"0": True, "1": False, "2": False},
                      tokens=np.ones(n), signals={"c": confs})
         w = signal_weigher("c", eta=eta)(q, np.arange(n))
         want = reference_filtered_vote(classes, list(confs), eta / 100)

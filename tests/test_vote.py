@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attractor.scaling.vote import Question, evaluate, signal_weigher, tightness_weigher, vote_correct
+from attractor.scaling.vote import VoteQuestion, evaluate, signal_weigher, tightness_weigher, vote_correct
 from attractor.store.run_store import RunStore
 from helpers import attractor
 
@@ -16,7 +16,7 @@ def test_weighted_vote_and_ties():
 
 
 def test_confidence_filtering_and_tightness_weights():
-    q = Question(classes=["a", "a", "b", "b", "b"], correct_of={"a": True, "b": False},
+    q = VoteQuestion(classes=["a", "a", "b", "b", "b"], correct_of={"a": True, "b": False},
                  tokens=np.ones(5), signals={"conf": np.array([9.0, 8, 1, 2, 1])},
                  cosine=None)
     idx = np.arange(5)
@@ -30,7 +30,7 @@ def test_confidence_filtering_and_tightness_weights():
 
 
 def test_evaluate_uses_the_same_subsets_and_full_set():
-    q = Question(classes=["a", "b", "b", None], correct_of={"a": True, "b": False},
+    q = VoteQuestion(classes=["a", "b", "b", None], correct_of={"a": True, "b": False},
                  tokens=np.array([10.0, 20, 30, 40]), signals={}, cosine=None)
     res = evaluate([q], {"majority": None}, [1, 4], draws=400, seed=0)
     assert res[("majority", 4)][0] == 0.0

@@ -29,7 +29,7 @@ LOGISTICS = ("out", "threads", "device", "stop_after", "data_dir")
 
 
 @dataclass
-class Outcome:
+class TrainingOutcome:
     """What a run ends with: the summary rows (None when it stopped early to resume later)."""
 
     rows: list[dict] | None
@@ -186,7 +186,7 @@ def _callback(bar, task_id, logfile: _Log, unit: Callable[[int], int], stats: di
     return Progress()
 
 
-def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) -> Outcome:
+def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) -> TrainingOutcome:
     """Train ``cfg.model`` with ``cfg.method`` (resuming ``cfg.out`` when it holds the same
     run) and score it before and after on the held-out (and check) questions."""
     import torch
@@ -249,7 +249,7 @@ def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) 
                                 state_dir, tied, log)
     if done < total:
         log(f"stopped after {done} of {total}; run the same command again to resume")
-        return Outcome(None, done, None)
+        return TrainingOutcome(None, done, None)
     model.eval()
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
@@ -260,7 +260,7 @@ def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) 
                  if stats.get("round_seconds") else None)
     else:
         speed = stats["tokens"] / stats["seconds"] if stats.get("seconds") else None
-    return Outcome(rows, done, speed)
+    return TrainingOutcome(rows, done, speed)
 
 
 def _scpo_rounds(model, tok, train, cfg, dev, done, stop, bar, logfile, stats, state_dir, tied,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from attractor.metrics.answers import majority_class
 from attractor.grading.grade import grade_question
 
 
@@ -22,15 +23,6 @@ def answer_classes(texts: list[str], kind: str, grader: str = "auto", reading: s
                             flexible=reading == "flexible")
     return [g.answer_class_flexible if reading == "flexible" else g.answer_class
             for g in grades]
-
-
-def majority_class(classes: list[str | None]) -> str | None:
-    """The most common non-null class (ties: the one seen first), None when all abstain."""
-    votes = Counter(c for c in classes if c is not None)
-    if not votes:
-        return None
-    best = max(votes.values())
-    return next(c for c in classes if c is not None and votes[c] == best)
 
 
 def majority_rewards(classes: list[str | None]) -> list[float]:

@@ -26,7 +26,7 @@ from attractor.latent.loop import decoder_forward
 
 
 @dataclass
-class Rollout:
+class LatentRollout:
     """One group rollout: per sample, its question ids, latents, answer ids, reward, advantage."""
 
     questions: list[list[int]]
@@ -45,7 +45,7 @@ def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
 
 @torch.no_grad()
 def rollout(colar: CoLaR, problems, prompts: list[list[int]], c: int, group: int, seed: int,
-            max_new_tokens: int) -> Rollout:
+            max_new_tokens: int) -> LatentRollout:
     """``group`` sampled answers per question (latents, end of thinking and answer sampled)."""
     from attractor.grading.grade import correct_answers
 
@@ -58,7 +58,7 @@ def rollout(colar: CoLaR, problems, prompts: list[list[int]], c: int, group: int
     eos = colar.tok.eos_token_id
     answers = [[colar.marker_id] + ids + ([eos] if stop and isinstance(eos, int) else [])
                for ids, stop in zip(out.answer_ids, out.stopped)]
-    return Rollout([colar.question_ids(p, c) for p in reps], [f.detach() for f in out.fed],
+    return LatentRollout([colar.question_ids(p, c) for p in reps], [f.detach() for f in out.fed],
                    answers, rewards, group_advantages(rewards, group), out.latents)
 
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from attractor.metrics.answers import majority_class
 from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
 from attractor.grading.grade import correct_answers
@@ -44,8 +44,7 @@ def rewards(answers: list[str | None], problems, texts: list[str], reward: str) 
     """Reward of each sampled answer of ONE question (``problems`` repeats that question)."""
     if reward == "oracle":
         return [float(c) for c in correct_answers(texts, problems)]
-    counts = Counter(a for a in answers if a is not None)
-    top = counts.most_common(1)[0][0] if counts else None
+    top = majority_class(answers)
     return [float(a is not None and a == top) for a in answers]
 
 

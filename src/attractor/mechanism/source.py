@@ -27,7 +27,7 @@ FLEXIBLE = ["correct_flexible", "answer_class_flexible"]
 
 
 @dataclass
-class Rollout:
+class RunRollout:
     """One rollout as the mechanism commands read it."""
 
     question_id: str
@@ -45,11 +45,11 @@ class Rollout:
 
 
 @dataclass
-class Question:
+class RunQuestion:
     """One question with its rollouts and its stability labels."""
 
     problem: Problem
-    rollouts: list[Rollout]
+    rollouts: list[RunRollout]
     top1_share: float
     stable: bool
     majority_correct: bool
@@ -145,7 +145,7 @@ class MechanismRun:
         return out
 
     def questions(self, skip: set[str], chunk: int = 8, extra: tuple[str, ...] = ()
-                  ) -> Iterator[list[Question]]:
+                  ) -> Iterator[list[RunQuestion]]:
         """Questions not in ``skip``, ``chunk`` at a time, each with its rollouts (read from the
         shards for that chunk only), in the run's question order; ``extra`` rollout columns go
         into each rollout's ``extra``."""
@@ -165,11 +165,11 @@ class MechanismRun:
                     continue
                 rolls = [self._rollout(r, extra) for r in groups[q].itertuples(index=False)]
                 lab = labels.loc[q]
-                out.append(Question(self.problems[q], rolls, float(lab["top1_share"]),
+                out.append(RunQuestion(self.problems[q], rolls, float(lab["top1_share"]),
                                     bool(lab["stable"]), bool(lab["majority_correct"])))
             yield out
 
-    def _rollout(self, r, extra: tuple[str, ...] = ()) -> Rollout:
+    def _rollout(self, r, extra: tuple[str, ...] = ()) -> RunRollout:
         tok = self.tokenizer
         if r.completion_token_ids is None:
             from attractor.tasks.prompts import prompt_ids
@@ -182,11 +182,11 @@ class MechanismRun:
         flex = self.reading == "flexible"
         ac = r.answer_class_flexible if flex else r.answer_class
         ok = r.correct_flexible if flex else r.correct
-        return Rollout(r.question_id, int(r.sample_id), p_ids, c_ids, r.text or "",
+        return RunRollout(r.question_id, int(r.sample_id), p_ids, c_ids, r.text or "",
                        bool(ok) if ok is not None and ok == ok else False,
                        ac if isinstance(ac, str) else None, {k: getattr(r, k) for k in extra})
 
-    def decisive(self, question: Question, r: Rollout) -> int | None:
+    def decisive(self, question: RunQuestion, r: RunRollout) -> int | None:
         """The completion index before ``r``'s decisive token, in the run's reading."""
         from attractor.capture.decisive import decisive_token_index
 

@@ -4,6 +4,15 @@ Conventions: a sample with no extractable answer (``answer_class`` null) forms i
 (label ``None``) in entropy, top-1 share and unique-answer counts, and never wins a vote (it
 abstains; with no voters the vote has no answer and is wrong). Entropy is in nats, with bits
 beside it.
+
+Voting, written once here for the whole package (majority, weighted, TTRL's reward, ...): a sample
+votes with its weight (1 unweighted) when its class is not null and its weight is finite and
+> 0. **The winner** (:func:`majority_class`) has the largest total weight; a tie goes to the
+class voted first (the DeepConf reference's max over an insertion-ordered dict; lm-evaluation-
+harness's ``Counter.most_common``). **The accuracy of a vote** over draws of samples
+(:func:`vote_correct`, :func:`maj_at_k`) splits a tie evenly among the tied classes: the
+expectation under a random tie-break, since which tied class a random subset saw first is
+itself random.
 """
 from __future__ import annotations
 
@@ -28,14 +37,44 @@ def top1_share(classes: Sequence[str | None]) -> float:
     return Counter(classes).most_common(1)[0][1] / len(classes)
 
 
+def vote_scores(classes: Sequence[str | None], weights: Sequence[float] | None = None
+                ) -> dict[str, float]:
+    """Total weight per voted class, in the order classes were first voted."""
+    score: dict[str, float] = {}
+    for i, c in enumerate(classes):
+        w = 1.0 if weights is None else float(weights[i])
+        if c is not None and math.isfinite(w) and w > 0:   # weight 0: the sample abstains
+            score[c] = score.get(c, 0.0) + w
+    return score
+
+
+def majority_class(classes: Sequence[str | None], weights: Sequence[float] | None = None
+                   ) -> str | None:
+    """The vote's winner (module doc: ties go to the class voted first); None when no sample
+    votes."""
+    score = vote_scores(classes, weights)
+    if not score:
+        return None
+    best = max(score.values())
+    return next(c for c, s in score.items() if s == best)
+
+
+def vote_correct(classes: Sequence[str | None], weights: Sequence[float] | None,
+                 correct_of: dict[str, bool]) -> float:
+    """Expected correctness of the vote: 1 or 0, or a tie's share of correct classes (module
+    doc); 0 when no sample votes."""
+    score = vote_scores(classes, weights)
+    if not score:
+        return 0.0
+    best = max(score.values())
+    tied = [c for c, s in score.items() if np.isclose(s, best)]
+    return sum(bool(correct_of.get(c, False)) for c in tied) / len(tied)
+
+
 def majority(classes: Sequence[str | None], correct_of: dict[str, bool]) -> tuple[str | None, bool]:
-    """The most common non-null class (ties: the one seen first) and whether it is correct."""
-    votes = Counter(c for c in classes if c is not None)
-    if not votes:
-        return None, False
-    best = max(votes.values())
-    winner = next(c for c in classes if c is not None and votes[c] == best)
-    return winner, bool(correct_of.get(winner, False))
+    """The unweighted winner (ties: the class voted first) and whether it is correct."""
+    winner = majority_class(classes)
+    return winner, bool(correct_of.get(winner, False)) if winner is not None else False
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

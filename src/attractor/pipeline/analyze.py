@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from attractor.errors import UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
-from attractor.metrics.answers import auroc, bootstrap_ci, question_metrics
+from attractor.metrics.answers import auroc, bootstrap_ci, majority_class, question_metrics
 from attractor.store.environment import now
 from attractor.store.run_store import RunStore, open_run
 
@@ -128,16 +128,12 @@ def per_question(df: pd.DataFrame, weights: dict[tuple[str, int], float] | None 
 
 def weighted_majority(classes: list[str | None], correct: list[bool], w: np.ndarray
                       ) -> tuple[str | None, bool]:
-    """The class with the largest total weight (ties: the first voter's) and its correctness."""
-    score: dict[str, float] = {}
-    for c, x in zip(classes, w):
-        if c is not None and x > 0:
-            score[c] = score.get(c, 0.0) + float(x)
-    if not score:
+    """The weighted vote's winner (:func:`attractor.metrics.answers.majority_class`: ties go
+    to the class voted first, as the DeepConf reference's max over its insertion-ordered dict)
+    and its correctness."""
+    winner = majority_class(classes, w)
+    if winner is None:
         return None, False
-    best = max(score.values())
-    # ties: the first voter's answer, as the reference's max over its insertion-ordered dict
-    winner = next(c for c, x in zip(classes, w) if c is not None and x > 0 and score[c] == best)
     return winner, bool(correct[classes.index(winner)])
 
 

@@ -15,13 +15,13 @@ from attractor.mechanism.patching import (Site, causal_trace, embedding_sigma,
                                           subject_positions)
 from attractor.mechanism.forward import lens_logits
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
-from attractor.mechanism.source import MechanismRun, Rollout
+from attractor.mechanism.source import MechanismRun, RunRollout
 from attractor.ui import progress_bar
 
 FRACTIONS = (0.25, 0.5, 0.75)   # the "steps" of a task without a parsed proof
 
 
-def step_positions(mr: MechanismRun, r: Rollout, kind: str) -> list[int]:
+def step_positions(mr: MechanismRun, r: RunRollout, kind: str) -> list[int]:
     """Absolute token indices of a rollout's steps: ProsQA proof-step queries, else the
     completion tokens at 1/4, 1/2 and 3/4."""
     if kind == "prosqa":
@@ -32,7 +32,7 @@ def step_positions(mr: MechanismRun, r: Rollout, kind: str) -> list[int]:
     return sorted({len(r.prompt_ids) + int(f * (c - 1)) for f in FRACTIONS}) if c else []
 
 
-def _sites(base: Rollout, source: Rollout, d_base: int, d_src: int, steps: list[int]
+def _sites(base: RunRollout, source: RunRollout, d_base: int, d_src: int, steps: list[int]
            ) -> list[Site]:
     p = len(base.prompt_ids)
     sites = [Site("prompt_last", p - 1, len(source.prompt_ids) - 1)]
@@ -112,8 +112,8 @@ def run_patch(run: str, *, pairs: int = 1, noise: bool = True, trace_draws: int 
     return {"counts": counts, "summary": summary}
 
 
-def _pairs(right: list[Rollout], wrong: list[Rollout], dec: dict[int, int], k: int
-           ) -> list[tuple[Rollout, Rollout]]:
+def _pairs(right: list[RunRollout], wrong: list[RunRollout], dec: dict[int, int], k: int
+           ) -> list[tuple[RunRollout, RunRollout]]:
     """Up to ``k`` (correct, wrong) pairs, in sample order, each rollout used once, whose
     decisive tokens differ (a wrong answer can share the right one's concept and name another
     person: no logit difference separates them)."""
@@ -129,7 +129,7 @@ def _pairs(right: list[Rollout], wrong: list[Rollout], dec: dict[int, int], k: i
     return out
 
 
-def _pair_rows(mr, mods, q, c: Rollout, w: Rollout, dc: int, dw: int, tok_c: int, tok_w: int,
+def _pair_rows(mr, mods, q, c: RunRollout, w: RunRollout, dc: int, dw: int, tok_c: int, tok_w: int,
                noise: bool, seed: int) -> list[dict]:
     kind = q.problem.kind
     rows: list[dict] = []
@@ -170,7 +170,7 @@ def _subject_sigma(mr: MechanismRun, mods) -> float | None:
     return embedding_sigma(mods, tokens) if len(tokens) > 1 else None
 
 
-def _trace_rows(mr, mods, q, c: Rollout, dc: int, sigma: float, draws: int, seed: int
+def _trace_rows(mr, mods, q, c: RunRollout, dc: int, sigma: float, draws: int, seed: int
                 ) -> list[dict]:
     """The reference's causal trace of one correct rollout: its subject corrupted, read at its
     decisive position for its own decisive token; [] when its prompt names no subject."""

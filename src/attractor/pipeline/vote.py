@@ -14,7 +14,7 @@ from attractor.checks import MAX_DRAWS, check_count
 from attractor.ui import progress_bar
 from attractor.errors import ConfigError, UserError
 from attractor.metrics.answers import bootstrap_ci, k_values
-from attractor.scaling.vote import Question, evaluate, signal_weigher, tightness_weigher
+from attractor.scaling.vote import VoteQuestion, evaluate, signal_weigher, tightness_weigher
 from attractor.store.environment import now
 from attractor.store.run_store import open_run
 
@@ -70,7 +70,7 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
         if x is not None:
             xn = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
             cosine = xn @ xn.T
-        questions.append(Question(
+        questions.append(VoteQuestion(
             classes=classes, correct_of=correct_of,
             tokens=sub["n_tokens"].fillna(0).to_numpy(float),
             signals={c: pd.to_numeric(sub[c], errors="coerce").to_numpy(float)

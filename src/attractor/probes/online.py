@@ -67,7 +67,7 @@ class ProbeStop:
 def trace_scores(model, tokenizer, questions, probe: Probe, max_tokens: int = 16384
                  ) -> dict[tuple[str, int], float]:
     """Probe score of every stored rollout whose first N tokens exist and hold no answer
-    (``questions``: mechanism :class:`Question` objects)."""
+    (``questions``: mechanism :class:`RunQuestion` objects)."""
     layer, n = int(probe.meta["layer"]), int(probe.meta["n_tokens"])
     fs = FeatureSet()
     collect(model, tokenizer, questions, [layer], [n], fs, max_tokens)
@@ -82,7 +82,7 @@ def question_scores(model, tokenizer, store, problems, probe: Probe, first_round
                     max_tokens: int = 16384) -> dict[str, float]:
     """Per question: the mean probe score of its first ``first_round`` stored samples that the
     probe can judge (NaN when none)."""
-    from attractor.mechanism.source import Question, Rollout
+    from attractor.mechanism.source import RunQuestion, RunRollout
 
     df = store.rollouts(["question_id", "sample_id", "prompt_token_ids", "completion_token_ids",
                          "text", "answer_class"])
@@ -93,10 +93,10 @@ def question_scores(model, tokenizer, store, problems, probe: Probe, first_round
         g = by_q.get(p.id)
         if g is None:
             continue
-        rolls = [Rollout(p.id, int(r.sample_id), list(map(int, r.prompt_token_ids)),
+        rolls = [RunRollout(p.id, int(r.sample_id), list(map(int, r.prompt_token_ids)),
                          list(map(int, r.completion_token_ids)), r.text or "", False, None)
                  for r in g.itertuples(index=False)]
-        questions.append(Question(p, rolls, 0.0, False, False))
+        questions.append(RunQuestion(p, rolls, 0.0, False, False))
     scores = trace_scores(model, tokenizer, questions, probe, max_tokens)
     out = {}
     for q in questions:

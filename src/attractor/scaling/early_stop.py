@@ -47,22 +47,22 @@ class Trace:
 
 
 @dataclass
-class Outcome:
+class RuleOutcome:
     """What a rule spent on one question and whether its answer is right (ties split)."""
 
     tokens: float
     correct: float
 
 
-def majority_outcome(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+def majority_outcome(traces: list[Trace], correct_of: dict[str, bool]) -> RuleOutcome:
     """Full-budget majority voting over all traces (the reference)."""
-    return Outcome(float(sum(t.n_tokens for t in traces)),
+    return RuleOutcome(float(sum(t.n_tokens for t in traces)),
                    vote_correct([t.answer for t in traces], np.ones(len(traces)), correct_of))
 
 
 def deepconf_rule(warmup: int, percentile: float, window: int) -> Callable:
     """DeepConf's online early stop and vote (see module doc)."""
-    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> RuleOutcome:
         warm = traces[:warmup]
         thr = deepconf.threshold([t.confidences for t in warm], percentile, window)
         if thr is None:
@@ -76,13 +76,13 @@ def deepconf_rule(warmup: int, percentile: float, window: int) -> Callable:
         w = deepconf.voting_weights([t.confidences for t in traces],
                                     [t.answer is not None for t in traces], stopped, warmup, thr,
                                     window)
-        return Outcome(tokens, vote_correct([t.answer for t in traces], w, correct_of))
+        return RuleOutcome(tokens, vote_correct([t.answer for t in traces], w, correct_of))
     return run
 
 
 def consensus_rule(min_traces: int, share: float) -> Callable:
     """Stop sampling once the leading answer holds ``share`` of at least ``min_traces``."""
-    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> RuleOutcome:
         done: list[Trace] = []
         for t in traces:
             done.append(t)
@@ -91,26 +91,26 @@ def consensus_rule(min_traces: int, share: float) -> Callable:
                 top = max(answers.count(a) for a in set(answers))
                 if top / len(done) >= share:
                     break
-        return Outcome(float(sum(d.n_tokens for d in done)),
+        return RuleOutcome(float(sum(d.n_tokens for d in done)),
                        vote_correct([d.answer for d in done], np.ones(len(done)), correct_of))
     return run
 
 
 def probe_rule(threshold: float, n_read: int) -> Callable:
     """Cut traces whose probe score is below ``threshold`` after ``n_read`` tokens."""
-    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> RuleOutcome:
         cut = [t.probe is not None and t.probe < threshold for t in traces]
         tokens = sum(n_read if c else t.n_tokens for t, c in zip(traces, cut))
         answers = [None if c else t.answer for t, c in zip(traces, cut)]
-        return Outcome(float(tokens), vote_correct(answers, np.ones(len(traces)), correct_of))
+        return RuleOutcome(float(tokens), vote_correct(answers, np.ones(len(traces)), correct_of))
     return run
 
 
 def latent_rule(min_traces: int, tightness: float) -> Callable:
     """Stop once the done traces' latents are tight (mean pairwise cosine >= ``tightness``)."""
-    def run(traces: list[Trace], correct_of: dict[str, bool]) -> Outcome:
+    def run(traces: list[Trace], correct_of: dict[str, bool]) -> RuleOutcome:
         if any(t.latent is None for t in traces):
-            return Outcome(float("nan"), float("nan"))
+            return RuleOutcome(float("nan"), float("nan"))
         done: list[Trace] = []
         for t in traces:
             done.append(t)
@@ -120,6 +120,6 @@ def latent_rule(min_traces: int, tightness: float) -> Callable:
                 s = len(done)
                 if ((xn.sum(0) ** 2).sum() - s) / (s * (s - 1)) >= tightness:
                     break
-        return Outcome(float(sum(d.n_tokens for d in done)),
+        return RuleOutcome(float(sum(d.n_tokens for d in done)),
                        vote_correct([d.answer for d in done], np.ones(len(done)), correct_of))
     return run

@@ -12,9 +12,11 @@ from typing import Callable
 
 import numpy as np
 
+from attractor.metrics.answers import vote_correct  # noqa: F401  (the one vote; re-exported)
+
 
 @dataclass
-class Question:
+class VoteQuestion:
     """What voting needs of one question: per sample its answer class, correctness, tokens and
     signals, plus the pairwise cosine matrix of its latents (for tightness weights)."""
 
@@ -25,21 +27,7 @@ class Question:
     cosine: np.ndarray | None = None
 
 
-def vote_correct(classes: list[str | None], weights: np.ndarray, correct_of: dict[str, bool]
-                 ) -> float:
-    """Expected correctness of the weighted vote (1, 0 or a tie share)."""
-    score: dict[str, float] = {}
-    for c, w in zip(classes, weights):
-        if c is not None and np.isfinite(w) and w > 0:  # weight 0: the sample does not vote
-            score[c] = score.get(c, 0.0) + float(w)
-    if not score:
-        return 0.0
-    best = max(score.values())
-    tied = [c for c, s in score.items() if np.isclose(s, best)]
-    return sum(correct_of.get(c, False) for c in tied) / len(tied)
-
-
-Weigher = Callable[[Question, np.ndarray], np.ndarray | None]
+Weigher = Callable[[VoteQuestion, np.ndarray], np.ndarray | None]
 
 
 def signal_weigher(name: str, higher_is_better: bool = True, eta: float | None = None) -> Weigher:
@@ -49,7 +37,7 @@ def signal_weigher(name: str, higher_is_better: bool = True, eta: float | None =
     ``eta`` is DeepConf's filtering (reference ``filter_top_confidence``): among the samples of
     the subset that *have an answer*, keep those whose signal is at least the
     (100 - eta)-th percentile (numpy's linear interpolation) of theirs; the rest get weight 0."""
-    def weigh(q: Question, idx: np.ndarray) -> np.ndarray | None:
+    def weigh(q: VoteQuestion, idx: np.ndarray) -> np.ndarray | None:
         if name not in q.signals:
             return None
         s = q.signals[name][idx].astype(float)
@@ -68,7 +56,7 @@ def signal_weigher(name: str, higher_is_better: bool = True, eta: float | None =
     return weigh
 
 
-def tightness_weigher(q: Question, idx: np.ndarray) -> np.ndarray | None:
+def tightness_weigher(q: VoteQuestion, idx: np.ndarray) -> np.ndarray | None:
     """Each sample weighted by its mean cosine to the other samples of the subset (samples in
     the dense latent cluster count more: the seed's stability-aware ensemble)."""
     if q.cosine is None or len(idx) < 2:
@@ -78,7 +66,7 @@ def tightness_weigher(q: Question, idx: np.ndarray) -> np.ndarray | None:
     return w - w.min() + 1e-6
 
 
-def evaluate(questions: list[Question], methods: dict[str, Weigher | None], ks: list[int],
+def evaluate(questions: list[VoteQuestion], methods: dict[str, Weigher | None], ks: list[int],
              draws: int = 300, seed: int = 0,
              on_question: Callable[[], None] | None = None
              ) -> dict[tuple[str, int], np.ndarray]:
