@@ -44,7 +44,7 @@ def chunk_seed(seed: int, method: str, start: int) -> int:
 
 def question_order(n: int, needed: int, seed: int) -> list[int]:
     """``needed`` question indices: seeded shuffles of 0..n-1, epoch after epoch."""
-    from attractor.latent.train_state import epoch_order
+    from attractor.training.state import epoch_order
 
     order: list[int] = []
     epoch = 0
@@ -193,7 +193,7 @@ def run_consistency(cfg: ConsistencyConfig, log: Callable[[str], None] = print) 
     from safetensors.torch import load_file
 
     from attractor.consistency.trl_support import require_trl
-    from attractor.latent.train_state import load_optimizer, save_state
+    from attractor.training.state import load_optimizer, save_state
     from attractor.models.load import load, resolve_device
     from attractor.ui import progress_bar
 
@@ -268,7 +268,7 @@ def _scpo_rounds(model, tok, train, cfg, dev, done, stop, bar, logfile, stats, s
     from attractor.config import SamplingConfig
     from attractor.consistency.scpo import build_pairs, train_round
     from attractor.engines.hf import HFEngine, generate_capped
-    from attractor.latent.train_state import save_state
+    from attractor.training.state import save_state
     from attractor.tasks.prompts import prompt_ids
 
     task_id = bar.add_task("scpo rounds", total=cfg.rounds, completed=done)

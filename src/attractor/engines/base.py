@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, runtime_checkable
 
-from attractor.config import SamplingConfig
+if TYPE_CHECKING:   # annotations only: config imports nothing of engines
+    from attractor.config import SamplingConfig
 
 
 @dataclass

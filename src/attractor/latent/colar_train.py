@@ -26,7 +26,7 @@ from attractor.latent.colar import CoLaR, ColarConfig
 from attractor.latent.colar_rl import rl_step
 from attractor.latent.curriculum import check_steps, cot_steps
 from attractor.latent.train_config import LatentTrainConfig
-from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
+from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 from attractor.tasks.problem import ANSWER_MARK
 

@@ -34,7 +34,7 @@ from attractor.errors import DataError, UserError
 from attractor.grading.grade import correct_answers
 from attractor.latent.hrpo import HybridConfig, HybridModel, gate_param_groups, replay_logps
 from attractor.latent.train_config import LatentTrainConfig
-from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
+from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from attractor.report.figures import png_bytes  # noqa: E402
 from attractor.store.run_store import atomic_write_bytes  # noqa: E402
 
 READINGS = (("on_chain_at_t", "node t hops above the first option (backward proof)"),
@@ -81,10 +81,8 @@ def per_thought(thoughts: pd.DataFrame) -> pd.DataFrame:
 
 
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    """The figure as base64 PNG text (the page embeds it)."""
+    return base64.b64encode(png_bytes(fig, tight=False)).decode()
 
 
 def write_latent_report(dest: Path, title: str, thoughts: pd.DataFrame, robust: pd.DataFrame,

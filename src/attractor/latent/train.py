@@ -26,7 +26,7 @@ from attractor.latent.curriculum import (build_example, check_steps, cot_steps, 
                                          thoughts_at)
 from attractor.latent.loop import LatentLoop
 from attractor.latent.train_config import LatentTrainConfig
-from attractor.latent.train_state import (epoch_order, load_optimizer, load_training_base,
+from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 
 

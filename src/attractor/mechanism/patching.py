@@ -202,3 +202,7 @@ def causal_trace(mods: DecoderModules, ids: list[int], subject: list[int], reado
              "effect": (float(v) - p_low) / denom if abs(denom) > 1e-9 else float("nan")}
             for (layer, j), v in zip(combos, probs[1:].tolist())]
     return {"rows": rows, "p_clean": p_clean, "p_corrupt": p_low}
+
+def site_kind(label: str) -> str:
+    """prompt_last | step | decisive (steps pooled)."""
+    return "step" if str(label).startswith("step:") else str(label)

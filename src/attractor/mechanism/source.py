@@ -58,7 +58,7 @@ class RunQuestion:
 
 def stability_labels(cheap: pd.DataFrame) -> pd.DataFrame:
     """question_id, top1_share, stable, majority_correct of every question of a run."""
-    from attractor.pipeline.analyze import per_question
+    from attractor.metrics.questions import per_question
 
     if cheap["correct"].isna().all():
         raise UserError("the rollouts are not graded; run 'attractor analyze' on the run first")
@@ -97,7 +97,7 @@ class MechanismRun:
         try:
             cheap = store.rollouts(CHEAP + FLEXIBLE if self.reading == "flexible" else CHEAP)
             if self.reading == "flexible":
-                from attractor.pipeline.analyze import reading_view
+                from attractor.metrics.questions import reading_view
 
                 cheap = reading_view(cheap, "flexible")
             self.labels = stability_labels(cheap)

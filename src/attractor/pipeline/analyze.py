@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 from attractor.errors import UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
-from attractor.metrics.answers import auroc, bootstrap_ci, majority_class, question_metrics
+from attractor.metrics.answers import auroc, bootstrap_ci
+from attractor.metrics.questions import per_question, reading_view  # noqa: F401  (re-exported)
 from attractor.store.environment import now
 from attractor.store.run_store import RunStore, open_run
 
@@ -67,12 +68,6 @@ def grade_ungraded(store: RunStore, problems: dict[str, Any], kind: str, grader:
         return graded, verifier.failure_record()
 
 
-def reading_view(df: pd.DataFrame, reading: str) -> pd.DataFrame:
-    """``df`` with ``answer_class`` and ``correct`` taken from the chosen reading (the
-    flexible columns replace them for ``flexible``)."""
-    if reading == "strict":
-        return df
-    return df.assign(answer_class=df["answer_class_flexible"], correct=df["correct_flexible"])
 
 
 def reading_summary(store: RunStore) -> dict[str, Any]:
@@ -106,35 +101,8 @@ def grading_failure_note(m) -> tuple[int, str | None]:
         + (f"; first: {first}" if first else ""))
 
 
-def per_question(df: pd.DataFrame, weights: dict[tuple[str, int], float] | None = None
-                 ) -> pd.DataFrame:
-    """One row of metrics per question, in the run's question order. ``weights`` (per
-    (question, sample)) replace plain majority voting by a weighted vote (an online DeepConf
-    run: :func:`deepconf_weights`)."""
-    rows = []
-    for qid, sub in df.groupby("question_id", sort=False):
-        sub = sub.sort_values("sample_id")
-        classes = [c if isinstance(c, str) else None for c in sub["answer_class"]]
-        correct = [bool(x) for x in sub["correct"].fillna(False)]
-        row = {"question_id": qid, **question_metrics(
-            classes, correct, sub["finish_reason"].tolist(), sub["n_tokens"].tolist())}
-        if weights is not None:
-            w = np.array([weights.get((qid, int(i)), 0.0) for i in sub["sample_id"]])
-            row["majority_answer"], row["majority_correct"] = weighted_majority(classes,
-                                                                                 correct, w)
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
-def weighted_majority(classes: list[str | None], correct: list[bool], w: np.ndarray
-                      ) -> tuple[str | None, bool]:
-    """The weighted vote's winner (:func:`attractor.metrics.answers.majority_class`: ties go
-    to the class voted first, as the DeepConf reference's max over its insertion-ordered dict)
-    and its correctness."""
-    winner = majority_class(classes, w)
-    if winner is None:
-        return None, False
-    return winner, bool(correct[classes.index(winner)])
 
 
 def deepconf_weights(store: RunStore, rule: str) -> dict[tuple[str, int], float]:

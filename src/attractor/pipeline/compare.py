@@ -97,7 +97,7 @@ def run_compare(runs: list[str], out: str, position: str | None = None) -> dict[
 
 def _figure(df: pd.DataFrame, td: pd.DataFrame, k: int | None) -> bytes:
     from attractor.report.figures import plt
-    from attractor.report.html import _png
+    from attractor.report.figures import png_bytes
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     metrics = ["accuracy", "top1_share"] + ([f"pass@{k}", f"maj@{k}"] if k else [])
@@ -122,4 +122,4 @@ def _figure(df: pd.DataFrame, td: pd.DataFrame, k: int | None) -> bytes:
         axes[1].text(0.5, 0.5, "no captured latents", ha="center", va="center")
         axes[1].set_axis_off()
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

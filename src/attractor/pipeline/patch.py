@@ -15,6 +15,7 @@ from attractor.mechanism.patching import (Site, causal_trace, embedding_sigma,
                                           subject_positions)
 from attractor.mechanism.forward import lens_logits
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
+from attractor.mechanism.patching import site_kind
 from attractor.mechanism.source import MechanismRun, RunRollout
 from attractor.ui import progress_bar
 
@@ -189,9 +190,6 @@ def _trace_rows(mr, mods, q, c: RunRollout, dc: int, sigma: float, draws: int, s
              "source_sample": c.sample_id, **r} for r in got["rows"]]
 
 
-def site_kind(label: str) -> str:
-    """prompt_last | step | decisive (steps pooled)."""
-    return "step" if str(label).startswith("step:") else str(label)
 
 
 def patch_summary(df: pd.DataFrame) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
 
 def _correct(store) -> pd.DataFrame:
     """(question_id, sample_id, correct) in the run's answer reading (sample --reading)."""
-    from attractor.pipeline.analyze import reading_view
+    from attractor.metrics.questions import reading_view
 
     reading = (store.manifest.config or {}).get("reading", "strict")
     cols = ["question_id", "sample_id", "correct"]

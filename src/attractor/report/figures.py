@@ -9,6 +9,17 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+
+def png_bytes(fig, tight: bool = True) -> bytes:
+    """A figure as PNG bytes (110 dpi; ``tight``: cropped to its artists), then closed: every
+    report's one figure writer."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, **({"bbox_inches": "tight"} if tight else {}))
+    plt.close(fig)
+    return buf.getvalue()
+
 RIGHT, WRONG = "#2a9d8f", "#e76f51"
 
 

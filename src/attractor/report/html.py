@@ -2,23 +2,16 @@
 base64 PNG, opens offline) and the same figures as PNG files beside it."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from attractor.report import figures, page
+from attractor.report.figures import png_bytes
 from attractor.store.run_store import RunStore, atomic_write_bytes, open_run
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -46,7 +39,7 @@ def build_report(run: str, layer: int | None = None, position: str | None = None
     pngs: dict[str, bytes] = {}
 
     def fig(name: str, title: str, caption: str, figure_obj) -> str:
-        pngs[name] = _png(figure_obj)
+        pngs[name] = png_bytes(figure_obj)
         if on_figure:
             on_figure(name)
         return page.figure(name, title, caption, pngs[name])

@@ -116,7 +116,7 @@ def head_grids(att: pd.DataFrame, abl: pd.DataFrame | None):
 
 def patching_heatmaps(patch: pd.DataFrame):
     """Mean patching effect by site and layer, one panel per direction."""
-    from attractor.pipeline.patch import site_kind
+    from attractor.mechanism.patching import site_kind
 
     df = patch[patch["direction"] != "none"].copy()
     df["site"] = df["position"].map(site_kind)

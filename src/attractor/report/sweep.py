@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from attractor.errors import UserError  # noqa: E402
+from attractor.report.figures import png_bytes  # noqa: E402
 from attractor.store.run_store import RunStore, atomic_write_bytes  # noqa: E402
 
 
@@ -69,13 +70,6 @@ def overthinking(df: pd.DataFrame, drop: float = 0.1) -> pd.DataFrame:
                                        "accuracy_at_largest"])
 
 
-def _png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def build_sweep_report(root: Path) -> Path:
@@ -94,7 +88,7 @@ def build_sweep_report(root: Path) -> Path:
         ax.set_xlabel("max new tokens (depth)")
         ax.set_ylabel(name)
         ax.legend(frameon=False)
-    figs.append(("depth", "Accuracy and truncation vs token budget", _png(fig)))
+    figs.append(("depth", "Accuracy and truncation vs token budget", png_bytes(fig)))
     top = mean[mean["max_new_tokens"] == mean["max_new_tokens"].max()]
     ks = sorted(int(c.split("@")[1]) for c in top.columns if c.startswith("pass@"))
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -106,7 +100,7 @@ def build_sweep_report(root: Path) -> Path:
     ax.set_xlabel("k (width)")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7, frameon=False)
-    figs.append(("width", "pass@k and maj@k vs k (largest budget)", _png(fig)))
+    figs.append(("width", "pass@k and maj@k vs k (largest budget)", png_bytes(fig)))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(top["temperature"], top["answer_entropy_nats"], marker="o")
     axes[0].set_ylabel("answer entropy (nats)")
@@ -115,7 +109,7 @@ def build_sweep_report(root: Path) -> Path:
     for ax in axes:
         ax.set_xlabel("temperature")
     figs.append(("temperature", "Entropy and top-1 share vs temperature (largest budget)",
-                 _png(fig)))
+                 png_bytes(fig)))
     over = overthinking(df)
     axes_html = ""
     from attractor.report.sweep_axes import axis_figure, axis_table
@@ -130,7 +124,7 @@ def build_sweep_report(root: Path) -> Path:
         t = axis_table(sub, axis)
         figs.append((axis, f"{title} at T={sub['temperature'].iloc[0]:g}, "
                            f"{int(sub['max_new_tokens'].iloc[0])} tokens (95% intervals)",
-                     _png(axis_figure(t, axis))))
+                     png_bytes(axis_figure(t, axis))))
         axes_html += (f"<h2 id='axis-{axis}'>{title}</h2>"
                       + t.to_html(index=False, float_format="%.3f", border=0))
     out = root / "report"

@@ -1,7 +1,8 @@
-"""The resumable state of a latent training run (``<out>/train-state/``): the trained weights,
-the optimiser's moments and the position in the data, as safetensors plus JSON, replaced
-atomically, so a killed run resumes exactly where its last save left it. Shared by the
-curriculum trainer (:mod:`attractor.latent.train`) and CoLaR's (:mod:`attractor.latent.colar_train`)."""
+"""The resumable state of a training run (``<out>/train-state/``): the trained weights, the
+optimiser's moments and the position in the data, as safetensors plus JSON, replaced
+atomically, so a killed run resumes exactly where its last save left it. Shared by the latent
+trainers (:mod:`attractor.latent.train`, :mod:`attractor.latent.colar_train`,
+:mod:`attractor.latent.hrpo_train`) and ``train consistency`` (:mod:`attractor.consistency.run`)."""
 from __future__ import annotations
 
 import contextlib
