@@ -56,8 +56,6 @@ def sample_cmd(
     from attractor.pipeline.sample import run_sample
     from attractor.ui import console, table
 
-    if max_batch_rows <= 0:
-        raise ConfigError(f"--max-batch-rows must be positive, got {max_batch_rows}")
     res = run_sample(cfg, out, data_dir=data_dir, device=device, max_batch_rows=max_batch_rows,
                      workers=workers,
                      trust_remote_code=trust_remote_code, log=console.print)
@@ -81,10 +79,6 @@ def analyze_cmd(
     from attractor.pipeline.analyze import run_analyze
     from attractor.pipeline.summary_print import print_summary
 
-    if window <= 0:
-        raise ConfigError(f"--window must be positive, got {window}")
-    if tail <= 0:
-        raise ConfigError(f"--tail must be positive, got {tail}")
     print_summary(run_analyze(run, window=window, tail=tail, show_progress=True, partial=partial,
                               reading=reading))
 
@@ -183,8 +177,6 @@ def early_stop_cmd(
     from attractor.pipeline.early_stop import reported, run_early_stop
     from attractor.ui import console, table
 
-    if window <= 0:
-        raise ConfigError(f"--window must be positive, got {window}")
     t = run_early_stop(run, window=window, layer=layer, position=position, max_loss=max_loss,
                        probe=probe, device=device)
     ref = t[t["row"] == "reference"].iloc[0]

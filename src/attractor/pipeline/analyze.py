@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from attractor.checks import check_positive
 from attractor.errors import UserError
 from attractor.grading.grade import grade_question, grader_for
 from attractor.grading.math_equiv import MathVerifier
@@ -277,6 +278,8 @@ def run_analyze(run: str, window: int = 2048, tail: int = 2048, show_progress: b
     ``reading``: the answer reading the metrics use (default: the run's ``reading``)."""
     from attractor.grading.grade import check_reading
 
+    check_positive(window, "--window")
+    check_positive(tail, "--tail")
     if reading is not None:
         check_reading(reading)
     try:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from attractor.engines.base import spent_tokens
+from attractor.checks import check_positive
 from attractor.errors import ConfigError, UserError
 from attractor.scaling.early_stop import (Trace, consensus_rule, deepconf_rule, latent_rule,
                                           majority_outcome, probe_rule)
@@ -65,6 +66,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
     """Score every rule setting and each rule's cross-fitted choice within ``max_loss``;
     returns the table (also written). ``probe``: a saved probe file, replayed at
     :func:`probe_thresholds` (needs the run's model)."""
+    check_positive(window, "--window")
     if not 0 <= max_loss <= 1:
         raise ConfigError(f"--max-loss must be in [0, 1], got {max_loss}")
     store = open_run(run, graded=True)
