@@ -22,7 +22,7 @@ from rich.table import Table
 
 from bench_sampling import build, timed  # same folder: the model builder and the timer
 
-from attractor.latent.colar import CoLaR, ColarConfig
+from attractor.latent.colar.model import CoLaR, ColarConfig
 
 
 @torch.no_grad()

@@ -25,8 +25,8 @@ from bench_sampling import build, timed  # same folder: the model builder and th
 
 from attractor.config import SamplingConfig
 from attractor.engines.hf import HFEngine
-from attractor.latent.hrpo import HybridConfig, HybridModel, gate_param_groups
-from attractor.latent.hrpo_train import grpo_step
+from attractor.latent.hrpo.model import HybridConfig, HybridModel, gate_param_groups
+from attractor.latent.hrpo.train import grpo_step
 
 
 def main() -> None:

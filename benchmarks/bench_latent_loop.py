@@ -20,8 +20,8 @@ from rich.table import Table
 
 from bench_sampling import build, timed  # same folder: the model builder and the timer
 
-from attractor.latent.config import preset
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.config import preset
+from attractor.latent.slr.loop import LatentLoop
 
 
 @torch.no_grad()

@@ -27,8 +27,8 @@ from rich.table import Table
 from scipy import stats
 
 from attractor.latent.evaluate import evaluate
-from attractor.latent.train import train_latent
-from attractor.latent.train_config import LatentTrainConfig
+from attractor.latent.slr.train import train_latent
+from attractor.latent.slr.train_config import LatentTrainConfig
 from attractor.metrics.answers import bootstrap_ci
 
 

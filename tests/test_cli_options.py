@@ -12,8 +12,8 @@ from attractor.cli.options import default_of, flag, flags_in, leaf_fields
 from attractor.config import RunConfig, SamplingConfig
 from attractor.errors import ConfigError
 from attractor.latent.command_config import EvalConfig, InspectConfig
-from attractor.latent.seek_config import SeekConfig
-from attractor.latent.train_config import LatentTrainConfig
+from attractor.latent.seek.config import SeekConfig
+from attractor.latent.slr.train_config import LatentTrainConfig
 from attractor.models.train_tiny_config import TinyTrainConfig
 from helpers import attractor
 

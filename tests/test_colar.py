@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from attractor.latent.colar import CoLaR, ColarConfig, compress
+from attractor.latent.colar.model import CoLaR, ColarConfig, compress
 from helpers import attractor
 
 TRAIN = ["--method", "colar", "--task", "synthetic:prosqa:n=8,seed=3", "--batch-size", "4",
@@ -181,7 +181,7 @@ def test_rl_log_probs_are_the_heads_normal_and_the_lm_heads_tokens(random_model)
     """The RL stage scores each fed latent by the head's Normal at the state before it (mean
     over dimensions, of latent / std) and each answer token by the LM head, as CoLaR's
     ``get_logprobs``; checked against one HF forward per sample."""
-    from attractor.latent.colar_rl import group_advantages, log_probs, rollout
+    from attractor.latent.colar.rl import group_advantages, log_probs, rollout
 
     colar = _colar(random_model, seed=2)
     model, tok = random_model
@@ -214,7 +214,7 @@ def test_rl_log_probs_are_the_heads_normal_and_the_lm_heads_tokens(random_model)
 
 
 def test_clipped_surrogate_is_ppos_summed_over_32():
-    from attractor.latent.colar_rl import clipped_loss
+    from attractor.latent.colar.rl import clipped_loss
 
     old = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -0.5, -0.5]])
     new = (old + torch.tensor([[0.5, -0.1, 0.0], [0.05, 0.3, 0.0]])).requires_grad_()

@@ -222,7 +222,7 @@ def test_a_mismatch_names_the_users_option(full_run, tmp_path):
 def test_thoughts_are_numbered_from_one_in_the_api(released_loop_ids):
     import torch
 
-    from attractor.latent.interventions import intervening, recorder, zero
+    from attractor.latent.slr.interventions import intervening, recorder, zero
 
     loop, ids = released_loop_ids
     fed: dict = {}

@@ -10,7 +10,7 @@ import torch
 
 from attractor.config import SamplingConfig
 from attractor.engines.hf import HFEngine
-from attractor.latent.hrpo import (HybridConfig, HybridGate, HybridModel, mixed_embedding,
+from attractor.latent.hrpo.model import (HybridConfig, HybridGate, HybridModel, mixed_embedding,
                                    replay_logps)
 from attractor.models.load import load
 from attractor.tasks.loaders import load_task
@@ -127,7 +127,7 @@ def _their_grpo_compute_loss(old_logits, new_logits, input_ids, mask, beta, adva
 
 
 def test_grpo_loss_and_advantages_equal_the_reference():
-    from attractor.latent.hrpo_train import group_advantages, grpo_loss
+    from attractor.latent.hrpo.train import group_advantages, grpo_loss
 
     g = torch.Generator().manual_seed(0)
     b, n, v = 6, 5, 11
@@ -160,8 +160,8 @@ def test_a_grpo_step_follows_the_reference_trainer():
     at 0.1, AdamW (0.9, 0.99) with weight decay 0.1, and top-k 50 sampling."""
     import copy
 
-    from attractor.latent.hrpo import gate_param_groups
-    from attractor.latent.hrpo_train import grpo_step
+    from attractor.latent.hrpo.model import gate_param_groups
+    from attractor.latent.hrpo.train import grpo_step
 
     model, tok = load("tiny", dtype="float32", device="cpu")
     hm = HybridModel(model, tok, HybridConfig(gated=False))

@@ -64,7 +64,7 @@ def test_loop_overrides_train_that_loop_and_eval_names_it(random_model_dir, tmp_
     a learned concatenated timestep and the previous-state residual); the checkpoint records and
     reloads that loop, and eval names its row after the overrides."""
     from attractor.latent.checkpoint import load_loop
-    from attractor.latent.stabilisers import LoopLoRALinear
+    from attractor.latent.slr.stabilisers import LoopLoRALinear
 
     out = tmp_path / "variant"
     loop_args = ["--loop", "lora_rank=2", "--loop", "lora_targets=q_proj,v_proj,gate_proj",
@@ -194,7 +194,7 @@ def test_bad_loop_overrides_name_the_field(items, message):
     """Every bad --loop value is a ConfigError (exit 2 at the CLI) naming what was expected,
     raised when the options are read, before any data or model loads."""
     from attractor.errors import ConfigError
-    from attractor.latent.train import LatentTrainConfig
+    from attractor.latent.slr.train import LatentTrainConfig
 
     with pytest.raises(ConfigError, match=message):
         LatentTrainConfig(loop=items)
@@ -262,9 +262,9 @@ def test_noise_on_a_thought_changes_the_state_it_feeds(random_model):
 
     import torch
 
-    from attractor.latent.config import LoopConfig
-    from attractor.latent.interventions import intervening, noise
-    from attractor.latent.loop import LatentLoop
+    from attractor.latent.slr.config import LoopConfig
+    from attractor.latent.slr.interventions import intervening, noise
+    from attractor.latent.slr.loop import LatentLoop
 
     model, tok = random_model
     loop = LatentLoop(copy.deepcopy(model).float().eval(), tok, LoopConfig(max_thoughts=3))

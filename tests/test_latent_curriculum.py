@@ -4,8 +4,8 @@ import random
 import pytest
 
 from attractor.errors import ConfigError, DataError
-from attractor.latent.curriculum import DIRECT, build_example, cot_steps, target_text
-from attractor.latent.train import LatentTrainConfig
+from attractor.latent.slr.curriculum import DIRECT, build_example, cot_steps, target_text
+from attractor.latent.slr.train import LatentTrainConfig
 from attractor.models.tiny_recipe import completion_text
 from attractor.models.tiny_tokenizer import build_tokenizer
 from attractor.tasks.loaders import load_task
@@ -98,7 +98,7 @@ def test_backward_proof_needs_prosqa_graphs_or_prontoqa_questions():
 
 
 def test_thought_targets_point_each_thought_at_the_step_it_replaces(tok):
-    from attractor.latent.curriculum import thought_targets
+    from attractor.latent.slr.curriculum import thought_targets
 
     steps = ["scrompus", "rorpus", "Davis", ".", "lempus"]
     first = [tok(" " + s, add_special_tokens=False)["input_ids"][0] for s in steps]

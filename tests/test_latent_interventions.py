@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from attractor.latent.checkpoint import RELEASED, load_loop
-from attractor.latent.config import LoopConfig
+from attractor.latent.slr.config import LoopConfig
 from attractor.grading.grade import correct_answers
-from attractor.latent.interventions import (KINDS, batches, clean_inputs, intervening, recorder,
+from attractor.latent.slr.interventions import (KINDS, batches, clean_inputs, intervening, recorder,
                                             intervention_table, mean_inputs, swap, swap_chain,
                                             texts, zero)
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.loop import LatentLoop
 from attractor.tasks.loaders import load_task
 from attractor.tasks.prompts import prompt_ids
 

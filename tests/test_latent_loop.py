@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from attractor.errors import ConfigError
-from attractor.latent.config import LoopConfig, preset
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.config import LoopConfig, preset
+from attractor.latent.slr.loop import LatentLoop
 
 PROMPTS = ["Every wumpus is a rorpus. Is Tom a rorpus or lempus?\n",
            "Tom is a wumpus. Every wumpus is a yumpus. Every yumpus is a rorpus. Is Tom a x?\n"]

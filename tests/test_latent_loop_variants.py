@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from attractor.latent.config import LoopConfig, preset
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.config import LoopConfig, preset
+from attractor.latent.slr.loop import LatentLoop
 from attractor.models.tiny_tokenizer import build_tokenizer
 
 PROMPTS = ["Every wumpus is a rorpus. Is Tom a rorpus or lempus?\n",
@@ -104,7 +104,7 @@ def _step(loop, ids, h):
 
 
 def test_norm_matching_feeds_thoughts_at_the_token_embedding_norm(random_model):
-    from attractor.latent.stabilisers import embedding_norm
+    from attractor.latent.slr.stabilisers import embedding_norm
 
     loop, tok = _qwen_loop(random_model, max_thoughts=3, norm_match=True)
     raw, _ = _qwen_loop(random_model, max_thoughts=3)

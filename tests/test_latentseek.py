@@ -4,7 +4,7 @@ import pytest
 
 from attractor.errors import ConfigError
 from attractor.latent.checkpoint import RELEASED, load_loop
-from attractor.latent.latentseek import SeekConfig, rewards, seek, summary
+from attractor.latent.seek.search import SeekConfig, rewards, seek, summary
 from attractor.tasks.loaders import load_task
 from attractor.tasks.prompts import prompt_ids
 from helpers import attractor

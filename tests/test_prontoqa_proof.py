@@ -2,7 +2,7 @@
 import pytest
 
 from attractor.errors import DataError
-from attractor.latent.curriculum import cot_steps
+from attractor.latent.slr.curriculum import cot_steps
 from attractor.tasks.loaders import load_task
 from attractor.tasks.problem import Problem
 from attractor.tasks.prontoqa_proof import prontoqa_backward_proof, prontoqa_sentence_proof

@@ -11,14 +11,14 @@ import typer
 from attractor.cli.app import latent_app
 from attractor.cli.options import DATA_DIR, config_command
 from attractor.latent.command_config import EvalConfig, InspectConfig
-from attractor.latent.seek_config import SeekConfig
-from attractor.latent.train_config import LatentTrainConfig
+from attractor.latent.seek.config import SeekConfig
+from attractor.latent.slr.train_config import LatentTrainConfig
 
 
 @config_command(latent_app, "train", LatentTrainConfig, required=("out",))
 def latent_train_cmd(cfg: LatentTrainConfig, data_dir: Optional[str] = DATA_DIR) -> None:
     """Train a latent loop with the Coconut curriculum (resumable: run it again to resume)."""
-    from attractor.latent.train import train_latent
+    from attractor.latent.slr.train import train_latent
     from attractor.ui import console, table
 
     res = train_latent(cfg, log=console.print, data_dir=data_dir)
@@ -111,7 +111,7 @@ def latent_seek_cmd(
 
     Prints the loop against LatentSeek; latentseek.parquet has one row per question."""
     from attractor.latent.checkpoint import load_loop, require_loop
-    from attractor.latent.latentseek import seek, summary
+    from attractor.latent.seek.search import seek, summary
     from attractor.models.load import load, resolve_device
     from attractor.tasks.loaders import load_task
     from attractor.tasks.prompts import prompt_ids

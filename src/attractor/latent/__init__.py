@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_EXPORTS = {"LatentLoop": "attractor.latent.loop", "LoopConfig": "attractor.latent.config",
-            "load_loop": "attractor.latent.checkpoint", "preset": "attractor.latent.config"}
+_EXPORTS = {"LatentLoop": "attractor.latent.slr.loop", "LoopConfig": "attractor.latent.slr.config",
+            "load_loop": "attractor.latent.checkpoint", "preset": "attractor.latent.slr.config"}
 __all__ = list(_EXPORTS)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from attractor.errors import UserError
-from attractor.latent.config import LoopConfig
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.config import LoopConfig
+from attractor.latent.slr.loop import LatentLoop
 from attractor.store.run_store import atomic_write_json
 
 FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -26,7 +26,7 @@ def fingerprint(model) -> dict[str, Any]:
 def save_loop(loop, path: Path, meta: dict[str, Any], half: bool = False,
               key: str = "loop") -> None:
     """Write ``loop`` (a :class:`LatentLoop`, or with ``key="colar"`` a
-    :class:`~attractor.latent.colar.CoLaR`) to the directory ``path`` (atomically per file)."""
+    :class:`~attractor.latent.colar.model.CoLaR`) to the directory ``path`` (atomically per file)."""
     path.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous()
              for k, v in loop.state_dict().items() if not k.endswith("lm_head.weight")}
@@ -107,7 +107,7 @@ def released_checkpoints(kind: str) -> list[Path]:
 def require_loop(path: Path) -> dict[str, Any]:
     """``loop.json`` of ``path``, refusing a baseline (cot, no-cot): those are plain models with
     no thoughts to read, intervene on or search."""
-    from attractor.latent.curriculum import BASELINES
+    from attractor.latent.slr.curriculum import BASELINES
 
     meta = read_meta(path)
     if meta.get("method") in BASELINES:
@@ -164,7 +164,7 @@ def load_colar(path: Path, model=None, tok=None, device: str = "cpu"):
     """Rebuild a ``--method colar`` checkpoint (its fine-tuned base and latent head) on its base
     model (``model``/``tok`` if given, else the base it names), refusing a checkpoint of another
     method or a base of another shape."""
-    from attractor.latent.colar import CoLaR, ColarConfig
+    from attractor.latent.colar.model import CoLaR, ColarConfig
 
     return _load_wrapped(path, ("colar",), lambda m, t, meta: CoLaR(
         m, t, ColarConfig.from_dict(meta["colar"])), model, tok, device)
@@ -173,7 +173,7 @@ def load_colar(path: Path, model=None, tok=None, device: str = "cpu"):
 def load_hybrid(path: Path, model=None, tok=None, device: str = "cpu"):
     """Rebuild a ``--method hrpo`` or ``grpo`` checkpoint (its fine-tuned base and HRPO gate) on
     its base model, refusing a checkpoint of another method or a base of another shape."""
-    from attractor.latent.hrpo import HybridConfig, HybridModel
+    from attractor.latent.hrpo.model import HybridConfig, HybridModel
 
     return _load_wrapped(path, ("hrpo", "grpo"), lambda m, t, meta: HybridModel(
         m, t, HybridConfig.from_dict(meta["hybrid"])), model, tok, device)

@@ -34,10 +34,10 @@ from attractor.grading.grade import correct_answers
 from attractor.latent.command_config import EvalConfig
 from attractor.latent.checkpoint import (RELEASED, cot_format_of, load_colar, load_hybrid,
                                          load_loop, read_meta, released_checkpoints)
-from attractor.latent.config import preset
-from attractor.latent.curriculum import BASELINES
+from attractor.latent.slr.config import preset
+from attractor.latent.slr.curriculum import BASELINES
 from attractor.tasks.problem import ANSWER_MARK
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.loop import LatentLoop
 
 
 def _source(ck: Path) -> str:

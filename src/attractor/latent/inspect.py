@@ -4,7 +4,7 @@ path, or among the nodes t hops away: Coconut's breadth-first reading, or t hops
 question's first option: the backward proof the tiny model's curriculum replaces; on ProntoQA,
 whether it names step t of the backward proof of :mod:`attractor.tasks.prontoqa_proof`), and
 the answer flip rate under Gaussian noise on one thought (the latent-stability measure; the
-other interventions are in :mod:`attractor.latent.interventions`).
+other interventions are in :mod:`attractor.latent.slr.interventions`).
 
 Thought t's row reads the state h_t that thought t produced (and that is fed back as thought
 t + 1); thought 0 is the state after the question."""
@@ -19,8 +19,8 @@ import torch
 from attractor.errors import ConfigError
 from attractor.grading.extract import extract_answer
 from attractor.latent.command_config import InspectConfig
-from attractor.latent.interventions import intervening, noise, texts
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.interventions import intervening, noise, texts
+from attractor.latent.slr.loop import LatentLoop
 from attractor.tasks.prosqa import distances
 
 
@@ -182,7 +182,7 @@ def run_inspect(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: str |
     lens, 1 + T x sigmas for the noise, 1 + (T + 1) x kinds for the interventions) and
     ``on_step()`` is called after each. Returns the tables and the page's path."""
     from attractor.latent.checkpoint import cot_format_of, load_loop, read_meta, require_loop
-    from attractor.latent.interventions import intervention_table
+    from attractor.latent.slr.interventions import intervention_table
     from attractor.latent.report import write_latent_report
     from attractor.models.load import load
     from attractor.store.run_store import atomic_write_bytes
@@ -227,7 +227,7 @@ def _inspect_colar(checkpoint: Path, cfg: InspectConfig, out: Path, data_dir: st
     No-CoT accuracy of the base model, written to ``out/random_latents.parquet``."""
     from attractor.grading.grade import correct_answers
     from attractor.latent.checkpoint import load_colar
-    from attractor.latent.colar_inspect import random_latent_table
+    from attractor.latent.colar.inspect import random_latent_table
     from attractor.latent.evaluate import eval_cot
     from attractor.models.load import load
     from attractor.store.run_store import atomic_write_bytes

@@ -1,8 +1,8 @@
 """The resumable state of a training run (``<out>/train-state/``): the trained weights, the
 optimiser's moments and the position in the data, as safetensors plus JSON, replaced
 atomically, so a killed run resumes exactly where its last save left it. Shared by the latent
-trainers (:mod:`attractor.latent.train`, :mod:`attractor.latent.colar_train`,
-:mod:`attractor.latent.hrpo_train`) and ``train consistency`` (:mod:`attractor.consistency.run`)."""
+trainers (:mod:`attractor.latent.slr.train`, :mod:`attractor.latent.colar.train`,
+:mod:`attractor.latent.hrpo.train`) and ``train consistency`` (:mod:`attractor.consistency.run`)."""
 from __future__ import annotations
 
 import contextlib
@@ -68,7 +68,7 @@ def resume(module: torch.nn.Module, model, cfg, state_dir: Path, device: str) ->
     by a run of other options (options added since the run began count at their defaults)."""
     from attractor.errors import UserError
     from attractor.latent.checkpoint import load_checked
-    from attractor.latent.train_config import LatentTrainConfig
+    from attractor.latent.slr.train_config import LatentTrainConfig
 
     if not (settled(state_dir) / "state.json").exists():
         return None

@@ -1,4 +1,4 @@
-"""The options of ``attractor latent seek`` (LatentSeek; see :mod:`attractor.latent.latentseek`),
+"""The options of ``attractor latent seek`` (LatentSeek; see :mod:`attractor.latent.seek.search`),
 kept apart from the search so the CLI validates them without importing torch."""
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ import torch
 
 from attractor.checks import check_destination
 from attractor.latent.checkpoint import read_meta, save_loop
-from attractor.latent.config import variant_name
-from attractor.latent.curriculum import (build_example, check_steps, cot_steps, stage_of,
+from attractor.latent.slr.config import variant_name
+from attractor.latent.slr.curriculum import (build_example, check_steps, cot_steps, stage_of,
                                          thoughts_at)
-from attractor.latent.loop import LatentLoop
-from attractor.latent.train_config import LatentTrainConfig
+from attractor.latent.slr.loop import LatentLoop
+from attractor.latent.slr.train_config import LatentTrainConfig
 from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 
@@ -33,13 +33,13 @@ from attractor.training.state import (epoch_order, load_optimizer, load_training
 def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                  data_dir: str | None = None) -> dict[str, Any]:
     """Train (or resume) one loop variant (or, with ``--method colar``, a CoLaR model: see
-    :mod:`attractor.latent.colar_train`); returns a summary."""
+    :mod:`attractor.latent.colar.train`); returns a summary."""
     if cfg.method == "colar":
-        from attractor.latent.colar_train import train_colar
+        from attractor.latent.colar.train import train_colar
 
         return train_colar(cfg, log=log, data_dir=data_dir)
     if cfg.method in ("hrpo", "grpo"):
-        from attractor.latent.hrpo_train import train_hrpo
+        from attractor.latent.hrpo.train import train_hrpo
 
         return train_hrpo(cfg, log=log, data_dir=data_dir)
     from attractor.tasks.loaders import load_task

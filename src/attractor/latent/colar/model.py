@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from attractor.errors import ConfigError
-from attractor.latent.loop import decode_tokens, decoder_forward
+from attractor.latent.slr.loop import decode_tokens, decoder_forward
 from attractor.tasks.problem import ANSWER_MARK
 
 SPEED_TEMPLATE = "(Thinking speed: {})"  # CoLaR's own wording of the compression factor

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from attractor.latent.colar import CoLaR
-from attractor.latent.loop import decoder_forward
+from attractor.latent.colar.model import CoLaR
+from attractor.latent.slr.loop import decoder_forward
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Causal interventions on continuous thoughts: replace the input of one thought, let the loop
 run on from there, and see whether the answer changes.
 
-An intervention is a function ``(t, x) -> x'`` that :class:`~attractor.latent.loop.LatentLoop`
+An intervention is a function ``(t, x) -> x'`` that :class:`~attractor.latent.slr.loop.LatentLoop`
 applies to the input of every thought ``t`` (``x`` is the batch's fed-back input after the
 stabilisers, shape (batch, d)). Thoughts are numbered from 1 everywhere a user sees them: in
 these functions (``zero(3)`` is the third thought), in the hooks' ``t`` and in the tables
@@ -33,7 +33,7 @@ import torch
 from attractor.grading.extract import extract_answer
 from attractor.grading.grade import correct_answers
 from attractor.latent.command_config import INTERVENTIONS
-from attractor.latent.loop import LatentLoop
+from attractor.latent.slr.loop import LatentLoop
 
 Intervention = Callable[[int, torch.Tensor], torch.Tensor]
 KINDS = INTERVENTIONS

@@ -1,6 +1,6 @@
 """``attractor latent train --method colar``: CoLaR's supervised stage (see
-:mod:`attractor.latent.colar`) on a task's chain of thought, or with ``--do-rl`` its RL stage
-(:mod:`attractor.latent.colar_rl`) from a colar checkpoint.
+:mod:`attractor.latent.colar.model`) on a task's chain of thought, or with ``--do-rl`` its RL stage
+(:mod:`attractor.latent.colar.rl`) from a colar checkpoint.
 
 Each batch draws its compression factor c from 1..``--compression`` (seeded by the step, so a
 resumed run draws the same); the base model and the latent head train together with AdamW for
@@ -22,10 +22,10 @@ from safetensors.torch import load_file
 from attractor.checks import check_destination
 from attractor.errors import DataError, UserError
 from attractor.latent.checkpoint import load_checked, read_meta, save_loop
-from attractor.latent.colar import CoLaR, ColarConfig
-from attractor.latent.colar_rl import rl_step
-from attractor.latent.curriculum import check_steps, cot_steps
-from attractor.latent.train_config import LatentTrainConfig
+from attractor.latent.colar.model import CoLaR, ColarConfig
+from attractor.latent.colar.rl import rl_step
+from attractor.latent.slr.curriculum import check_steps, cot_steps
+from attractor.latent.slr.train_config import LatentTrainConfig
 from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 from attractor.tasks.problem import ANSWER_MARK

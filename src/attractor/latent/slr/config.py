@@ -1,4 +1,4 @@
-"""The configuration of a :class:`~attractor.latent.loop.LatentLoop`: its stabilisers and halting."""
+"""The configuration of a :class:`~attractor.latent.slr.loop.LatentLoop`: its stabilisers and halting."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace

@@ -32,8 +32,8 @@ from attractor.checks import check_destination
 from attractor.config import SamplingConfig
 from attractor.errors import DataError, UserError
 from attractor.grading.grade import correct_answers
-from attractor.latent.hrpo import HybridConfig, HybridModel, gate_param_groups, replay_logps
-from attractor.latent.train_config import LatentTrainConfig
+from attractor.latent.hrpo.model import HybridConfig, HybridModel, gate_param_groups, replay_logps
+from attractor.latent.slr.train_config import LatentTrainConfig
 from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from attractor.errors import ConfigError
-from attractor.latent.config import FEEDBACKS, LoopConfig, preset, with_overrides
-from attractor.latent.curriculum import COT_FORMATS, DIRECT
+from attractor.latent.slr.config import FEEDBACKS, LoopConfig, preset, with_overrides
+from attractor.latent.slr.curriculum import COT_FORMATS, DIRECT
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from attractor.latent.colar import CoLaR
+from attractor.latent.colar.model import CoLaR
 
 
 def same_norm_noise(seed: int) -> Callable[[int, torch.Tensor], torch.Tensor]:

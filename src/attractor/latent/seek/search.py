@@ -35,9 +35,9 @@ from attractor.metrics.answers import majority_class
 from attractor.errors import UserError
 from attractor.grading.extract import extract_answer
 from attractor.grading.grade import correct_answers
-from attractor.latent.interventions import intervening, recorder
-from attractor.latent.loop import LatentLoop
-from attractor.latent.seek_config import SeekConfig
+from attractor.latent.slr.interventions import intervening, recorder
+from attractor.latent.slr.loop import LatentLoop
+from attractor.latent.seek.config import SeekConfig
 from attractor.store.run_store import atomic_write_bytes, atomic_write_json
 
 def rewards(answers: list[str | None], problems, texts: list[str], reward: str) -> list[float]:

@@ -11,7 +11,7 @@ the cache.
 With ``feedback="soft"`` a thought is instead the logit lens's probability-weighted mixture of
 token embeddings (Soft Thinking / CoT2): a training-free continuous thought.
 
-Stabilisers (see :mod:`attractor.latent.stabilisers`), applied to the state ``h_t`` before it is
+Stabilisers (see :mod:`attractor.latent.slr.stabilisers`), applied to the state ``h_t`` before it is
 fed back as thought ``t + 1``: loop residual (``h_t = f(h_{t-1}) + alpha * h_0`` or
 ``+ alpha * h_{t-1}``), norm matching to the token-embedding norm, timestep embedding; loop-wise
 LoRA runs iteration t through its own adapter.
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from attractor.errors import ConfigError
-from attractor.latent.config import LoopConfig
-from attractor.latent.stabilisers import TimestepEmbedding, embedding_norm, install_loop_lora
+from attractor.latent.slr.config import LoopConfig
+from attractor.latent.slr.stabilisers import TimestepEmbedding, embedding_norm, install_loop_lora
 from attractor.models.kv_cache import cache_kwargs, output_cache
 
 

@@ -1,0 +1,1 @@
+"""Hybrid latent reasoning (HRPO) and plain GRPO: the hybrid model and its trainer."""
