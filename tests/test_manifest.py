@@ -56,3 +56,21 @@ def test_new_runs_write_the_current_schema(tmp_path):
     raw = json.loads((run / "manifest.json").read_text())
     assert raw["schema_version"] == SCHEMA_VERSION
     assert Manifest.from_dict(raw).to_dict() == raw
+
+
+V2_RUN = Path(__file__).parent / "data" / "run_v2"  # written by today's code (file records,
+# latents, the flexible reading): later versions must keep reading it
+
+
+def test_a_run_written_with_file_records_verifies_resumes_and_reports(tmp_path):
+    run = tmp_path / "v2"
+    shutil.copytree(V2_RUN, run)
+    assert "size and sha256 as written" in attractor("verify", str(run)).stdout
+    same = ["--task", "synthetic:prosqa:n=2,seed=1", "--samples", "2", "--max-new-tokens", "8",
+            "--reading", "flexible", "--out", str(run)]
+    assert "nothing to do" in attractor("sample", *same).stdout
+    again = attractor("capture", str(run), "--layers", "0,4", "--positions", "last:1").stdout
+    assert "captured 0 vectors of 0 rollouts" in again   # everything was captured already
+    attractor("report", str(run))   # its metrics are fresh: no re-analysis needed
+    attractor("analyze", str(run))
+    assert RunStore(run).manifest.config["reading"] == "flexible"
