@@ -16,6 +16,7 @@ from attractor.config import RunConfig, SamplingConfig
 from attractor.errors import UserError
 from attractor.pipeline.analyze import run_analyze
 from attractor.pipeline.capture import run_capture
+from attractor.pipeline.results import LabelCheck
 from attractor.pipeline.sample import run_sample
 from helpers import drop_shard
 from attractor.store.run_store import RunStore
@@ -69,7 +70,7 @@ def test_a_run_resumes_with_a_smaller_batch(full_run, tmp_path):
     assert len(shards) == 2
     drop_shard(shards[-1])  # as if killed (out of memory) before the second shard
     res = _sample(run, max_batch_rows=2)
-    assert res["new_rollouts"] == 4
+    assert res.new_rollouts == 4
     _same(full_run, run)
     m = json.loads((run / "manifest.json").read_text())
     assert "questions_per_shard" not in m["identity"]
@@ -207,7 +208,7 @@ def test_import_reports_where_grading_disagrees_with_the_labels(tmp_path):
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = run_import(str(f), str(tmp_path / "r"), response_field="out", id_field="qid",
                      question_field="problem", answer_field="gold", correct_field="ok")
-    assert res["label_check"] == {"labelled": 3, "disagree": 1, "first": ["1/1"]}
+    assert res.label_check == LabelCheck(labelled=3, disagree=1, first=["1/1"])
 
 
 def test_a_mismatch_names_the_users_option(full_run, tmp_path):

@@ -59,10 +59,10 @@ def sample_cmd(
     res = run_sample(cfg, out, data_dir=data_dir, device=device, max_batch_rows=max_batch_rows,
                      workers=workers,
                      trust_remote_code=trust_remote_code, log=console.print)
-    if res["status"] == "done":
+    if res.status == "done":
         console.print(table("sample", ["questions", "new rollouts", "tokens", "seconds", "tokens/s"],
-                            [[res["questions"], res["new_rollouts"], res["tokens"],
-                              res["elapsed_s"], res["tokens_per_s"]]]))
+                            [[res.questions, res.new_rollouts, res.tokens, res.elapsed_s,
+                              res.tokens_per_s]]))
         console.print(f"next: attractor analyze {out}")
 
 
@@ -99,8 +99,8 @@ def capture_cmd(
 
     res = run_capture(run, layers=layers, positions=positions, model=model,
                       max_tokens_per_batch=max_tokens_per_batch, device=device, dtype=dtype)
-    console.print(f"captured {res['vectors']} vectors of {res['rollouts']} rollouts at layers "
-                  f"{res['layers']} and positions {', '.join(res['positions'])} into {run}/latents")
+    console.print(f"captured {res.vectors} vectors of {res.rollouts} rollouts at layers "
+                  f"{res.layers} and positions {', '.join(res.positions)} into {run}/latents")
 
 
 @app.command("report")
@@ -245,20 +245,20 @@ def import_cmd(
                      id_field=id_field or None, question_field=question_field,
                      answer_field=answer_field, correct_field=correct_field,
                      finish_reason_field=finish_reason_field, kind=kind, grader=grader)
-    if res["status"] == "complete":
-        console.print(f"{out}: already imported ({res['questions']} questions, {res['rollouts']} "
+    if res.status == "complete":
+        console.print(f"{out}: already imported ({res.questions} questions, {res.rollouts} "
                       "rollouts); nothing to do")
     else:
-        how = "detected from the file; --kind to choose" if res["kind_detected"] else "--kind"
-        console.print(f"imported {res['rollouts']} rollouts of {res['questions']} questions into "
-                      f"{out}, graded as {res['kind']} ({how}); next: attractor analyze {out}")
-        check = res.get("label_check")
+        how = "detected from the file; --kind to choose" if res.kind_detected else "--kind"
+        console.print(f"imported {res.rollouts} rollouts of {res.questions} questions into "
+                      f"{out}, graded as {res.kind} ({how}); next: attractor analyze {out}")
+        check = res.label_check
         if check:
             console.print(
-                f"grading agrees with the file's labels on all {check['labelled']} labelled "
-                "rollouts" if not check["disagree"] else
-                f"grading disagrees with the file's labels on {check['disagree']} of "
-                f"{check['labelled']} rollouts (first: {', '.join(check['first'])})")
+                f"grading agrees with the file's labels on all {check.labelled} labelled "
+                "rollouts" if not check.disagree else
+                f"grading disagrees with the file's labels on {check.disagree} of "
+                f"{check.labelled} rollouts (first: {', '.join(check.first)})")
 
 
 @app.command("demo")

@@ -6,10 +6,11 @@ manifest records it). Resumable: rollouts already in ``latents/index.parquet`` a
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
+from attractor.pipeline.results import CaptureResult
 from attractor.capture.decisive import decisive_token_index, token_holding
 from attractor.capture.positions import parse_layers, parse_positions, reasoning_tokens, resolve
 from attractor.capture.reforward import BatchItem, capture_batch, plan_batches
@@ -43,7 +44,7 @@ def answer_token_index(tokenizer, completion_ids: list[int], text: str) -> int |
 def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,last:1",
                 model: str | None = None, max_tokens_per_batch: int = 16384,
                 device: str = "auto", dtype: str = "auto", show_progress: bool = True,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+                log: Callable[[str], None] = print) -> CaptureResult:
     """Capture latents into ``RUN/latents``; returns counts."""
     check_positive(max_tokens_per_batch, "--max-tokens-per-batch")
     store = open_run(run)
@@ -157,5 +158,4 @@ def run_capture(run: str, *, layers: str = "all", positions: str = "frac:0.5,las
     flush()
     store.update_stage("capture", status="done", finished=now(),
                        n_vectors=latent.index().num_rows, model_info=describe(spec, lm, tok))
-    return {"rollouts": len(items), "vectors": n_vec, "layers": layer_list,
-            "positions": setup["positions"]}
+    return CaptureResult(len(items), n_vec, layer_list, setup["positions"])

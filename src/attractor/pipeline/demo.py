@@ -69,9 +69,9 @@ def run_demo(out: str, model: str = "tiny", task: str | None = None,
                   f"{samples} samples at T={temperature}, {plan.max_new_tokens} tokens, "
                   f"{plan.reading} reading -> {out}")
     res = run_sample(cfg, out, data_dir=str(base) if base else None, log=console.print)
-    if res["status"] == "done":
-        console.print(f"sampled {res['new_rollouts']} rollouts in {res['elapsed_s']:.1f} s "
-                      f"({res['tokens_per_s']:.0f} tokens/s)")
+    if res.status == "done":
+        console.print(f"sampled {res.new_rollouts} rollouts in {res.elapsed_s:.1f} s "
+                      f"({res.tokens_per_s:.0f} tokens/s)")
     summary = run_analyze(out, window=plan.window)
     print_summary(summary, title="demo")
     gap = summary["stability_gap"]

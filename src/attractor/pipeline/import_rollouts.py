@@ -13,6 +13,7 @@ from typing import Any
 
 import attractor
 from attractor.errors import ConfigError, DataError, UserError
+from attractor.pipeline.results import ImportResult, LabelCheck
 from attractor.store.environment import command_line, environment, now
 from attractor.store.manifest import Manifest
 from attractor.store.run_store import RunStore
@@ -52,7 +53,7 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
                responses_field: str | None = None, id_field: str | None = "id",
                question_field: str = "question", answer_field: str = "answer",
                correct_field: str | None = None, finish_reason_field: str | None = None,
-               kind: str = "auto", grader: str = "auto") -> dict[str, Any]:
+               kind: str = "auto", grader: str = "auto") -> ImportResult:
     """Import ``file`` into run directory ``out``; returns counts. Validates every row before
     writing anything."""
     if (response_field is None) == (responses_field is None):
@@ -134,8 +135,8 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
         raise UserError(f"{store.path}: exists and is not a run directory (no manifest.json)")
     store.check_compatible(identity)
     if store.exists() and store.manifest.stage_done("import"):
-        return {"status": "complete", "questions": len(problems),
-                "rollouts": sum(len(v) for v in samples.values())}
+        return ImportResult("complete", len(problems), sum(len(v) for v in samples.values()),
+                            task_kind, kind == "auto")
     out_rows = []
     for qid, items in samples.items():
         for sid, item in enumerate(items):
@@ -155,15 +156,13 @@ def run_import(file: str, out: str, *, response_field: str | None = None,
         store.write_rollouts(store.shard_path(k // IMPORT_SHARD_ROWS),
                              out_rows[k:k + IMPORT_SHARD_ROWS])
     store.update_stage("import", status="done", finished=now(), n_rollouts=len(out_rows))
-    res = {"status": "done", "questions": len(problems), "rollouts": len(out_rows),
-           "kind": task_kind, "kind_detected": kind == "auto"}
-    if correct_field:
-        res["label_check"] = label_check(problems, samples, task_kind, grader)
-    return res
+    return ImportResult("done", len(problems), len(out_rows), task_kind, kind == "auto",
+                        label_check(problems, samples, task_kind, grader) if correct_field
+                        else None)
 
 
 def label_check(problems: dict[str, Problem], samples: dict[str, list[dict[str, Any]]],
-                kind: str, grader: str) -> dict[str, Any]:
+                kind: str, grader: str) -> LabelCheck:
     """Grade the imported texts (without storing the grades: ``analyze`` does) and compare with
     the file's own correctness labels: how many disagree, and the first few (question, sample)."""
     from attractor.grading.grade import grade_question, grader_for
@@ -180,4 +179,4 @@ def label_check(problems: dict[str, Problem], samples: dict[str, list[dict[str, 
                 n += 1
                 if bool(it["label_correct"]) != bool(g.correct):
                     bad.append(f"{qid}/{sid}")
-    return {"labelled": n, "disagree": len(bad), "first": bad[:5]}
+    return LabelCheck(n, len(bad), bad[:5])

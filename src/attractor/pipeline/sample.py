@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attractor
+from attractor.pipeline.results import SampleResult
 from attractor.config import RunConfig
 from attractor.engines.base import Engine, Rollout, StreamingEngine
 from attractor.engines.confidence import CONVENTION as CONFIDENCE_CONVENTION
@@ -79,7 +80,7 @@ def rollout_rows(group: list[Rollout], problem: Problem, cfg: RunConfig, engine:
 
 def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device: str = "auto",
                max_batch_rows: int = 256, trust_remote_code: bool = False, workers: int = 2,
-               log: Callable[[str], None] = print, show_progress: bool = True) -> dict[str, Any]:
+               log: Callable[[str], None] = print, show_progress: bool = True) -> SampleResult:
     """Sample (or resume) a run; returns a summary dict. Nothing is written before every input
     has been validated."""
     # RunConfig checked its fields when it was made (RunConfig.__post_init__)
@@ -142,7 +143,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     if complete:
         log(f"{store.path}: run already complete ({len(problems)} questions x {n} samples); "
             "nothing to do")
-        return {"status": "complete", "new_rollouts": 0, "questions": len(problems)}
+        return SampleResult("complete", len(problems))
     # after the completeness check: a finished run resumes without starting Ray or vLLM
     engine = make_engine(cfg, model, tok, device, max_batch_rows, trust_remote_code, workers)
     if not old:
@@ -209,9 +210,7 @@ def run_sample(cfg: RunConfig, out: str, *, data_dir: str | None = None, device:
     store.update_stage("sample", **verifier.failure_record(store.manifest.stage("sample")))
     store.update_stage("sample", status="done", finished=now(),
                        n_rollouts=len(store.rollouts(["sample_id"])), elapsed_s=round(elapsed, 2))
-    return {"status": "done", "new_rollouts": new_rows, "questions": len(problems),
-            "tokens": new_tokens, "elapsed_s": elapsed,
-            "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0}
+    return SampleResult("done", len(problems), new_rows, new_tokens, elapsed)
 
 
 def _set_aside_damage(store: RunStore, budgeted: bool, log: Callable[[str], None]) -> None:

@@ -101,11 +101,11 @@ def run_sweep(base: RunConfig, temperatures: list[float], budgets: list[int], ou
                          max_batch_rows=max_batch_rows, log=log)
         store = RunStore(path)
         captured = store.manifest.stage_done("capture")
-        if capture_positions and (res["status"] == "done" or not captured):
+        if capture_positions and (res.status == "done" or not captured):
             from attractor.pipeline.capture import run_capture
 
             run_capture(str(path), layers="all", positions=capture_positions, device=device)
-        if res["status"] == "done" or not RunStore(path).manifest.stage_done("analyze") or (
+        if res.status == "done" or not RunStore(path).manifest.stage_done("analyze") or (
                 capture_positions and not captured):
             run_analyze(str(path))
         cells.append({"temperature": t, "max_new_tokens": m, "path": cell, "prompt": name,
