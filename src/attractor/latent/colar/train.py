@@ -26,6 +26,7 @@ from attractor.latent.colar.model import CoLaR, ColarConfig
 from attractor.latent.colar.rl import rl_step
 from attractor.latent.slr.curriculum import check_steps, cot_steps
 from attractor.latent.slr.train_config import LatentTrainConfig
+from attractor.training.steps import after_epoch, after_step, recent_loss
 from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 from attractor.tasks.problem import ANSWER_MARK
@@ -133,19 +134,13 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                                 f"{parts['latent'].item():.3f})")
                 pos["seconds"] += time.time() - tick
                 pos["tokens"] += tokens
-                losses.append(loss)
-                pos["batch"] += 1
-                pos["step"] += 1
-                recent = sum(losses[-20:]) / len(losses[-20:])
-                bar.update(task, advance=1, description=f"{what} loss {recent:.3f}")
-                if pos["step"] % cfg.ckpt_every == 0:
-                    save_state(colar, opt, state_dir, cfg, pos)
-            pos["batch"] = 0
-            pos["epoch"] += 1
+                after_step(pos, losses, loss, bar, task, what, cfg.ckpt_every,
+                           lambda: save_state(colar, opt, state_dir, cfg, pos))
+            after_epoch(pos)
             if dev_set is not None:
                 bar.update(task, description=f"epoch {pos['epoch']}: scoring dev questions")
                 point = _dev_point(colar, dev_set, pos["epoch"], cfg.compression,
-                                   sum(losses[-20:]) / max(1, len(losses[-20:])))
+                                   recent_loss(losses))
                 pos.setdefault("curve", []).append(point)
                 log(f"epoch {pos['epoch']}: dev accuracy {point['dev_accuracy']:.3f} at "
                     f"c={cfg.compression} with {point['thoughts']:.2f} latents")
@@ -156,7 +151,7 @@ def train_colar(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
             "base_weights_sha256": base_sha,
             "init_method": init_meta["method"] if init_meta else None,
             "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
-                      "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+                      "final_loss": recent_loss(losses),
                       "train_s": round(time.time() - t0, 1),
                       "tokens_per_s": round(pos["tokens"] / max(pos["seconds"], 1e-9), 1),
                       "final_reward": (sum(rewards[-20:]) / len(rewards[-20:])

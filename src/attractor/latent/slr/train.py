@@ -26,6 +26,7 @@ from attractor.latent.slr.curriculum import (build_example, check_steps, cot_ste
                                          thoughts_at)
 from attractor.latent.slr.loop import LatentLoop
 from attractor.latent.slr.train_config import LatentTrainConfig
+from attractor.training.steps import after_epoch, after_step, recent_loss
 from attractor.training.state import (epoch_order, load_optimizer, load_training_base,
                                           resume, save_state)
 
@@ -96,21 +97,14 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(loop.parameters(), 1.0)
                 opt.step()
-                losses.append(loss.item())
-                pos["batch"] += 1
-                pos["step"] += 1
-                recent = sum(losses[-20:]) / len(losses[-20:])
-                bar.update(task, advance=1, description=f"stage {stage} loss {recent:.3f}")
-                if pos["step"] % cfg.ckpt_every == 0:
-                    save_state(loop, opt, state_dir, cfg, pos)
-            pos["batch"] = 0
-            pos["epoch"] += 1
+                after_step(pos, losses, loss.item(), bar, task, f"stage {stage}", cfg.ckpt_every,
+                           lambda: save_state(loop, opt, state_dir, cfg, pos))
+            after_epoch(pos)
             if pos["epoch"] >= cfg.epochs_per_stage:
                 if dev_set is not None:
                     bar.update(task, description=f"stage {stage}: scoring "
                                                  f"{len(dev_set[0])} dev questions")
-                    point = _stage_point(loop, dev_set, stage, cfg, sum(losses[-20:]) /
-                                         max(1, len(losses[-20:])))
+                    point = _stage_point(loop, dev_set, stage, cfg, recent_loss(losses))
                     pos.setdefault("curve", []).append(point)
                     log(f"stage {stage}: dev accuracy {point['dev_accuracy']:.3f} with "
                         f"{point['thoughts']} thoughts (loss {point['loss']:.3f})")
@@ -125,7 +119,7 @@ def train_latent(cfg: LatentTrainConfig, log: Callable[[str], None] = print,
             "base_model": cfg.model, "base_weights_sha256": base_sha,
             "init_method": init_meta["method"] if init_meta else None,
             "train": {**asdict(cfg), "task_sha256": source.sha256, "steps": pos["step"],
-                      "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+                      "final_loss": recent_loss(losses),
                       "train_s": round(time.time() - t0, 1),
                       "stage_curve": pos.get("curve", [])}}
     save_loop(loop.eval(), out, meta, half=True)
