@@ -58,3 +58,27 @@ def test_vote_command_writes_the_table(random_model_dir, tmp_path):
     assert {"majority", "tightness", "deepconf:conf_mean", "deepconf:conf_mean@top10%"} <= set(t["method"])
     bad = attractor("vote", str(run), "--eta", "0", check=False)
     assert bad.returncode == 2 and "--eta" in bad.stderr
+
+
+def test_vote_reads_answers_in_the_reading_the_metrics_use(tmp_path):
+    """A run analysed in the flexible reading votes on flexible answers: its plain-majority row
+    at k = N is analyze's maj@N (before, vote read the strict columns of every run)."""
+    import json
+
+    rows = []
+    for q, gold in enumerate(["7", "12", "30"]):
+        # flexible: the gold three times and 5 once; strict reads only the last one's "#### 5"
+        texts = [f"so the result is {gold}", f"it comes to {gold}", f"so {gold}", "#### 5"]
+        rows.append({"id": f"q{q}", "question": f"What is {gold} + 0?", "answer": gold,
+                     "responses": texts})
+    src = tmp_path / "r.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    attractor("import", str(src), "--responses-field", "responses", "--kind", "math",
+              "--out", str(run))
+    attractor("analyze", str(run), "--reading", "flexible")
+    attractor("vote", str(run), "--draws", "20")
+    t = pd.read_parquet(run / "metrics" / "vote.parquet")
+    got = t[(t["method"] == "majority") & (t["k"] == 4)]["accuracy"].iloc[0]
+    summary = json.loads((run / "metrics" / "summary.json").read_text())
+    assert got == pytest.approx(summary["means"]["maj@4"]["mean"]) == pytest.approx(1.0)

@@ -16,6 +16,29 @@ def reading_view(df: pd.DataFrame, reading: str) -> pd.DataFrame:
     return df.assign(answer_class=df["answer_class_flexible"], correct=df["correct_flexible"])
 
 
+def rollouts_in_reading(store, columns: list[str], reading: str | None = None) -> pd.DataFrame:
+    """``columns`` of a run's rollouts with ``answer_class`` and ``correct`` in ``reading``
+    (default: the reading its metrics were computed in, ``analyze --reading``, else the run's
+    own ``--reading``), so every command reads answers the way the run's metrics do."""
+    reading = reading or run_reading(store)
+    if reading == "strict" or not {"answer_class", "correct"} & set(columns):
+        return store.rollouts(columns)
+    extra = [c for c in ("answer_class", "correct", "answer_class_flexible", "correct_flexible")
+             if c not in columns]
+    df = reading_view(store.rollouts(list(columns) + extra), reading)
+    return df[list(columns)]
+
+
+def run_reading(store) -> str:
+    """The answer reading a run's metrics use: the one ``analyze`` recorded in
+    ``summary.json``, else the run's ``--reading`` (strict for runs made before it existed)."""
+    if store.sub("metrics", "summary.json").exists():
+        used = (store.metric_json("summary").get("readings") or {}).get("used")
+        if used:
+            return used
+    return (store.manifest.config or {}).get("reading", "strict")
+
+
 def per_question(df: pd.DataFrame, weights: dict[tuple[str, int], float] | None = None
                  ) -> pd.DataFrame:
     """One row of metrics per question, in the run's question order. ``weights`` (per

@@ -18,6 +18,7 @@ import pandas as pd
 from attractor.engines.base import spent_tokens
 from attractor.checks import check_positive
 from attractor.errors import ConfigError, UserError
+from attractor.metrics.questions import rollouts_in_reading
 from attractor.scaling.early_stop import (Trace, consensus_rule, deepconf_rule, latent_rule,
                                           majority_outcome, probe_rule)
 from attractor.store.environment import now
@@ -70,8 +71,8 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
     if not 0 <= max_loss <= 1:
         raise ConfigError(f"--max-loss must be in [0, 1], got {max_loss}")
     store = open_run(run, graded=True)
-    roll = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "n_tokens",
-                           "token_confidences"])
+    roll = rollouts_in_reading(store, ["question_id", "sample_id", "answer_class", "correct",
+                                       "n_tokens", "token_confidences"])
     if roll.empty:
         raise UserError(f"{run}: the run has no rollouts")
     if roll["correct"].isna().any():

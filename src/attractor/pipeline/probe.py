@@ -19,6 +19,7 @@ from attractor.checks import check_positive
 from attractor.errors import ConfigError, UserError
 from attractor.mechanism.source import MechanismRun
 from attractor.metrics.auroc import auroc
+from attractor.metrics.questions import rollouts_in_reading
 from attractor.probes.features import FeatureSet, collect
 from attractor.probes.model import (Probe, cross_val_scores, normal_interval, permute_by_question,
                                     refit_se, selected_level)
@@ -57,7 +58,7 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
     if folds > n_questions:
         raise ConfigError(f"--folds {folds}: more folds than the run's {n_questions} questions "
                           "(each fold holds out whole questions)")
-    correct = _correct(store)
+    correct = rollouts_in_reading(store, ["question_id", "sample_id", "correct"])
     if correct["correct"].astype(bool).nunique() < 2:
         which = "right" if correct["correct"].all() else "wrong"
         raise UserError(f"{run}: every rollout is {which}; a probe needs right and wrong "
@@ -156,18 +157,6 @@ def run_probe(run: str, *, layers: str = "all", tokens: str = "0,1,2,4,8,16", fo
                           weights_sha256=mr.sha, **counts)
     return {"table": df, "counts": counts, "best": best}
 
-
-def _correct(store) -> pd.DataFrame:
-    """(question_id, sample_id, correct) in the run's answer reading (sample --reading)."""
-    from attractor.metrics.questions import reading_view
-
-    reading = (store.manifest.config or {}).get("reading", "strict")
-    cols = ["question_id", "sample_id", "correct"]
-    if reading == "strict":
-        return store.rollouts(cols)
-    view = reading_view(store.rollouts(cols + ["answer_class", "correct_flexible",
-                                               "answer_class_flexible"]), reading)
-    return view[cols]
 
 
 def _score(feature: str, layer: int | None, s: np.ndarray, y: np.ndarray, groups: np.ndarray,

@@ -14,6 +14,7 @@ from attractor.checks import MAX_DRAWS, check_count
 from attractor.ui import progress_bar
 from attractor.errors import ConfigError, UserError
 from attractor.metrics.answers import bootstrap_ci, k_values
+from attractor.metrics.questions import rollouts_in_reading
 from attractor.scaling.vote import VoteQuestion, evaluate, signal_weigher, tightness_weigher
 from attractor.store.environment import now
 from attractor.store.run_store import open_run
@@ -53,7 +54,8 @@ def run_vote(run: str, draws: int = 300, etas: tuple[float, ...] = (10.0, 90.0),
         raise UserError(f"{run}: no metrics/samples.parquet; run 'attractor analyze {run}' first")
     store.check_metrics_fresh()
     samples = store.metric_table("samples")
-    roll = store.rollouts(["question_id", "sample_id", "answer_class", "correct", "n_tokens"])
+    roll = rollouts_in_reading(store, ["question_id", "sample_id", "answer_class", "correct",
+                                       "n_tokens"])
     df = roll.merge(samples.drop(columns=["correct", "n_tokens"], errors="ignore"),
                     on=["question_id", "sample_id"], how="left")
     latent = store.hidden_store

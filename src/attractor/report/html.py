@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from attractor.metrics.questions import rollouts_in_reading
 from attractor.report import figures, page
 from attractor.report.figures import png_bytes
 from attractor.store.run_store import RunStore, atomic_write_bytes, open_run
@@ -34,7 +35,8 @@ def build_report(run: str, layer: int | None = None, position: str | None = None
     layer, position = store.hidden_store.default_choice(layer, position)
     q = store.metric_table("questions")
     summary = store.metric_json("summary")
-    roll = store.rollouts(["question_id", "sample_id", "text", "correct", "answer_class"])
+    roll = rollouts_in_reading(store, ["question_id", "sample_id", "text", "correct",
+                                       "answer_class"])
     out_dir = store.sub("report")
     pngs: dict[str, bytes] = {}
 
