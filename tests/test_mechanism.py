@@ -414,7 +414,7 @@ def test_commands_end_to_end_resume_and_report(tiny_run, tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(dp, "depth_batch", dying)
-    monkeypatch.setattr("attractor.mechanism.source.MechanismRun.questions",
+    monkeypatch.setattr("attractor.run_model.MechanismRun.questions",
                         _small_chunks(monkeypatch))
     with pytest.raises(KeyboardInterrupt):
         dp.run_depth(str(run2), show_progress=False)
@@ -473,7 +473,7 @@ def test_commands_end_to_end_resume_and_report(tiny_run, tmp_path, monkeypatch):
 
 
 def _small_chunks(monkeypatch):
-    from attractor.mechanism.source import MechanismRun
+    from attractor.run_model import MechanismRun
 
     real = MechanismRun.questions
 

@@ -7,7 +7,7 @@ import pytest
 
 from attractor.engines.base import spent_tokens
 
-from attractor.mechanism.source import MechanismRun
+from attractor.run_model import MechanismRun
 from attractor.probes.online import trace_scores
 from attractor.probes.model import Probe
 from attractor.store.run_store import RunStore

@@ -17,7 +17,7 @@ from attractor.mechanism.ablation import ablated_head, greedy_texts, parse_heads
 from attractor.mechanism.attention import AttnItem, attention_batch, response_header_len
 from attractor.mechanism.modules import decoder_modules
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
-from attractor.mechanism.source import MechanismRun
+from attractor.run_model import MechanismRun
 from attractor.metrics.auroc import auroc, bootstrap_auroc
 from attractor.ui import progress_bar
 

@@ -14,7 +14,7 @@ from attractor.capture.reforward import plan_batches
 from attractor.errors import ConfigError
 from attractor.mechanism.depth import SKIP_MODES, DepthItem, depth_batch, future_starts
 from attractor.mechanism.modules import decoder_modules
-from attractor.mechanism.source import MechanismRun
+from attractor.run_model import MechanismRun
 from attractor.mechanism.summary import by_groups
 from attractor.pipeline.capture import answer_token_index
 from attractor.ui import progress_bar

@@ -121,7 +121,7 @@ def run_early_stop(run: str, window: int = 2048, layer: int | None = None,
 
 def _probe_scores(run: str, path: str, device: str) -> tuple[dict, int]:
     """Probe score of every judged rollout of ``run`` and the probe's N."""
-    from attractor.mechanism.source import MechanismRun
+    from attractor.run_model import MechanismRun
     from attractor.probes.online import load_for_model, trace_scores
 
     mr = MechanismRun(run, "early_stop_probe", device=device)

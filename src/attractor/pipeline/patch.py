@@ -16,7 +16,7 @@ from attractor.mechanism.patching import (Site, causal_trace, embedding_sigma,
 from attractor.mechanism.forward import lens_logits
 from attractor.mechanism.prosqa_steps import proof_steps, sentence_spans
 from attractor.mechanism.patching import site_kind
-from attractor.mechanism.source import MechanismRun, RunRollout
+from attractor.run_model import MechanismRun, RunRollout
 from attractor.ui import progress_bar
 
 FRACTIONS = (0.25, 0.5, 0.75)   # the "steps" of a task without a parsed proof

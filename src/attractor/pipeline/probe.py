@@ -17,7 +17,7 @@ import pandas as pd
 from attractor.capture.positions import parse_layers
 from attractor.checks import check_positive
 from attractor.errors import ConfigError, UserError
-from attractor.mechanism.source import MechanismRun
+from attractor.run_model import MechanismRun
 from attractor.metrics.auroc import auroc
 from attractor.metrics.questions import rollouts_in_reading
 from attractor.probes.features import FeatureSet, collect

@@ -82,7 +82,7 @@ def question_scores(model, tokenizer, store, problems, probe: Probe, first_round
                     max_tokens: int = 16384) -> dict[str, float]:
     """Per question: the mean probe score of its first ``first_round`` stored samples that the
     probe can judge (NaN when none)."""
-    from attractor.mechanism.source import RunQuestion, RunRollout
+    from attractor.run_model import RunQuestion, RunRollout
 
     df = store.rollouts(["question_id", "sample_id", "prompt_token_ids", "completion_token_ids",
                          "text", "answer_class"])

@@ -12,7 +12,7 @@ from attractor.store.run_store import RunStore
 
 def mechanism_sections(store: RunStore, fig: Callable) -> list[tuple[str, str, str]]:
     """(id, heading, html) of each mechanism analysis the run has."""
-    from attractor.mechanism.source import CHEAP, stability_labels
+    from attractor.run_model import CHEAP, stability_labels
 
     sections = []
     path = store.sub("metrics")

@@ -130,7 +130,7 @@ def run_steer_build(run: str, kind: str, out: str, *, positive: str = POSITIVE,
                     dtype: str = "auto", max_tokens: int = 16384,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build a ``kind`` vector from run ``run`` and write it to ``out``."""
-    from attractor.mechanism.source import MechanismRun
+    from attractor.run_model import MechanismRun
 
     check_positive(max_tokens, "--max-tokens-per-batch")
     check_positive(tokens, "--tokens")

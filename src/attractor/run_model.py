@@ -1,4 +1,4 @@
-"""A run opened for a mechanism command: its model (checked against the run's weights), its
+"""A run opened with its model (for the mechanism commands, probes, steering and early stop): its model (checked against the run's weights), its
 question-level stability labels, and its rollouts streamed a few questions at a time.
 
 Stability labels come from the rollouts' grades: a question is *stable* when its top-1 answer
