@@ -36,7 +36,7 @@ timed probe_arith "$A" probe "$R" --layers every:10 --tokens 0,4,16 --refits 3
 timed steer_build "$A" steer build "$R" --kind fractional --out "$OUT/frac.safetensors"
 timed steer_sweep "$A" sweep --model smollm2 --task "$TASK,n=64" --offset 48 --limit 16 -n 8 \
   --temperature 0.7 --max-new-tokens 128 --reading flexible --steer "$OUT/frac.safetensors" \
-  --alpha 0,0.2 --out "$OUT/steer"
+  --alpha 0,0.05,0.2 --out "$OUT/steer"
 timed vote_arith "$A" vote "$R"
 # 4. the embedded model on the same questions, side by side
 timed sample_tiny "$A" sample --model tiny --task "$TASK,n=48" -n 16 --temperature 0.7 \
