@@ -113,6 +113,17 @@ def _safetensors_fits(path: Path) -> None:
         raise ValueError(f"{size} bytes, the header says {8 + n + end}")
 
 
+def file_damage(path: Path) -> Damage | None:
+    """The damage of one recorded file (its size against the record, then whether it opens),
+    None when it is whole: the check a reader makes of the one file it reads."""
+    entry = (read_record(path.parent) or {}).get(path.name)
+    if entry is not None and path.stat().st_size != entry.get("bytes"):
+        return Damage(path, f"{path.stat().st_size} bytes, {entry.get('bytes')} when written "
+                            "(truncated or overwritten)")
+    why = _opens(path)
+    return Damage(path, why) if why else None
+
+
 def damaged_shards(shard_dir: Path, deep: bool = False, pattern: str | None = ROLLOUTS
                    ) -> list[Damage]:
     """Every damaged file of a folder: recorded but missing, another size, (``deep``) another

@@ -290,16 +290,11 @@ class RunStore:
     def check_metric(self, path: Path) -> None:
         """UserError when a metrics file differs from its record (truncated, overwritten) or
         does not open: one line naming it and how to rewrite it."""
-        from attractor.store.integrity import damaged_shards
+        from attractor.store.integrity import file_damage
 
-        for d in damaged_shards(path.parent, pattern=None):
-            if d.path == path:
-                raise UserError(f"{d.line()}; rewrite it with `attractor analyze {self.path}`")
-        from attractor.store.integrity import _opens
-
-        why = _opens(path)
-        if why:
-            raise UserError(f"{path}: {why}; rewrite it with `attractor analyze {self.path}`")
+        damage = file_damage(path)
+        if damage:
+            raise UserError(f"{damage.line()}; rewrite it with `attractor analyze {self.path}`")
 
     def metric_json(self, name: str) -> Any:
         """``metrics/{name}.json``, checked (see :meth:`check_metric`)."""
